@@ -1,0 +1,387 @@
+"""Checkpoint readers and writers over ``{canonical name: np.ndarray}``, driven by the weight table.
+
+Formats: canonical ``model.safetensors`` (HF PyTorch names), HF ``pytorch_model.bin`` (read with
+``torch.load(weights_only=True)``; torch imported only then), HF ``tf_model.h5`` (read by name with
+h5py) and the authors' original TF1 checkpoints (read through TensorFlow, imported only then).
+
+``load_for_model`` is the one entry the frameworks use: it finds the weights in a directory,
+translates them to canonical names and layouts through ``weight_map``, and checks the result
+against the model's specs (every shape, every missing and unexpected name) before anything is
+assigned, so a failing load leaves the model untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convbert_common import weight_map as wm
+from convbert_common.fileio import atomic_path
+from convbert_common.layouts import LayoutError, get_layout
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
+PYTORCH_BIN_NAME = "pytorch_model.bin"
+TF_H5_NAME = "tf_model.h5"
+
+# Search order when a directory holds several weight files.
+WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_BIN_NAME, TF_H5_NAME)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model; the message names file and key."""
+
+
+# ---------------------------------------------------------------------------------- raw readers
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = os.fspath(path)
+    try:
+        return dict(load_file(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            index = json.load(fh)
+        shards = sorted(set(index["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed safetensors index ({exc})") from None
+    out: dict[str, np.ndarray] = {}
+    for shard in shards:
+        out.update(read_safetensors(os.path.join(os.path.dirname(path), shard)))
+    return out
+
+
+def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    path = os.fspath(path)
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading pytorch_model.bin needs torch (pip install 'convbert[torch]')") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
+            "files that need arbitrary pickle code are refused"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    out = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        out[name] = tensor.contiguous().numpy().copy()
+    return out
+
+
+def read_hf_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Datasets of an HF ``tf_model.h5`` by their name inside the model scope.
+
+    HF stores ``<top layer>/<model scope>/<path>:0``; the masked-LM file repeats the embedding
+    tables under a second top layer, so repeated paths must hold equal values.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as fh:
+            datasets: list[tuple[str, np.ndarray]] = []
+            fh.visititems(lambda n, o: datasets.append((n, o[()])) if isinstance(o, h5py.Dataset) else None)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable HDF5 file ({exc})") from None
+    for full, value in datasets:
+        parts = full.split("/")
+        if len(parts) < 3:
+            raise CheckpointError(f"{path}: dataset {full!r} is not in HF's <layer>/<model>/<name> layout")
+        name = "/".join(parts[2:])
+        name = name[:-2] if name.endswith(":0") else name
+        value = np.asarray(value)
+        if name in out:
+            if out[name].shape != value.shape or not np.array_equal(out[name], value):
+                raise CheckpointError(f"{path}: {name!r} is stored twice with different values")
+            continue
+        out[name] = value
+    return out
+
+
+def read_tf1_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All variables of a TF1 name-based checkpoint (``model.ckpt`` prefix or its directory)."""
+    prefix = os.fspath(prefix)
+    if os.path.isdir(prefix):
+        prefix = _tf1_prefix_in(prefix)
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise CheckpointError(f"{prefix}: reading a TF1 checkpoint needs tensorflow (pip install 'convbert[tf]')") from None
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = reader.get_variable_to_shape_map()
+        return {name: np.asarray(reader.get_tensor(name)) for name in names}
+    except (tf.errors.OpError, ValueError) as exc:
+        raise CheckpointError(f"{prefix}: not a readable TF1 checkpoint ({exc})") from None
+
+
+def _tf1_prefix_in(directory: str) -> str:
+    state = os.path.join(directory, "checkpoint")
+    if os.path.exists(state):
+        with open(state, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model_checkpoint_path:"):
+                    name = line.split(":", 1)[1].strip().strip('"')
+                    return name if os.path.isabs(name) else os.path.join(directory, name)
+    candidates = sorted(f[: -len(".index")] for f in os.listdir(directory) if f.endswith(".index"))
+    if not candidates:
+        raise CheckpointError(f"{directory}: no TF1 checkpoint (no 'checkpoint' file and no *.index)")
+    return os.path.join(directory, candidates[-1])
+
+
+def is_tf1_checkpoint(path: str | os.PathLike) -> bool:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return any(f.endswith(".index") for f in os.listdir(path)) and not any(
+            os.path.exists(os.path.join(path, w)) for w in WEIGHT_FILES
+        )
+    return os.path.exists(path + ".index")
+
+
+# ---------------------------------------------------------------------------------- raw writers
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    """Write canonical tensors; ``format: pt`` metadata so that HF transformers accepts the file."""
+    from safetensors.numpy import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+
+
+def write_pytorch_bin(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, tmp)
+
+
+def write_hf_tf_h5(
+    path: str | os.PathLike, config, head: str, tensors: Mapping[str, np.ndarray]
+) -> None:
+    """Write canonical tensors as HF's ``tf_model.h5`` for the class of ``head``.
+
+    Layout of the file as ``TFPreTrainedModel.save_pretrained`` writes it: one group per top-level
+    layer, ``weight_names`` attributes, names prefixed with the model scope.
+    """
+    import h5py
+
+    hf = to_format(config, head, tensors, "hf_tf")
+    scope = "tf_conv_bert_" + ("model" if head == "model" else "for_" + head)
+    groups: dict[str, list[str]] = {}
+    for name in hf:
+        groups.setdefault(name.split("/", 1)[0], []).append(name)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs["backend"] = "tensorflow"
+            fh.attrs["keras_version"] = "2.15.0"
+            fh.attrs["layer_names"] = np.array([g.encode() for g in groups], dtype=object)
+            for group, names in groups.items():
+                g = fh.create_group(group)
+                full = [f"{scope}/{n}:0" for n in names]
+                g.attrs["weight_names"] = np.array([f.encode() for f in full], dtype=object)
+                for f, n in zip(full, names):
+                    g.create_dataset(f, data=hf[n])
+
+
+# ---------------------------------------------------------------------------------- translation
+def from_format(config, head: str, raw: Mapping[str, np.ndarray], fmt: str, *, tf1_scope: str = "electra",
+                source: str = "checkpoint") -> tuple[dict[str, np.ndarray], list[str]]:
+    """Translate ``raw`` tensors named in ``fmt`` ('hf_tf' or 'tf1') to canonical names and layouts.
+
+    Returns the canonical tensors found and the raw names that matched no spec.
+    """
+    specs = wm.model_specs(config, head, tf1_scope=tf1_scope)
+    out: dict[str, np.ndarray] = {}
+    used: set[str] = set()
+    for spec in specs:
+        name = getattr(spec, fmt)
+        if name is None or name not in raw:
+            continue
+        layout = get_layout(getattr(spec, f"{fmt}_layout"))
+        try:
+            out[spec.name] = layout.to_canonical(np.asarray(raw[name]), spec.shape, f"{source}: {name}")
+        except LayoutError as exc:
+            raise CheckpointError(f"{exc} (canonical {spec.name}); does config.json match the weights?") from None
+        used.add(name)
+    return out, sorted(_report_name(n) for n in set(raw) - used)
+
+
+def _report_name(hf_tf_name: str) -> str:
+    """The PT-style name of an HF-TF tensor the model does not use, for missing/unexpected reports."""
+    leaf = {"kernel": "weight", "gamma": "weight", "beta": "bias", "embeddings": "weight"}
+    parts = hf_tf_name.split("/")
+    parts[-1] = leaf.get(parts[-1], parts[-1])
+    return ".".join(p.replace("layer_._", "layer.") for p in parts)
+
+
+def to_format(config, head: str, tensors: Mapping[str, np.ndarray], fmt: str) -> dict[str, np.ndarray]:
+    """Canonical tensors to the names and layouts of ``fmt`` ('hf_tf', 'tf1' or 'keras' layouts)."""
+    out = {}
+    for spec in wm.model_specs(config, head):
+        if spec.name not in tensors:
+            continue
+        name = spec.name if fmt == "keras" else getattr(spec, fmt)
+        if name is None:
+            continue
+        layout = get_layout(getattr(spec, f"{fmt}_layout"))
+        out[name] = layout.to_target(np.asarray(tensors[spec.name]), spec.shape, spec.name)
+    return out
+
+
+# ---------------------------------------------------------------------------------- matching
+@dataclass
+class LoadResult:
+    tensors: dict[str, np.ndarray]  # canonical name -> canonical-layout array, for every present spec
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    source: str = ""
+    fmt: str = ""
+
+
+def _all_head_names(config) -> set[str]:
+    names: set[str] = set()
+    for head in wm.HEADS:
+        try:
+            names.update(s.name for s in wm.head_specs(config, head))
+        except ValueError:
+            continue
+    return names
+
+
+def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, source: str,
+                   extra_unexpected: list[str] | None = None) -> LoadResult:
+    """Check canonical tensors against the specs of ``head``'s model before any assignment.
+
+    Handles the ``convbert.`` prefix both ways (base checkpoint into a head model and back), the
+    tied MLM weight and old buffers. Raises CheckpointError for a shape mismatch, a missing
+    backbone tensor, or unexpected backbone-like tensors (a config that disagrees with the file).
+    """
+    specs = wm.model_specs(config, head)
+    want_prefix = head != "model"
+    src: dict[str, np.ndarray] = {}
+    for name, value in canonical.items():
+        if wm.is_ignored(name):
+            continue
+        bare = wm.strip_base_prefix(name)
+        src[(wm.BASE_PREFIX + "." + bare) if (want_prefix and _is_backbone_name(bare)) else
+            (bare if not want_prefix else name)] = value
+
+    word_key = (wm.BASE_PREFIX + "." if want_prefix else "") + wm.WORD_EMBEDDINGS
+    if wm.TIED_LM_WEIGHT in src:
+        lm = src.pop(wm.TIED_LM_WEIGHT)
+        if word_key in src and not np.array_equal(lm, src[word_key]):
+            raise CheckpointError(
+                f"{source}: {wm.TIED_LM_WEIGHT} differs from {word_key}; untied LM heads are not supported"
+            )
+
+    result = LoadResult(tensors={}, source=source)
+    problems = []
+    for spec in specs:
+        if spec.name not in src:
+            result.missing_keys.append(spec.name)
+            continue
+        value = np.asarray(src.pop(spec.name))
+        if tuple(value.shape) != spec.shape:
+            problems.append(f"{spec.name}: checkpoint shape {tuple(value.shape)}, model expects {spec.shape}")
+            continue
+        result.tensors[spec.name] = value
+    if problems:
+        raise CheckpointError(
+            f"{source}: {len(problems)} tensor(s) do not fit the config: " + "; ".join(problems)
+            + " (nothing was loaded)"
+        )
+    head_names = _all_head_names(config)
+    unexpected = sorted(src) + list(extra_unexpected or [])
+    foreign = [n for n in unexpected if n not in head_names and wm.strip_base_prefix(n) not in head_names]
+    missing_backbone = [n for n in result.missing_keys if not any(s.name == n and s.is_head for s in specs)]
+    if missing_backbone or foreign:
+        parts = []
+        if missing_backbone:
+            parts.append(f"missing {len(missing_backbone)}: {', '.join(missing_backbone[:8])}"
+                         + (" ..." if len(missing_backbone) > 8 else ""))
+        if foreign:
+            parts.append(f"unexpected {len(foreign)}: {', '.join(foreign[:8])}" + (" ..." if len(foreign) > 8 else ""))
+        raise CheckpointError(
+            f"{source}: the weights do not match the config ({'; '.join(parts)}); nothing was loaded"
+        )
+    result.unexpected_keys = unexpected
+    if result.missing_keys:
+        logger.warning("%s: head weights not in the checkpoint, newly initialised: %s", source, result.missing_keys)
+    if result.unexpected_keys:
+        logger.info("%s: weights not used by %s: %s", source, wm.HEAD_CLASSES[head], result.unexpected_keys)
+    return result
+
+
+def _is_backbone_name(bare: str) -> bool:
+    return bare.startswith(("embeddings.", "embeddings_project.", "encoder."))
+
+
+def find_weights_file(directory: str | os.PathLike) -> tuple[str, str]:
+    """(path, format) of the first weight file in ``directory`` in the order of WEIGHT_FILES."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory}: not a directory")
+    for name in WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            fmt = {SAFETENSORS_NAME: "safetensors", SAFETENSORS_INDEX_NAME: "safetensors",
+                   PYTORCH_BIN_NAME: "pytorch_bin", TF_H5_NAME: "hf_tf"}[name]
+            return path, fmt
+    raise CheckpointError(f"{directory}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def read_any(path: str, fmt: str) -> dict[str, np.ndarray]:
+    if fmt == "safetensors":
+        return read_safetensors_index(path) if path.endswith(".json") else read_safetensors(path)
+    if fmt == "pytorch_bin":
+        return read_pytorch_bin(path)
+    if fmt == "hf_tf":
+        return read_hf_tf_h5(path)
+    if fmt == "tf1":
+        return read_tf1_checkpoint(path)
+    raise ValueError(f"unknown checkpoint format {fmt!r}")
+
+
+def load_for_model(config, head: str, path: str | os.PathLike, *, weights_file: str | None = None) -> LoadResult:
+    """Read the weights at ``path`` (a checkpoint directory or a weight file) for ``head``'s model."""
+    path = os.fspath(path)
+    if weights_file is not None:
+        path = os.path.join(path, weights_file)
+    if os.path.isdir(path):
+        file, fmt = find_weights_file(path)
+    else:
+        file = path
+        base = os.path.basename(path)
+        fmt = ("hf_tf" if base.endswith(".h5") else "pytorch_bin" if base.endswith((".bin", ".pt", ".pth"))
+               else "safetensors")
+    raw = read_any(file, fmt)
+    if fmt == "hf_tf":
+        canonical, rest = from_format(config, head, raw, "hf_tf", source=file)
+        result = match_to_model(config, head, canonical, source=file, extra_unexpected=rest)
+    else:
+        result = match_to_model(config, head, raw, source=file)
+    result.fmt = fmt
+    return result

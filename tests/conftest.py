@@ -1,0 +1,48 @@
+"""Shared test set-up: fixture lookup, markers, thread limits."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+TESTS = pathlib.Path(__file__).resolve().parent
+REPO_FIXTURES = TESTS / "fixtures"
+# The reference fixtures of the workspace, beside the repository (present in CI and on dev machines).
+SHARED_FIXTURES = TESTS.parent.parent / "shared" / "fixtures"
+
+HEADS = (
+    "model",
+    "masked_lm",
+    "sequence_classification",
+    "multiple_choice",
+    "token_classification",
+    "question_answering",
+)
+
+
+def fixture_file(relative: str) -> pathlib.Path:
+    """A reference fixture: the repository copy if committed, else the shared one, else skip (named)."""
+    for root in (REPO_FIXTURES, SHARED_FIXTURES):
+        path = root / relative
+        if path.exists():
+            return path
+    pytest.skip(f"reference fixture {relative} is neither in tests/fixtures nor in ../shared/fixtures")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

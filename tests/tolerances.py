@@ -1,0 +1,22 @@
+"""Every numerical tolerance of the test suite, in one table.
+
+fp32 comparisons are absolute max-abs-diff bounds. Low-precision and kernel checks use the
+three-way rule of DESIGN.md: ``|x - ref32| <= LOWP_FACTOR * |x_plain - ref32| + atol``, where the
+plain same-precision path sets the bar.
+"""
+
+# Our fp32 forward vs the reference implementation's golden outputs (HF transformers 4.57).
+REFERENCE_FP32_ATOL = 1e-5
+# PyTorch vs Keras on the same weights, fp32, eval mode.
+CROSS_FP32_ATOL = 1e-5
+# Gradients PyTorch vs Keras, relative to the gradient's max magnitude.
+CROSS_GRAD_RTOL = 1e-5
+# Shift-and-accumulate dynamic conv vs the unfold reference, fp32 (forward and gradients).
+SDCONV_NATIVE_FP32_ATOL = 1e-6
+# XLA / tf.function / torch.compile vs eager, fp32.
+COMPILED_FP32_ATOL = 1e-5
+# Three-way rule for low precision and kernels.
+LOWP_FACTOR = 2.0
+LOWP_ATOL = {"float16": 1e-3, "bfloat16": 1e-2, "float32": 1e-6}
+# bf16 autocast model logits vs our fp32 logits (issue target).
+BF16_LOGITS_ATOL = 5e-2
