@@ -1,0 +1,166 @@
+"""Conversion between the framework-free formats, and every way it must refuse to write."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from convbert_common import checkpoint as ck
+from convbert_common import convert as conv
+from convbert_common.cli import main
+from convbert_common.config import ConvBertConfig
+from tests.conftest import fixture_file
+
+
+@pytest.fixture
+def seqcls(tmp_path):
+    """A writable copy of the sequence-classification fixture with the tokenizer files."""
+    src = fixture_file("hf-convbert-tiny/sequence_classification/model.safetensors").parent
+    dst = tmp_path / "seqcls"
+    dst.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, dst / name)
+    demo = conv_demo_dir()
+    for name in conv.TOKENIZER_FILES:
+        shutil.copy(os.path.join(demo, name), dst / name)
+    return dst
+
+
+def conv_demo_dir():
+    from convbert_common.cli import demo_checkpoint_dir
+
+    return demo_checkpoint_dir()
+
+
+def read_all(folder):
+    config = ConvBertConfig.from_pretrained(folder)
+    return ck.load_for_model(config, conv.head_from_config(config), folder).tensors
+
+
+@pytest.mark.parametrize("chain", [["pytorch-bin", "safetensors"], ["hf-tf-h5", "safetensors"],
+                                   ["hf-tf-h5", "pytorch-bin", "hf-tf-h5", "safetensors"]])
+def test_round_trips_through_formats_are_bit_identical(seqcls, tmp_path, chain):
+    ref = read_all(seqcls)
+    src = seqcls
+    for i, fmt in enumerate(chain):
+        dst = tmp_path / f"step{i}"
+        conv.convert(str(src), str(dst), to=fmt, progress=False)
+        assert (dst / "vocab.txt").exists() and (dst / "config.json").exists()
+        src = dst
+    back = read_all(src)
+    assert back.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(back[k], ref[k], err_msg=k)
+
+
+def test_float16_conversion_records_dtype_and_rounds_every_tensor(seqcls, tmp_path):
+    conv.convert(str(seqcls), str(tmp_path / "half"), to="safetensors", dtype="float16", progress=False)
+    raw = ck.read_safetensors(tmp_path / "half" / "model.safetensors")
+    assert {v.dtype for v in raw.values()} == {np.dtype(np.float16)}
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_existing_destination_is_refused_without_force(seqcls, tmp_path):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already exists .pass --force"):
+        conv.convert(str(seqcls), str(dst), progress=False)
+    assert (dst / "keep.txt").read_text() == "mine"
+    conv.convert(str(seqcls), str(dst), force=True, progress=False)
+    assert not (dst / "keep.txt").exists() and (dst / "model.safetensors").exists()
+
+
+def test_failure_midway_leaves_no_destination_and_no_temporaries(seqcls, tmp_path, monkeypatch):
+    def broken(path, tensors):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ck, "write_safetensors", broken)
+    with pytest.raises(OSError, match="No space left"):
+        conv.convert(str(seqcls), str(tmp_path / "out"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seqcls"]
+
+
+def test_bad_sources_raise_naming_the_problem(seqcls, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(seqcls / "config.json", empty / "config.json")
+    with pytest.raises(ck.CheckpointError, match="empty: no weights file"):
+        conv.convert(str(empty), str(tmp_path / "o1"), progress=False)
+    other = tmp_path / "bert"
+    shutil.copytree(seqcls, other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type is 'bert'"):
+        conv.convert(str(other), str(tmp_path / "o2"), progress=False)
+    (other / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
+    with pytest.raises(ck.CheckpointError, match=r"checkpoint shape \(32, 8\), model expects \(64, 8\)"):
+        conv.convert(str(other), str(tmp_path / "o3"), progress=False)
+    with pytest.raises(ValueError, match="unknown --to 'onnx'"):
+        conv.convert(str(seqcls), str(tmp_path / "o4"), to="onnx", progress=False)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        conv.convert(str(tmp_path / "nope"), str(tmp_path / "o5"), progress=False)
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_cli_convert_reports_and_returns_error_codes(seqcls, tmp_path, capsys):
+    assert main(["convert", str(seqcls), str(tmp_path / "a"), "--to", "hf-tf-h5", "-q"]) == 0
+    assert "ConvBertForSequenceClassification" in capsys.readouterr().out
+    assert main(["convert", str(seqcls), str(tmp_path / "a"), "-q"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "a")]) == 0
+    assert "tf_model.h5 (hf_tf), 57 tensors" in capsys.readouterr().out
+
+
+tf = pytest.importorskip("tensorflow", reason="reading TF1 checkpoints needs tensorflow")
+
+
+def tf1_dir():
+    return fixture_file("tf1-original/model.ckpt.index").parent
+
+
+def test_tf1_discriminator_import_maps_every_variable_and_reports_the_rest(tmp_path):
+    loaded = conv.convert(str(tf1_dir()), str(tmp_path / "disc"), progress=False)
+    assert loaded.head == "model" and len(loaded.tensors) == 53
+    whys = {}
+    for why in loaded.skipped.values():
+        whys[why] = whys.get(why, 0) + 1
+    assert whys == {"optimizer slot": 216, "training step counter": 1,
+                    "replaced-token-detection head (no model class has it)": 4,
+                    "generator (import it with --generator)": 51}
+    raw = ck.read_tf1_checkpoint(tf1_dir())
+    written = read_all(tmp_path / "disc")
+    np.testing.assert_array_equal(written["encoder.layer.1.attention.self.query.weight"],
+                                  raw["electra/encoder/layer_1/attention/self/query/kernel"].T)
+    np.testing.assert_array_equal(written["encoder.layer.0.attention.self.key_conv_attn_layer.depthwise.weight"],
+                                  raw["electra/encoder/layer_0/attention/self/conv_attn_key/depthwise_kernel"]
+                                  .transpose(1, 2, 0))
+    assert (tmp_path / "disc" / "vocab.txt").exists()
+
+
+def test_tf1_generator_import_shares_the_discriminator_embeddings(tmp_path):
+    loaded = conv.convert(str(tf1_dir()), str(tmp_path / "gen"), generator=True, progress=False)
+    assert loaded.head == "masked_lm" and len(loaded.tensors) == 56
+    raw = ck.read_tf1_checkpoint(tf1_dir())
+    written = read_all(tmp_path / "gen")
+    np.testing.assert_array_equal(written["convbert.embeddings.word_embeddings.weight"],
+                                  raw["electra/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(written["generator_lm_head.bias"], raw["generator_predictions/output_bias"])
+    cfg = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert cfg["architectures"] == ["ConvBertForMaskedLM"] and cfg["hidden_size"] == 16
+
+
+def test_tf1_with_a_config_that_does_not_match_names_the_missing_variable(tmp_path):
+    cfg = json.loads((tf1_dir() / "config.json").read_text())
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
+    with pytest.raises(ck.CheckpointError, match="lacks .* required variable.*electra/encoder/layer_2/"):
+        conv.convert(str(tf1_dir()), str(tmp_path / "x"), config_path=str(bad), progress=False)
+    bad.write_text(json.dumps({**cfg, "intermediate_size": 32}))
+    with pytest.raises(ck.CheckpointError, match=r"intermediate/dense/kernel: expected transpose target shape"):
+        conv.convert(str(tf1_dir()), str(tmp_path / "y"), config_path=str(bad), progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
