@@ -1,0 +1,164 @@
+"""``convbert verify``: load one checkpoint in PyTorch and in Keras, run both, compare every output.
+
+The batch is fixed (seeded ids with a padded row and a sentence pair) and, with ``text``, also the
+user's text through the checkpoint's tokenizer. Labels are included so the losses are compared too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convbert_common import weight_map as wm
+from convbert_common.config import ConvBertConfig
+
+DEFAULT_ATOL = 1e-5
+
+
+@dataclass
+class Row:
+    head: str
+    batch: str
+    output: str
+    max_abs_diff: float
+    ok: bool
+
+
+@dataclass
+class Report:
+    path: str
+    atol: float
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+
+def fixed_batch(config: ConvBertConfig, batch: int = 3, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded ids: row 0 full, row 1 a padded sentence pair, row 2 half padding."""
+    rng = np.random.default_rng(seed)
+    length = min(length, config.max_position_embeddings)
+    low = min(5, config.vocab_size - 1)
+    ids = rng.integers(low, config.vocab_size, size=(batch, length), dtype=np.int64)
+    mask = np.ones_like(ids)
+    types = np.zeros_like(ids)
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    if batch > 1:
+        mask[1, length - length // 4:] = 0
+        types[1, length // 2: length - length // 4] = min(1, config.type_vocab_size - 1)
+    if batch > 2:
+        mask[2, length // 2:] = 0
+    ids[mask == 0] = pad
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def labels_for(config: ConvBertConfig, head: str, inputs: dict[str, np.ndarray], seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    b, length = inputs["input_ids"].shape[:2]
+    if head == "masked_lm":
+        labels = np.where(rng.random((b, length)) < 0.3, inputs["input_ids"], -100)
+        labels[:, 0] = inputs["input_ids"][:, 0]
+        return {"labels": labels}
+    if head == "sequence_classification":
+        return {"labels": rng.integers(0, config.num_labels, size=(b,), dtype=np.int64)}
+    if head == "multiple_choice":
+        return {"labels": rng.integers(0, inputs["input_ids"].shape[1], size=(b,), dtype=np.int64)}
+    if head == "token_classification":
+        labels = rng.integers(0, config.num_labels, size=(b, length), dtype=np.int64)
+        return {"labels": np.where(inputs["attention_mask"] == 1, labels, -100)}
+    if head == "question_answering":
+        return {"start_positions": rng.integers(0, length, size=(b,), dtype=np.int64),
+                "end_positions": rng.integers(0, length, size=(b,), dtype=np.int64)}
+    return {}
+
+
+def _flatten(outputs: dict) -> dict[str, np.ndarray]:
+    flat = {}
+    for key, value in outputs.items():
+        if value is None:
+            continue
+        if isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                flat[f"{key}[{i}]"] = np.asarray(v)
+        else:
+            flat[key] = np.asarray(value)
+    return flat
+
+
+def run_pytorch(path: str, head: str, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
+    import torch
+
+    import convbert_pt
+
+    model = getattr(convbert_pt, wm.HEAD_CLASSES[head]).from_pretrained(path)
+    model.eval()
+    feed = {k: torch.from_numpy(np.asarray(v)) for k, v in {**inputs, **labels}.items()}
+    with torch.no_grad():
+        out = model(**feed, output_hidden_states=True, output_attentions=True, return_dict=True)
+    return _flatten({k: (tuple(t.numpy() for t in v) if isinstance(v, tuple) else v.numpy())
+                     for k, v in out.items() if v is not None})
+
+
+def run_keras(path: str, head: str, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
+    import convbert_tf
+
+    model = getattr(convbert_tf, wm.HEAD_CLASSES[head]).from_pretrained(path)
+    out = model({**inputs, **labels}, output_hidden_states=True, output_attentions=True, training=False)
+    return _flatten({k: (tuple(np.asarray(t) for t in v) if isinstance(v, (tuple, list)) else np.asarray(v))
+                     for k, v in out.items() if v is not None})
+
+
+def _batches(path: str, config: ConvBertConfig, text: str | None) -> dict[str, dict[str, np.ndarray]]:
+    batches = {"fixed": fixed_batch(config)}
+    if text is not None:
+        from convbert_common.tokenizer import ConvBertTokenizerFast
+
+        if not os.path.exists(os.path.join(path, "vocab.txt")):
+            raise FileNotFoundError(f"{path}: --text needs the checkpoint's vocab.txt")
+        tok = ConvBertTokenizerFast.from_pretrained(path)
+        enc = tok([text], truncation=True, max_length=config.max_position_embeddings, return_tensors="np")
+        batches["text"] = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids")}
+    return batches
+
+
+def verify(path: str, *, heads: list[str] | None = None, text: str | None = None,
+           atol: float = DEFAULT_ATOL) -> Report:
+    config = ConvBertConfig.from_pretrained(path)
+    if not heads:
+        heads = [wm.head_of_architectures(config.architectures) or "model"]
+    report = Report(path=path, atol=atol)
+    for head in heads:
+        for batch_name, inputs in _batches(path, config, text).items():
+            if head == "multiple_choice":
+                # Choices along axis 1: the same batch seen as one example with B choices.
+                inputs = {k: v[None] for k, v in inputs.items()}
+            labels = labels_for(config, head, inputs)
+            pt = run_pytorch(path, head, inputs, labels)
+            tf = run_keras(path, head, inputs, labels)
+            for key in sorted(set(pt) | set(tf)):
+                if key not in pt or key not in tf:
+                    report.rows.append(Row(head, batch_name, key + (" (PyTorch only)" if key in pt else
+                                                                    " (Keras only)"), float("inf"), False))
+                    continue
+                if pt[key].shape != tf[key].shape:
+                    report.rows.append(Row(head, batch_name, f"{key} shape {pt[key].shape} vs {tf[key].shape}",
+                                           float("inf"), False))
+                    continue
+                diff = float(np.max(np.abs(pt[key].astype(np.float64) - tf[key].astype(np.float64)))) \
+                    if pt[key].size else 0.0
+                report.rows.append(Row(head, batch_name, key, diff, diff <= atol))
+    return report
+
+
+def format_report(report: Report) -> str:
+    width = max([len(r.output) for r in report.rows] + [6])
+    lines = [f"{'head':24s} {'batch':6s} {'output':{width}s} {'max |PT - Keras|':>17s}"]
+    for r in report.rows:
+        lines.append(f"{r.head:24s} {r.batch:6s} {r.output:{width}s} {r.max_abs_diff:17.3e}{'' if r.ok else '  FAIL'}")
+    verdict = "OK" if report.ok else "MISMATCH"
+    lines.append(f"{verdict}: {sum(r.ok for r in report.rows)}/{len(report.rows)} outputs within {report.atol:.0e}")
+    return "\n".join(lines)
