@@ -47,8 +47,35 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     try:
         return dict(load_file(path))
+    except TypeError:
+        # NumPy has no bfloat16 ("data type 'bfloat16' not understood"): widen those tensors to fp32.
+        return _read_safetensors_widening_bf16(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _read_safetensors_widening_bf16(path: str) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError, safe_open
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+            data_start = 8 + header_len
+        with safe_open(path, framework="np") as f:
+            for name in f.keys():
+                info = header[name]
+                if info["dtype"] != "BF16":
+                    out[name] = f.get_tensor(name)
+                    continue
+                begin, end = info["data_offsets"]
+                raw = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=data_start + begin)
+                # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
+                out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    return out
 
 
 def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -70,7 +97,9 @@ def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: reading pytorch_model.bin needs torch (pip install 'convbert[torch]')") from None
+        raise CheckpointError(
+            f"{path}: reading pytorch_model.bin needs torch (pip install 'convbert[torch]')"
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
@@ -130,7 +159,9 @@ def read_tf1_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import tensorflow as tf
     except ImportError:
-        raise CheckpointError(f"{prefix}: reading a TF1 checkpoint needs tensorflow (pip install 'convbert[tf]')") from None
+        raise CheckpointError(
+            f"{prefix}: reading a TF1 checkpoint needs tensorflow (pip install 'convbert[tf]')"
+        ) from None
     try:
         reader = tf.train.load_checkpoint(prefix)
         names = reader.get_variable_to_shape_map()
@@ -202,7 +233,7 @@ def write_hf_tf_h5(
                 g = fh.create_group(group)
                 full = [f"{scope}/{n}:0" for n in names]
                 g.attrs["weight_names"] = np.array([f.encode() for f in full], dtype=object)
-                for f, n in zip(full, names):
+                for f, n in zip(full, names, strict=True):
                     g.create_dataset(f, data=hf[n])
 
 

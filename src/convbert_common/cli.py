@@ -58,7 +58,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         path, fmt = ck.find_weights_file(args.path)
         result = ck.load_for_model(config, head, args.path)
         n = sum(int(v.size) for v in result.tensors.values())
-        lines.append(f"weights           {os.path.basename(path)} ({fmt}), {len(result.tensors)} tensors, {n:,} parameters")
+        lines.append(
+            f"weights           {os.path.basename(path)} ({fmt}), {len(result.tensors)} tensors, {n:,} parameters"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 

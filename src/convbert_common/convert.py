@@ -135,7 +135,9 @@ def _read_keras_file(src: str, head: str | None) -> Loaded:
     try:
         from convbert_tf import io as tf_io
     except ImportError as exc:
-        raise ImportError(f"{src}: reading a .keras file needs the Keras side (pip install 'convbert[tf]'): {exc}")
+        raise ImportError(
+            f"{src}: reading a .keras file needs the Keras side (pip install 'convbert[tf]'): {exc}"
+        ) from exc
     model = tf_io.load_keras_file(src)
     config = model.config
     head_name = tf_io.head_of(model)
@@ -149,7 +151,7 @@ def _write_keras(loaded: Loaded, target: str, weights_only: bool) -> None:
     try:
         from convbert_tf import io as tf_io
     except ImportError as exc:
-        raise ImportError(f"writing Keras files needs the Keras side (pip install 'convbert[tf]'): {exc}")
+        raise ImportError(f"writing Keras files needs the Keras side (pip install 'convbert[tf]'): {exc}") from exc
     model = tf_io.model_from_canonical(loaded.config, loaded.head, loaded.tensors)
     if weights_only:
         model.save_weights(target)

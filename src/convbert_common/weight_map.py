@@ -69,7 +69,9 @@ def _prefix(name: str, prefix: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _linear(pt: str, keras: str, hf_tf: str, tf1: str | None, out_dim: int, in_dim: int, head: bool) -> list[WeightSpec]:
+def _linear(
+    pt: str, keras: str, hf_tf: str, tf1: str | None, out_dim: int, in_dim: int, head: bool
+) -> list[WeightSpec]:
     return [
         WeightSpec(f"{pt}.weight", (out_dim, in_dim), keras, "kernel", "transpose", f"{hf_tf}/kernel", "transpose",
                    f"{tf1}/kernel" if tf1 else None, "transpose", head),
@@ -78,7 +80,9 @@ def _linear(pt: str, keras: str, hf_tf: str, tf1: str | None, out_dim: int, in_d
     ]
 
 
-def _grouped(pt: str, keras: str, hf_tf: str, tf1: str | None, out_dim: int, in_dim: int, groups: int) -> list[WeightSpec]:
+def _grouped(
+    pt: str, keras: str, hf_tf: str, tf1: str | None, out_dim: int, in_dim: int, groups: int
+) -> list[WeightSpec]:
     if groups == 1:
         return _linear(pt, keras, hf_tf, tf1, out_dim, in_dim, False)
     # The original code names its grouped dense layers "g_dense".
@@ -131,7 +135,8 @@ def backbone_specs(config: ConvBertConfig, *, tf1_scope: str = "electra") -> lis
         kl = f"encoder/layer/{i}"
         tf = f"convbert/encoder/layer_._{i}"
         t1 = f"{tf1_scope}/encoder/layer_{i}"
-        sa, ksa, tsa, t1sa = f"{pt}.attention.self", f"{kl}/attention/self", f"{tf}/attention/self", f"{t1}/attention/self"
+        sa, ksa = f"{pt}.attention.self", f"{kl}/attention/self"
+        tsa, t1sa = f"{tf}/attention/self", f"{t1}/attention/self"
         specs += _linear(f"{sa}.query", f"{ksa}/query", f"{tsa}/query", f"{t1sa}/query", A, H, False)
         specs += _linear(f"{sa}.key", f"{ksa}/key", f"{tsa}/key", f"{t1sa}/key", A, H, False)
         specs += _linear(f"{sa}.value", f"{ksa}/value", f"{tsa}/value", f"{t1sa}/value", A, H, False)
@@ -150,7 +155,8 @@ def backbone_specs(config: ConvBertConfig, *, tf1_scope: str = "electra") -> lis
         specs += _linear(f"{sa}.conv_out_layer", f"{ksa}/conv_out_layer", f"{tsa}/conv_out_layer",
                          f"{t1sa}/conv_attn_point", A, H, False)
         # Keras reserves the attribute name `output`: its sub-layers are `attention_output` / `layer_output`.
-        ao, kao, tao, t1ao = f"{pt}.attention.output", f"{kl}/attention/attention_output", f"{tf}/attention/output", f"{t1}/attention/output"
+        ao, kao = f"{pt}.attention.output", f"{kl}/attention/attention_output"
+        tao, t1ao = f"{tf}/attention/output", f"{t1}/attention/output"
         specs += _linear(f"{ao}.dense", f"{kao}/dense", f"{tao}/dense", f"{t1ao}/dense", H, hs.mixed_size, False)
         specs += _layer_norm(f"{ao}.LayerNorm", f"{kao}/LayerNorm", f"{tao}/LayerNorm", f"{t1ao}/LayerNorm", H, False)
         specs += _grouped(f"{pt}.intermediate.dense", f"{kl}/intermediate/dense", f"{tf}/intermediate/dense",
