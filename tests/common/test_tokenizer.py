@@ -1,12 +1,13 @@
 """ConvBertTokenizer(Fast) against the reference outputs, and the call API's contract.
 
-The golden records (tests/fixtures/tokenizer/expected_uncased.jsonl) were produced by Hugging Face
+The golden records (tests/fixtures/tokenizer/expected_uncased.jsonl.gz) were produced by Hugging Face
 transformers 4.57.6 on the real BERT-uncased vocabulary; see the fixtures README for the corpus.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import pickle
 import subprocess
@@ -33,7 +34,7 @@ FIELDS = ("input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"
 
 @functools.cache
 def golden_records() -> tuple[dict, ...]:
-    with open(FIXTURES / "expected_uncased.jsonl", encoding="utf-8") as fh:
+    with gzip.open(FIXTURES / "expected_uncased.jsonl.gz", "rt", encoding="utf-8") as fh:
         return tuple(json.loads(line) for line in fh)
 
 
