@@ -138,12 +138,18 @@ def _read_keras_file(src: str, head: str | None) -> Loaded:
         raise ImportError(
             f"{src}: reading a .keras file needs the Keras side (pip install 'convbert[tf]'): {exc}"
         ) from exc
-    model = tf_io.load_keras_file(src)
-    config = model.config
-    head_name = tf_io.head_of(model)
+    import keras
+
+    try:
+        model = keras.saving.load_model(src)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ValueError(f"{src}: not a loadable .keras file ({exc})") from None
+    head_name = getattr(model, "head_name", None)
+    if head_name not in wm.HEADS:
+        raise ValueError(f"{src}: holds a {type(model).__name__}, not a ConvBERT model")
     if head is not None and head != head_name:
         raise ValueError(f"{src}: holds a {wm.HEAD_CLASSES[head_name]}, not a {wm.HEAD_CLASSES[head]}")
-    return Loaded(config, head_name, tf_io.canonical_weights(model), src)
+    return Loaded(model.config, head_name, tf_io.canonical_arrays(model), src)
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -152,7 +158,10 @@ def _write_keras(loaded: Loaded, target: str, weights_only: bool) -> None:
         from convbert_tf import io as tf_io
     except ImportError as exc:
         raise ImportError(f"writing Keras files needs the Keras side (pip install 'convbert[tf]'): {exc}") from exc
-    model = tf_io.model_from_canonical(loaded.config, loaded.head, loaded.tensors)
+    from convbert_tf.modeling import MODEL_CLASSES
+
+    model = MODEL_CLASSES[loaded.head](loaded.config)
+    tf_io.assign_canonical(model, loaded.tensors, source=loaded.source)
     if weights_only:
         model.save_weights(target)
     else:

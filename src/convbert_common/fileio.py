@@ -9,6 +9,12 @@ import tempfile
 from collections.abc import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
@@ -17,6 +23,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[str]:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
     os.close(fd)
+    # mkstemp creates 0600; the final file gets the permissions a plain open() would give it.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, target)
@@ -46,6 +54,7 @@ def atomic_directory(target: str | os.PathLike, *, overwrite: bool = False) -> I
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if os.path.exists(target):

@@ -164,3 +164,13 @@ def test_tf1_with_a_config_that_does_not_match_names_the_missing_variable(tmp_pa
     with pytest.raises(ck.CheckpointError, match=r"intermediate/dense/kernel: expected transpose target shape"):
         conv.convert(str(tf1_dir()), str(tmp_path / "y"), config_path=str(bad), progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_written_files_get_ordinary_permissions(seqcls, tmp_path):
+    mask = os.umask(0o022)
+    try:
+        conv.convert(str(seqcls), str(tmp_path / "perm"), progress=False)
+    finally:
+        os.umask(mask)
+    assert oct((tmp_path / "perm").stat().st_mode & 0o777) == oct(0o755)
+    assert oct((tmp_path / "perm" / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
