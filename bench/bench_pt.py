@@ -1,0 +1,308 @@
+"""ConvBERT on the CPU: our PyTorch model against Hugging Face transformers' ConvBERT (and BERT-base).
+
+One invocation, the same random weights and inputs on both sides, ``--threads`` intra-op threads,
+runs interleaved (ours, HF, ours, HF, ...), medians of ``--runs`` runs after ``--warmup``:
+
+- ConvBERT-base forward at 8x128 and 1x512; train step (forward + backward + the same AdamW,
+  sequence-classification head) at 8x128; activation memory of a train step at 1x512;
+- ConvBERT-small (hidden 256, embedding 128, 4 heads, ffn 1024) forward at 8x128;
+- HF BERT-base (SDPA) forward at 8x128, the yardstick ConvBERT promised to beat;
+- ``--compile``: the base forward under ``torch.compile`` (both sides); ``--bf16``: the base
+  forward and train step under ``torch.autocast("cpu", torch.bfloat16)`` and the logits' distance
+  to our fp32 logits.
+
+HF transformers is optional (``pip install 'convbert[bench]'``): without it the HF columns say
+"unavailable" and our numbers, the FLOP counts and the measured matmul rate are still printed.
+FLOPs count the matmuls (2 per multiply-add) of our model and of a BERT-base of the same batch
+shape ("BERT-equivalent"); the roofline is a large fp32 matmul timed here, and "% roofline" is
+model matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
+autograd saves for backward during the forward (what a train step keeps alive), not a process RSS.
+
+    python bench/bench_pt.py [--runs 10] [--threads 2] [--compile] [--bf16] [--quick]
+        [--json bench/results/bench_pt.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from convbert_common import presets
+from convbert_common.config import ConvBertConfig
+from convbert_pt import ConvBertForSequenceClassification, ConvBertModel
+
+try:  # optional: the reference implementation
+    import transformers
+except ImportError:  # the HF column is then reported as unavailable
+    transformers = None
+
+HF_UNAVAILABLE = "unavailable (transformers not installed; pip install 'convbert[bench]')"
+
+
+# ------------------------------------------------------------------------------------------ models
+def base_config() -> ConvBertConfig:
+    return presets.preset("base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
+
+
+def small_config() -> ConvBertConfig:
+    return presets.preset("small", num_groups=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                          num_labels=2)
+
+
+def hf_twin(ours: torch.nn.Module, config: ConvBertConfig, head: bool):
+    """HF's ConvBERT with our weights (the state dict keys are the same by construction)."""
+    if transformers is None:
+        return None
+    fields = {k: v for k, v in config.to_dict().items() if k not in ("architectures", "dtype", "model_type")}
+    hf_config = transformers.ConvBertConfig(**fields)
+    cls = transformers.ConvBertForSequenceClassification if head else transformers.ConvBertModel
+    model = cls(hf_config)
+    missing, unexpected = model.load_state_dict(ours.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids") and k != "generator_lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"HF model does not take our weights: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def hf_bert_base():
+    if transformers is None:
+        return None
+    config = transformers.BertConfig(attn_implementation="sdpa", hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    return transformers.BertModel(config).eval()
+
+
+# ------------------------------------------------------------------------------------------ flops
+def convbert_matmul_flops(c: ConvBertConfig, batch: int, length: int) -> float:
+    hs = c.heads
+    tokens = batch * length
+    H, A, K, I = c.hidden_size, hs.all_head_size, c.conv_kernel_size, c.intermediate_size
+    E, G = c.embedding_size, c.num_groups
+    per_layer = (
+        4 * H * A  # query, key, value, conv_out_layer
+        + H * A  # pointwise half of the separable conv
+        + A * hs.num_heads * K  # conv_kernel_layer
+        + hs.mixed_size * H  # attention output dense
+        + 2 * H * I / G  # feed-forward (grouped)
+    ) * tokens + 2 * batch * hs.num_heads * length * length * hs.head_size  # scores and context
+    project = tokens * E * H if E != H else 0
+    return 2.0 * (c.num_hidden_layers * per_layer + project)
+
+
+def bert_base_flops(batch: int, length: int, layers: int = 12, H: int = 768, I: int = 3072) -> float:
+    tokens = batch * length
+    return 2.0 * layers * ((4 * H * H + 2 * H * I) * tokens + 2 * batch * length * length * H)
+
+
+def matmul_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s: the roofline of this machine for this benchmark."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------ timing
+def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int) -> dict[str, float | None]:
+    live = {k: f for k, f in fns.items() if f is not None}
+    for _ in range(warmup):
+        for f in live.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in live}
+    for _ in range(runs):
+        for k, f in live.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: (statistics.median(times[k]) if k in times else None) for k in fns}
+
+
+def inputs(vocab: int, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, vocab, (batch, length), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def forward_fn(model, batch_inputs, autocast: bool = False):
+    if model is None:
+        return None
+
+    def run():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model(**batch_inputs)
+
+    return run
+
+
+def train_step_fn(model, batch_inputs, autocast: bool = False):
+    if model is None:
+        return None
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    labels = torch.zeros(batch_inputs["input_ids"].shape[0], dtype=torch.long)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch_inputs, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return run
+
+
+def activation_bytes(model, batch_inputs) -> int | None:
+    """Bytes of the distinct storages autograd saves for backward in one training forward."""
+    if model is None:
+        return None
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    labels = torch.zeros(batch_inputs["input_ids"].shape[0], dtype=torch.long)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch_inputs, labels=labels).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+# ------------------------------------------------------------------------------------------ report
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def fmt_time(t: float | None) -> str:
+    return f"{t * 1e3:9.1f} ms" if t is not None else HF_UNAVAILABLE if transformers is None else "n/a"
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="also time the base forward under torch.compile")
+    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CPUs with AMX / AVX512-BF16)")
+    p.add_argument("--quick", action="store_true", help="smaller shapes and 3 runs: a smoke test of the script")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_pt.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.quick:
+        args.runs, args.warmup = 3, 1
+    batch, length, long_len = (2, 32, 64) if args.quick else (8, 128, 512)
+
+    rate = matmul_rate(args.threads, n=512 if args.quick else 2048)
+    results: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
+                    "torch": torch.__version__, "python": sys.version.split()[0],
+                    "transformers": getattr(transformers, "__version__", None),
+                    "matmul_fp32_gflops": rate / 1e9},
+        "settings": {"runs": args.runs, "warmup": args.warmup, "batch": batch, "length": length,
+                     "long_length": long_len},
+        "cases": {},
+    }
+    print(f"torch {torch.__version__}, {args.threads} threads; measured fp32 matmul rate {rate / 1e9:.1f} GFLOP/s")
+    if transformers is None:
+        print(f"HF column: {HF_UNAVAILABLE}")
+
+    base = base_config()
+    ours_base = ConvBertModel(base).eval()
+    hf_base = hf_twin(ours_base, base, head=False)
+    hf_base = hf_base.eval() if hf_base is not None else None
+    x = inputs(base.vocab_size, batch, length)
+    x_long = inputs(base.vocab_size, 1, long_len)
+
+    def record(name: str, times: dict, flops: float | None = None, **extra) -> None:
+        ours, hf = times.get("ours"), times.get("hf")
+        row = {"ours_s": ours, "hf_s": hf, "ours_over_hf": (ours / hf) if ours and hf else None, **extra}
+        if flops:
+            row["matmul_gflop"] = flops / 1e9
+            row["ours_pct_roofline"] = 100 * flops / ours / rate if ours else None
+        results["cases"][name] = row
+        pct = f"  {row['ours_pct_roofline']:.0f}% of roofline" if flops and ours else ""
+        extras = "".join(f"  {k}={v}" for k, v in extra.items())
+        print(f"{name:34s} ours {fmt_time(ours)}   HF {fmt_time(hf)}   ours/HF {ratio(ours, hf)}{pct}{extras}")
+
+    flops = convbert_matmul_flops(base, batch, length)
+    results["flops"] = {"convbert_base_forward_gflop": flops / 1e9,
+                        "bert_base_equivalent_forward_gflop": bert_base_flops(batch, length) / 1e9}
+    print(f"ConvBERT-base forward matmul FLOPs at {batch}x{length}: {flops / 1e9:.1f} G "
+          f"(BERT-base equivalent: {bert_base_flops(batch, length) / 1e9:.1f} G)")
+
+    record(f"base forward {batch}x{length}", interleaved(
+        {"ours": forward_fn(ours_base, x), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup), flops)
+    record(f"base forward 1x{long_len}", interleaved(
+        {"ours": forward_fn(ours_base, x_long), "hf": forward_fn(hf_base, x_long)}, args.runs, args.warmup),
+        convbert_matmul_flops(base, 1, long_len))
+
+    bert = hf_bert_base()
+    t = interleaved({"ours": forward_fn(ours_base, x), "hf": forward_fn(bert, x)}, args.runs, args.warmup)
+    record(f"base forward vs HF BERT-SDPA {batch}x{length}", t, flops,
+           bert_gflop=round(bert_base_flops(batch, length) / 1e9, 1))
+    del bert
+
+    small = small_config()
+    ours_small = ConvBertModel(small).eval()
+    hf_small = hf_twin(ours_small, small, head=False)
+    record(f"small forward {batch}x{length}", interleaved(
+        {"ours": forward_fn(ours_small, x), "hf": forward_fn(hf_small.eval() if hf_small else None, x)},
+        args.runs, args.warmup), convbert_matmul_flops(small, batch, length))
+    del ours_small, hf_small
+
+    ours_cls = ConvBertForSequenceClassification(base)
+    hf_cls = hf_twin(ours_cls, base, head=True)
+    record(f"base train step {batch}x{length}", interleaved(
+        {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup), 3 * flops)
+    mem_ours, mem_hf = activation_bytes(ours_cls, x_long), activation_bytes(hf_cls, x_long)
+    results["cases"][f"activation memory train step 1x{long_len}"] = {
+        "ours_bytes": mem_ours, "hf_bytes": mem_hf, "ours_over_hf": (mem_ours / mem_hf) if mem_hf else None}
+    print(f"{'activation memory 1x' + str(long_len):34s} ours {mem_ours / 2**20:9.1f} MiB   HF "
+          + (f"{mem_hf / 2**20:.1f} MiB   ours/HF {ratio(mem_ours, mem_hf)}" if mem_hf else HF_UNAVAILABLE))
+
+    if args.bf16:
+        with torch.no_grad():
+            ref = ours_cls.eval()(**x).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = ours_cls(**x).logits.float()
+        record(f"bf16 autocast base forward {batch}x{length}", interleaved(
+            {"ours": forward_fn(ours_base, x, autocast=True), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup),
+            flops, logits_max_abs_diff_vs_fp32=float((low - ref).abs().max()))
+        record(f"bf16 autocast train step {batch}x{length}", interleaved(
+            {"ours": train_step_fn(ours_cls, x, autocast=True), "hf": train_step_fn(hf_cls, x)},
+            args.runs, args.warmup), 3 * flops)
+
+    if args.compile:
+        compiled = torch.compile(ours_base)
+        hf_compiled = torch.compile(hf_base) if hf_base is not None else None
+        record(f"compiled base forward {batch}x{length}", interleaved(
+            {"ours": forward_fn(compiled, x), "hf": forward_fn(hf_compiled, x)}, args.runs, args.warmup), flops)
+
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""ConvBERT for PyTorch: the six model classes of Hugging Face's API on the canonical checkpoint layout."""
+
+from convbert_common.config import ConvBertConfig
+from convbert_pt.modeling import (
+    ConvBertForMaskedLM,
+    ConvBertForMultipleChoice,
+    ConvBertForQuestionAnswering,
+    ConvBertForSequenceClassification,
+    ConvBertForTokenClassification,
+    ConvBertModel,
+    ConvBertPreTrainedModel,
+)
+from convbert_pt.sdconv import span_dynamic_conv
+
+__all__ = [
+    "ConvBertConfig",
+    "ConvBertForMaskedLM",
+    "ConvBertForMultipleChoice",
+    "ConvBertForQuestionAnswering",
+    "ConvBertForSequenceClassification",
+    "ConvBertForTokenClassification",
+    "ConvBertModel",
+    "ConvBertPreTrainedModel",
+    "span_dynamic_conv",
+]

@@ -1,0 +1,120 @@
+"""Span-based dynamic convolution, the convolution half of ConvBERT's mixed attention block.
+
+B batch, L sequence, N' convolution heads, D head size, K kernel size (odd), p = (K - 1) // 2.
+
+    out[b, t, n, :] = sum_j softmax_K(kernel_logits[b, t, n, :])[j] * values[b, t + j - p, n, :]
+
+with zero padding outside [0, L). One entry, three implementations:
+
+- ``"reference"``: the unfold formulation of the reference implementation. It materialises the
+  (B, L, A, K) im2col tensor; it is the oracle of the tests, not a path to run models on.
+- ``"native"``: shift-and-accumulate over the K taps with a hand-written backward. Forward keeps
+  one (B, L, N', D) accumulator; backward saves only ``values`` (already alive: it is the output
+  of ``conv_out_layer``) and the (B, L, N', K) softmax weights. Nothing of size (B, L, A, K) exists.
+- ``"triton"``: the fused GPU kernel; it lands with the GPU issue and raises here until then.
+
+``"auto"`` picks ``"native"``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from convbert_common import shapes
+
+IMPLS = ("auto", "reference", "native", "triton")
+
+
+def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: str = "auto") -> torch.Tensor:
+    """values (B, L, N', D), kernel_logits (B, L, N', K) before the softmax -> (B, L, N', D)."""
+    _check(values, kernel_logits, impl)
+    if impl == "reference":
+        return span_dynamic_conv_reference(values, kernel_logits)
+    if impl == "triton":
+        raise NotImplementedError(
+            "span_dynamic_conv(impl='triton'): the fused Triton kernel is not part of this build yet "
+            "(it lands with the GPU issue); use impl='native' or impl='auto'"
+        )
+    return _ShiftAccumulate.apply(values, kernel_logits)
+
+
+def _check(values: torch.Tensor, kernel_logits: torch.Tensor, impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"span_dynamic_conv: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    if values.dim() != 4 or kernel_logits.dim() != 4:
+        raise ValueError(
+            "span_dynamic_conv: expected values (B, L, N', D) and kernel_logits (B, L, N', K), got shapes "
+            f"{tuple(values.shape)} and {tuple(kernel_logits.shape)}"
+        )
+    if values.shape[:3] != kernel_logits.shape[:3]:
+        raise ValueError(
+            f"span_dynamic_conv: values {tuple(values.shape)} and kernel_logits {tuple(kernel_logits.shape)} "
+            "disagree on (B, L, N')"
+        )
+    if kernel_logits.shape[-1] % 2 == 0:
+        raise ValueError(f"span_dynamic_conv: the kernel size must be odd, got K={kernel_logits.shape[-1]}")
+
+
+def span_dynamic_conv_reference(values: torch.Tensor, kernel_logits: torch.Tensor) -> torch.Tensor:
+    """The unfold (im2col) formulation, as the reference implementation computes it."""
+    B, L, N, D = values.shape
+    K = kernel_logits.shape[-1]
+    weights = torch.softmax(kernel_logits, dim=-1)  # (B, L, N', K)
+    columns = values.reshape(B, L, N * D).transpose(1, 2).unsqueeze(-1)  # (B, A, L, 1)
+    columns = F.unfold(columns, kernel_size=(K, 1), padding=(shapes.conv_padding(K), 0))  # (B, A*K, L)
+    columns = columns.transpose(1, 2).reshape(B, L, N, D, K)  # (B, L, N', D, K)
+    out = torch.matmul(columns, weights.unsqueeze(-1))  # (B, L, N', D, 1)
+    return out.squeeze(-1)  # (B, L, N', D)
+
+
+def _taps(L: int, K: int):
+    """For every tap j whose shift s = j - p reaches inside [0, L): (j, output slice, input slice)."""
+    p = shapes.conv_padding(K)
+    for j in range(K):
+        s = j - p
+        if abs(s) >= L:
+            continue  # the tap only ever sees zero padding
+        # out[t] uses values[t + s]: t runs over [max(0, -s), min(L, L - s))
+        yield j, slice(max(0, -s), min(L, L - s)), slice(max(0, s), min(L, L + s))
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Sum the K taps in fp32 when the inputs are half precision, as a matmul would.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _ShiftAccumulate(torch.autograd.Function):
+    """Shift-and-accumulate with an explicit backward.
+
+    Left to autograd, each tap would allocate a full-size zero gradient for its slice of ``values``
+    and of the weights; here backward accumulates in place into one buffer per input.
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, kernel_logits: torch.Tensor) -> torch.Tensor:
+        L, K = values.shape[1], kernel_logits.shape[-1]
+        acc = _accumulate_dtype(values.dtype)
+        weights = torch.softmax(kernel_logits.to(acc), dim=-1)  # (B, L, N', K)
+        out = torch.zeros(values.shape, dtype=acc, device=values.device)  # (B, L, N', D)
+        for j, dst, src in _taps(L, K):
+            out[:, dst].addcmul_(weights[:, dst, :, j : j + 1], values[:, src])
+        ctx.save_for_backward(values, weights)
+        ctx.logits_dtype = kernel_logits.dtype
+        return out.to(values.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        values, weights = ctx.saved_tensors
+        L, K = values.shape[1], weights.shape[-1]
+        acc = weights.dtype
+        grad_out = grad_out.to(acc)
+        grad_values = torch.zeros(values.shape, dtype=acc, device=values.device)  # (B, L, N', D)
+        grad_weights = torch.zeros(weights.shape, dtype=acc, device=values.device)  # (B, L, N', K)
+        for j, dst, src in _taps(L, K):
+            g = grad_out[:, dst]
+            grad_values[:, src].addcmul_(weights[:, dst, :, j : j + 1], g)
+            grad_weights[:, dst, :, j] = (g * values[:, src]).sum(-1)
+        # softmax backward: dz = w * (dw - <dw, w>)
+        grad_logits = weights * (grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+        return grad_values.to(values.dtype), grad_logits.to(ctx.logits_dtype)

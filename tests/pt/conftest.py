@@ -1,0 +1,58 @@
+"""PyTorch test set-up: thread limits, small configs, fixture loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convbert_common.config import ConvBertConfig
+from tests.conftest import fixture_file
+
+# Tiny tensors: one intra-op thread avoids OpenMP hand-off costs that dominate on a shared 2-core box.
+torch.set_num_threads(1)
+
+TINY = "hf-convbert-tiny"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def small_config(**overrides) -> ConvBertConfig:
+    """A fast random-weight config: vocab 99, H 32, E 16, 2 layers, 2+2 heads of 8, K 5."""
+    fields = dict(
+        vocab_size=99, hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
+        head_ratio=2, intermediate_size=40, conv_kernel_size=5, num_groups=1, max_position_embeddings=40,
+        type_vocab_size=2, pad_token_id=0, initializer_range=0.2, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    fields.update(overrides)
+    return ConvBertConfig(**fields)
+
+
+def random_inputs(config: ConvBertConfig, batch: int = 3, length: int = 11, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, config.vocab_size, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1:, length - 3:] = 0  # some padding
+    types = torch.zeros(batch, length, dtype=torch.long)
+    types[:, length // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def head_dir(head: str, weights_file: str = "model.safetensors"):
+    """The fixture folder of ``head`` that holds ``weights_file`` (repo copy, else the shared one)."""
+    return fixture_file(f"{TINY}/{head}/{weights_file}").parent
+
+
+def expected_outputs(head: str, which: str = "expected_pt.npz") -> dict[str, np.ndarray]:
+    with np.load(fixture_file(f"{TINY}/{head}/{which}")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def torch_inputs(expected: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(expected[k]) for k in INPUT_KEYS}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
