@@ -11,9 +11,12 @@ with zero padding outside [0, L). One entry, three implementations:
 - ``"native"``: shift-and-accumulate over the K taps with a hand-written backward. Forward keeps
   one (B, L, N', D) accumulator; backward saves only ``values`` (already alive: it is the output
   of ``conv_out_layer``) and the (B, L, N', K) softmax weights. Nothing of size (B, L, A, K) exists.
-- ``"triton"``: the fused GPU kernel; it lands with the GPU issue and raises here until then.
+- ``"triton"``: the fused kernel of ``kernels/sdconv_triton.py`` (softmax fused, forward and
+  backward); it raises, naming the reason, wherever it cannot run (no CUDA tensor, Triton missing,
+  K > 31, an unsupported dtype).
 
-``"auto"`` picks ``"native"``.
+``"auto"`` picks ``"triton"`` for CUDA tensors when every condition holds, else ``"native"``;
+Triton is imported only for CUDA tensors, so CPU runs never load it.
 """
 
 from __future__ import annotations
@@ -32,11 +35,25 @@ def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: s
     if impl == "reference":
         return span_dynamic_conv_reference(values, kernel_logits)
     if impl == "triton":
-        raise NotImplementedError(
-            "span_dynamic_conv(impl='triton'): the fused Triton kernel is not part of this build yet "
-            "(it lands with the GPU issue); use impl='native' or impl='auto'"
-        )
+        from convbert_pt.kernels import sdconv_triton
+
+        reason = sdconv_triton.unsupported_reason(values, kernel_logits)
+        if reason is not None:
+            raise RuntimeError(f"span_dynamic_conv(impl='triton') cannot run: {reason}")
+        return sdconv_triton.span_dynamic_conv_triton(values, kernel_logits)
+    if impl == "auto" and values.is_cuda and _triton_usable(values, kernel_logits):
+        from convbert_pt.kernels import sdconv_triton
+
+        return sdconv_triton.span_dynamic_conv_triton(values, kernel_logits)
     return _ShiftAccumulate.apply(values, kernel_logits)
+
+
+def _triton_usable(values: torch.Tensor, kernel_logits: torch.Tensor) -> bool:
+    try:
+        from convbert_pt.kernels import sdconv_triton
+    except ImportError:
+        return False
+    return sdconv_triton.unsupported_reason(values, kernel_logits) is None
 
 
 def _check(values: torch.Tensor, kernel_logits: torch.Tensor, impl: str) -> None:

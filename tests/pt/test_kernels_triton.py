@@ -313,6 +313,14 @@ class TestKernelsUnderInterpreter:
     def test_strided_inputs_are_read_in_place(self):
         check_strided_inputs("cpu")
 
+    def test_model_entry_point_dispatches_to_the_kernel_and_matches_native(self):
+        from convbert_pt.sdconv import span_dynamic_conv
+
+        values, kernel_logits, _ = make_inputs((2, 7, 2, 5, 5), torch.float32, "cpu")
+        got = span_dynamic_conv(values, kernel_logits, impl="triton")
+        want = span_dynamic_conv(values, kernel_logits, impl="native")
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
     def test_unsupported_calls_raise_with_the_reason(self):
         check_unsupported_calls("cpu")
 

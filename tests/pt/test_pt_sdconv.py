@@ -111,10 +111,12 @@ def test_bfloat16_native_is_as_accurate_as_the_bfloat16_reference():
     assert_three_way("sdconv bf16", native.float(), plain.float(), ref32, LOWP_FACTOR, LOWP_ATOL["bfloat16"])
 
 
-def test_triton_impl_raises_a_clear_error_until_the_gpu_issue_lands():
+def test_triton_impl_refuses_cpu_tensors_naming_the_reason_and_auto_stays_native():
     values, logits = _pair(1, 4, 1, 2, 3)
-    with pytest.raises(NotImplementedError, match="Triton kernel .* GPU issue"):
+    with pytest.raises(RuntimeError, match=r"impl='triton'\) cannot run: .*(CUDA|Triton)"):
         span_dynamic_conv(values, logits, impl="triton")
+    auto = span_dynamic_conv(values, logits, impl="auto")
+    torch.testing.assert_close(auto, span_dynamic_conv(values, logits, impl="native"), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
