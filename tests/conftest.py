@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
+
+# Triton's LLVM must be loaded before TensorFlow's XLA: in the other order the process aborts with
+# an LLVM error as soon as torch.compile or torch._dynamo (even torch.optim) loads Triton. A
+# subprocess that imported TensorFlow first and only imports this module for its helpers must not
+# load Triton at all.
+if "tensorflow" not in sys.modules:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
 
 TESTS = pathlib.Path(__file__).resolve().parent
 REPO_FIXTURES = TESTS / "fixtures"

@@ -46,12 +46,15 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = os.fspath(path)
     try:
-        return dict(load_file(path))
+        tensors = dict(load_file(path))
     except TypeError:
         # NumPy has no bfloat16 ("data type 'bfloat16' not understood"): widen those tensors to fp32.
         return _read_safetensors_widening_bf16(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    # Where ml_dtypes is loaded (TensorFlow, JAX), NumPy reads BF16 as ml_dtypes.bfloat16, which
+    # torch cannot take: widen to float32 as in the branch above, whoever imported what.
+    return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()}
 
 
 def _read_safetensors_widening_bf16(path: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,221 @@
+"""ConvBERT on the CPU with Keras 3: our model against Hugging Face transformers' TFConvBertModel (tf-keras).
+
+One invocation, the same weights (ours saved with ``save_pretrained(tf_h5=True)``, HF's class loads
+that ``tf_model.h5``) and the same inputs on both sides, runs interleaved (ours, HF, ours, HF, ...),
+medians of ``--runs`` runs after ``--warmup``:
+
+- ConvBERT-base forward at 8x128 and 1x512, in eager mode, under ``tf.function`` and under XLA
+  (``jit_compile=True``), for both sides;
+- one ``fit`` step (``train_on_batch``, Adam, sequence-classification head with its built-in loss)
+  at 8x128, and the first step's time (tracing / compiling included);
+- our forward under ``mixed_bfloat16`` (``tf.function`` and XLA; which one wins is printed: XLA on
+  CPU does not use AMX for bf16).
+
+HF transformers is optional (``pip install 'convbert[bench]'``, TF classes need ``tf-keras``):
+without it the HF column says "unavailable" and our numbers are still measured. Targets, as ratios
+within one run: our best fp32 forward <= 0.90x HF's best, fit step <= 0.80x HF's, first fit step
+well under HF's, mixed_bfloat16 forward <= 0.60x HF's fp32.
+
+    python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--json bench/results/bench_tf.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# HF's TF classes run on tf-keras; and transformers must not import torch here: torch's triton and
+# TensorFlow's XLA both register LLVM options, and loading both aborts the process.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("USE_TORCH", "0")
+os.environ.setdefault("USE_TF", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from convbert_common import presets  # noqa: E402
+from convbert_common.config import ConvBertConfig  # noqa: E402
+from convbert_common.fileio import atomic_write_text  # noqa: E402
+from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_UNAVAILABLE = "unavailable (transformers' TF classes not importable; pip install 'convbert[bench]')"
+TARGETS = {"forward": 0.90, "fit_step": 0.80, "bf16_forward_vs_hf_fp32": 0.60}
+
+
+def hf_classes():
+    """HF's TF ConvBERT classes, or None (they need transformers 4.x and tf-keras)."""
+    try:
+        import transformers
+
+        return transformers.TFConvBertModel, transformers.TFConvBertForSequenceClassification
+    except Exception:  # ImportError, or transformers without TF support
+        return None
+
+
+def config(quick: bool) -> ConvBertConfig:
+    name = "small" if quick else "base"
+    return presets.preset(name, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
+
+
+def inputs(config: ConvBertConfig, batch: int, length: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, config.vocab_size, (batch, length)).astype("int32")
+    return {"input_ids": tf.constant(ids), "attention_mask": tf.ones_like(ids),
+            "token_type_ids": tf.zeros_like(ids)}
+
+
+def median_times(fns: dict[str, Callable], runs: int, warmup: int) -> dict[str, float]:
+    """Interleaved: every run calls each function once, in turn; medians in seconds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _sync(out) -> None:
+    for t in tf.nest.flatten(out):
+        if hasattr(t, "numpy"):
+            t.numpy()
+
+
+def forward_fns(model, x: dict, prefix: str, hf: bool) -> dict[str, Callable]:
+    def call(inp):
+        out = model(inp, training=False)
+        return out.last_hidden_state if hf else out["last_hidden_state"]
+
+    graph = tf.function(call)
+    xla = tf.function(call, jit_compile=True)
+    return {
+        f"{prefix}/eager": lambda: _sync(call(x)),
+        f"{prefix}/tf.function": lambda: _sync(graph(x)),
+        f"{prefix}/xla": lambda: _sync(xla(x)),
+    }
+
+
+def first_call_seconds(fn: Callable) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="ConvBERT-small instead of base (a smoke run)")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_tf.json")
+    args = p.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    cfg = config(args.quick)
+    hf = hf_classes()
+    results: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__},
+        "config": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
+        "hf": "available" if hf else HF_UNAVAILABLE, "seconds": {}, "first_step_seconds": {}, "ratios": {},
+    }
+    seconds = results["seconds"]
+
+    ours = ConvBertModel(cfg)
+    ours_cls = ConvBertForSequenceClassification(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(Path(tmp) / "base", tf_h5=True)
+        ours_cls.save_pretrained(Path(tmp) / "cls", tf_h5=True)
+        hf_model = hf_cls = None
+        if hf:
+            # use_safetensors=False: HF's TF loader would try the PyTorch-layout model.safetensors first.
+            hf_model = hf[0].from_pretrained(Path(tmp) / "base", use_safetensors=False)
+            hf_cls = hf[1].from_pretrained(Path(tmp) / "cls", use_safetensors=False)
+
+    # ------------------------------------------------------------------ forward, fp32
+    for batch, length in ((8, 128), (1, 512)):
+        x = inputs(cfg, batch, length)
+        shape = f"{batch}x{length}"
+        fns = forward_fns(ours, x, f"ours/forward/{shape}", hf=False)
+        if hf_model is not None:
+            fns.update(forward_fns(hf_model, x, f"hf/forward/{shape}", hf=True))
+        for name, fn in fns.items():  # the first call traces / compiles
+            results["first_step_seconds"][name] = first_call_seconds(fn)
+        seconds.update(median_times(fns, args.runs, args.warmup))
+        best_ours = min(v for k, v in seconds.items() if k.startswith(f"ours/forward/{shape}/"))
+        seconds[f"ours/forward/{shape}/best"] = best_ours
+        if hf_model is not None:
+            best_hf = min(v for k, v in seconds.items() if k.startswith(f"hf/forward/{shape}/"))
+            seconds[f"hf/forward/{shape}/best"] = best_hf
+            results["ratios"][f"forward/{shape} ours/hf (best of each)"] = best_ours / best_hf
+
+    # ------------------------------------------------------------------ forward, mixed_bfloat16
+    bf16 = ConvBertModel(cfg, dtype="mixed_bfloat16")
+    bf16.set_weights(ours.get_weights())
+    x = inputs(cfg, 8, 128)
+    fns = {k.replace("/forward/", "/forward_bf16/"): v for k, v in forward_fns(bf16, x, "ours/forward/8x128",
+                                                                                hf=False).items()
+           if not k.endswith("/eager")}
+    for fn in fns.values():
+        fn()
+    seconds.update(median_times(fns, args.runs, args.warmup))
+    bf16_best = min(fns, key=lambda k: seconds[k])
+    results["bf16_best_mode"] = bf16_best.rsplit("/", 1)[1]
+    if hf_model is not None:
+        results["ratios"]["forward_bf16/8x128 ours/hf fp32 best"] = seconds[bf16_best] / seconds[
+            "hf/forward/8x128/best"]
+
+    # ------------------------------------------------------------------ one fit step
+    x = inputs(cfg, 8, 128)
+    y = tf.constant(np.arange(8) % 2, dtype=tf.int32)
+    ours_cls.compile(optimizer=keras.optimizers.Adam(1e-5))
+    steps = {"ours/fit_step/8x128": lambda: ours_cls.train_on_batch(x, y)}
+    if hf_cls is not None:
+        import tf_keras
+
+        hf_cls.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
+        steps["hf/fit_step/8x128"] = lambda: hf_cls.train_on_batch(x, y)
+    for name, fn in steps.items():
+        results["first_step_seconds"][name] = first_call_seconds(fn)
+    seconds.update(median_times(steps, args.runs, args.warmup))
+    if hf_cls is not None:
+        results["ratios"]["fit_step/8x128 ours/hf"] = seconds["ours/fit_step/8x128"] / seconds["hf/fit_step/8x128"]
+        results["ratios"]["first fit step ours/hf"] = (results["first_step_seconds"]["ours/fit_step/8x128"]
+                                                      / results["first_step_seconds"]["hf/fit_step/8x128"])
+
+    # ------------------------------------------------------------------ report
+    print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+          f"{os.cpu_count()} CPUs; medians of {args.runs} interleaved runs (seconds)")
+    print(f"HF transformers: {results['hf']}")
+    print("| measurement | ours | HF |")
+    print("|---|---:|---:|")
+    for name in sorted(k for k in seconds if k.startswith("ours/")):
+        twin = "hf/" + name[len("ours/"):]
+        other = f"{seconds[twin]:.4f}" if twin in seconds else "unavailable"
+        print(f"| {name[len('ours/'):]} | {seconds[name]:.4f} | {other} |")
+    print("first call (trace / compile included): "
+          + ", ".join(f"{k} {v:.2f}s" for k, v in results["first_step_seconds"].items()))
+    print(f"mixed_bfloat16 forward: {results['bf16_best_mode']} is faster")
+    for name, value in results["ratios"].items():
+        print(f"ratio {name}: {value:.3f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.json, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Span-based dynamic convolution in ``keras.ops``, the convolution half of the mixed attention block.
+
+B batch, L sequence, N' convolution heads, D head size, K kernel size (odd), p = (K - 1) // 2.
+
+    out[b, t, n, :] = sum_j softmax_K(kernel_logits[b, t, n, :])[j] * values[b, t + j - p, n, :]
+
+with zero padding outside [0, L). One entry, two implementations:
+
+- ``"native"`` (what ``"auto"`` picks): shift-and-accumulate. ``values`` is padded once, then each
+  of the K taps is a static slice of it scaled by one column of the softmax weights and added to a
+  (B, L, N', D) accumulator. No (B, L, A, K) tensor exists, the loop runs over the Python int K
+  (never over tensor values), so XLA sees K fused multiply-adds of static shapes.
+- ``"reference"``: the unfold (im2col) formulation of the reference implementation: it stacks the
+  K shifted copies into a (B, L, N', D, K) tensor and contracts it with the weights. It is the
+  oracle of the tests, not a path to run models on.
+
+The softmax, and in half precision the sum over taps, run in float32, as a matmul would accumulate.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from convbert_common import shapes
+
+IMPLS = ("auto", "native", "reference")
+_HALF = ("float16", "bfloat16")
+
+
+def span_dynamic_conv(values, kernel_logits, impl: str = "auto"):
+    """values (B, L, N', D), kernel_logits (B, L, N', K) before the softmax -> (B, L, N', D)."""
+    kernel_size = _check(values, kernel_logits, impl)
+    if kernel_size == 1:  # one tap: its softmax weight is 1
+        return values
+    if impl == "reference":
+        return span_dynamic_conv_reference(values, kernel_logits)
+    return _shift_and_accumulate(values, kernel_logits, kernel_size)
+
+
+def _check(values, kernel_logits, impl: str) -> int:
+    if impl == "triton":
+        raise ValueError(
+            "span_dynamic_conv(impl='triton'): the Triton kernel exists only in convbert_pt; "
+            "the Keras side compiles the 'native' path with XLA (jit_compile=True)"
+        )
+    if impl not in IMPLS:
+        raise ValueError(f"span_dynamic_conv: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    v_shape, k_shape = tuple(values.shape), tuple(kernel_logits.shape)
+    if len(v_shape) != 4 or len(k_shape) != 4:
+        raise ValueError(
+            "span_dynamic_conv: expected values (B, L, N', D) and kernel_logits (B, L, N', K), got shapes "
+            f"{v_shape} and {k_shape}"
+        )
+    for axis, what in ((0, "B"), (1, "L"), (2, "N'")):
+        a, b = v_shape[axis], k_shape[axis]
+        if a is not None and b is not None and a != b:
+            raise ValueError(f"span_dynamic_conv: values {v_shape} and kernel_logits {k_shape} disagree on {what}")
+    kernel_size = k_shape[-1]
+    if kernel_size is None:
+        raise ValueError("span_dynamic_conv: the kernel size (last axis of kernel_logits) must be static")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"span_dynamic_conv: the kernel size must be odd, got K={kernel_size}")
+    return kernel_size
+
+
+def _accumulate_dtype(dtype) -> str:
+    name = keras.backend.standardize_dtype(dtype)
+    return "float32" if name in _HALF else name
+
+
+def _softmax_weights(kernel_logits, dtype):
+    """softmax over the K taps in float32, then in the accumulation dtype: (B, L, N', K)."""
+    return ops.cast(ops.softmax(ops.cast(kernel_logits, "float32"), axis=-1), dtype)
+
+
+def _padded(values, kernel_size: int, dtype):
+    pad = shapes.conv_padding(kernel_size)
+    # (B, L + K - 1, N', D): row t + j of the padded tensor is values[t + j - p]
+    return ops.pad(ops.cast(values, dtype), ((0, 0), (pad, pad), (0, 0), (0, 0)))
+
+
+def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
+    acc = _accumulate_dtype(values.dtype)
+    weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
+    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
+    length = ops.shape(values)[1]
+    out = None
+    for j in range(kernel_size):
+        window = padded[:, j : j + length]  # (B, L, N', D): values shifted by j - p
+        term = weights[..., j : j + 1] * window  # (B, L, N', 1) * (B, L, N', D)
+        out = term if out is None else out + term
+    return ops.cast(out, values.dtype)
+
+
+def span_dynamic_conv_reference(values, kernel_logits):
+    """The unfold formulation: materialise the (B, L, N', D, K) windows, contract them with the kernel."""
+    kernel_size = _check(values, kernel_logits, "reference")
+    if kernel_size == 1:
+        return values
+    acc = _accumulate_dtype(values.dtype)
+    weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
+    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
+    length = ops.shape(values)[1]
+    columns = ops.stack([padded[:, j : j + length] for j in range(kernel_size)], axis=-1)  # (B, L, N', D, K)
+    out = ops.einsum("blndk,blnk->blnd", columns, weights)  # (B, L, N', D)
+    return ops.cast(out, values.dtype)

@@ -1,0 +1,118 @@
+"""Shared set-up of the Keras tests: tiny configs, toy batches, output conversion, fixture lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convbert_common.config import ConvBertConfig
+from tests.conftest import REPO_FIXTURES, SHARED_FIXTURES
+
+TINY = "hf-convbert-tiny"
+
+CLASS_NAMES = {
+    "model": "ConvBertModel",
+    "masked_lm": "ConvBertForMaskedLM",
+    "sequence_classification": "ConvBertForSequenceClassification",
+    "multiple_choice": "ConvBertForMultipleChoice",
+    "token_classification": "ConvBertForTokenClassification",
+    "question_answering": "ConvBertForQuestionAnswering",
+}
+INPUT_FILES = {"masked_lm": "inputs_masked_lm.npz", "multiple_choice": "inputs_multiple_choice.npz"}
+
+
+def model_class(head: str):
+    import convbert_tf
+
+    return getattr(convbert_tf, CLASS_NAMES[head])
+
+
+def tiny_config(**overrides) -> ConvBertConfig:
+    """A config small enough that a fit step traces in seconds; dropout off unless asked for."""
+    base = dict(vocab_size=99, hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=36, max_position_embeddings=32, pad_token_id=0, conv_kernel_size=5,
+                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+    return ConvBertConfig(**{**base, **overrides})
+
+
+def head_config(head: str, **overrides) -> ConvBertConfig:
+    if head == "question_answering":
+        overrides.setdefault("num_labels", 2)
+    return tiny_config(**overrides)
+
+
+def fit_config(head: str, **overrides) -> ConvBertConfig:
+    """One layer, larger initial weights: plain SGD learns the toy tasks in a few steps (fast to trace)."""
+    return head_config(head, **{"num_hidden_layers": 1, "initializer_range": 0.2, **overrides})
+
+
+def toy_batch(head: str, batch: int = 8, length: int = 8, seed: int = 0):
+    """(x, y) for a learnable toy task of ``head``, on a sub-vocabulary of ids 4..11.
+
+    Marker tokens carry the answer: id 1/2/3 at position 0 is the class; the choice holding id 1
+    first is the right one; ids 1 and 2 mark the start and end of the span; token labels are id % 3.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(4, 12, (batch, length)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1::2, -2:] = 0
+    x = {"input_ids": ids, "attention_mask": mask}
+    if head == "model":
+        return x, None
+    if head == "sequence_classification":
+        y = rng.integers(0, 3, batch).astype("int32")
+        ids[:, 0] = y + 1
+        return x, y
+    if head == "token_classification":
+        return x, np.where(mask == 1, ids % 3, -100).astype("int32")
+    if head == "masked_lm":
+        return x, np.where(rng.random(ids.shape) < 0.5, ids, -100).astype("int32")
+    if head == "multiple_choice":
+        y = rng.integers(0, 2, batch // 2).astype("int32")
+        ids[:, 0] = 2
+        ids[2 * np.arange(batch // 2) + y, 0] = 1
+        return {k: v.reshape(batch // 2, 2, length) for k, v in x.items()}, y
+    if head == "question_answering":
+        start = rng.integers(1, length // 2, batch).astype("int32")
+        end = (start + rng.integers(0, 2, batch)).astype("int32")
+        ids[np.arange(batch), start] = 1
+        ids[np.arange(batch), end] = np.where(end > start, 2, 1)
+        mask[:] = 1
+        return x, (start, end)
+    raise ValueError(head)
+
+
+def to_numpy(outputs: dict) -> dict[str, np.ndarray]:
+    """Model outputs as arrays; tuples of hidden states / attentions stacked on a new first axis."""
+    out = {}
+    for key, value in outputs.items():
+        if isinstance(value, (tuple, list)):
+            out[key] = np.stack([np.asarray(v) for v in value])
+        else:
+            out[key] = np.asarray(value)
+    return out
+
+
+def reference_file(relative: str):
+    """A reference fixture path, repository copy first, else the shared one; None when neither exists."""
+    for root in (REPO_FIXTURES, SHARED_FIXTURES):
+        path = root / relative
+        if path.exists():
+            return path
+    return None
+
+
+def expected_outputs(head: str) -> dict[str, np.ndarray]:
+    """expected_tf.npz of ``head``; expected_pt.npz where only that exists (PT vs TF differ by <= 1.6e-6)."""
+    for name in ("expected_tf.npz", "expected_pt.npz"):
+        path = reference_file(f"{TINY}/{head}/{name}")
+        if path is not None:
+            return dict(np.load(path))
+    pytest.skip(f"no expected outputs for {head} in tests/fixtures or ../shared/fixtures")
+
+
+def reference_inputs(head: str) -> dict[str, np.ndarray]:
+    path = reference_file(f"{TINY}/{INPUT_FILES.get(head, 'inputs.npz')}")
+    if path is None:
+        pytest.skip(f"reference inputs for {head} not found")
+    return {k: v for k, v in np.load(path).items()}

@@ -1,0 +1,46 @@
+"""Compiled paths: XLA (jit_compile=True) and tf.function equal eager; the SavedModel export serves the same logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import HEADS
+from tests.parity import assert_close
+from tests.tf.helpers import head_config, model_class, to_numpy, toy_batch
+from tests.tolerances import COMPILED_FP32_ATOL
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_xla_compiled_model_equals_eager(head):
+    model = model_class(head)(head_config(head))
+    x, _ = toy_batch(head)
+    x = {k: tf.constant(v) for k, v in x.items()}
+    eager = to_numpy(model(x, output_hidden_states=True, training=False))
+    xla = tf.function(lambda inputs: model(inputs, output_hidden_states=True, training=False), jit_compile=True)
+    compiled = to_numpy(xla(x))
+    assert sorted(compiled) == sorted(eager)
+    for key in eager:
+        assert_close(f"{head}/{key} xla", compiled[key], eager[key], COMPILED_FP32_ATOL)
+
+
+def test_graph_mode_with_attention_maps_equals_eager():
+    model = model_class("model")(head_config("model"))
+    x, _ = toy_batch("model")
+    graph = tf.function(lambda inputs: model(inputs, output_attentions=True))
+    for a, b in zip(graph(x)["attentions"], model(x, output_attentions=True)["attentions"], strict=True):
+        assert_close("attentions", a, b, COMPILED_FP32_ATOL)
+
+
+@pytest.mark.parametrize("head", ["sequence_classification", "multiple_choice"])
+def test_exported_saved_model_serves_the_same_logits(head, tmp_path):
+    model = model_class(head)(head_config(head))
+    model.export(tmp_path / "served", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    x, _ = toy_batch(head)
+    x["token_type_ids"] = np.zeros_like(x["input_ids"])
+    signature = served.signatures["serving_default"]
+    assert sorted(signature.structured_input_signature[1]) == ["attention_mask", "input_ids", "token_type_ids"]
+    out = signature(**{k: tf.constant(v) for k, v in x.items()})
+    assert_close("served logits", out["logits"], model(x)["logits"], COMPILED_FP32_ATOL)

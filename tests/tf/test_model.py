@@ -1,0 +1,136 @@
+"""Model structure: config variants, the weight-table bijection, variable paths, the public names."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import convbert_tf
+from convbert_common import weight_map as wm
+from convbert_common.layouts import get_layout
+from convbert_tf import canonical_variables
+from convbert_tf.modeling import MODEL_CLASSES, grouped_linear
+from tests.conftest import HEADS
+from tests.parity import assert_close
+from tests.tf.helpers import head_config, model_class, tiny_config, to_numpy, toy_batch
+
+
+def _expected_path(model, spec) -> str:
+    # List items are named layer_<i> (a Keras name cannot hold "/").
+    layer = re.sub(r"/(\d+)(?=/|$)", r"_\1", spec.keras_layer)
+    return f"{model.name}/{layer}/{spec.keras_variable}"
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_variable_has_exactly_one_canonical_name_and_its_attribute_path(head):
+    model = model_class(head)(head_config(head))
+    variables = canonical_variables(model)
+    specs = wm.model_specs(model.config, head)
+    assert list(variables) == [s.name for s in specs]
+    assert len({id(v) for v in variables.values()}) == len(model.weights) == len(specs)
+    for spec in specs:
+        var = variables[spec.name]
+        assert var.path == _expected_path(model, spec)
+        assert tuple(var.shape) == get_layout(spec.keras_layout).target_shape(spec.shape)
+        assert var.dtype == "float32"
+
+
+def test_canonical_variables_refuses_a_table_that_does_not_fit():
+    model = model_class("sequence_classification")(tiny_config())
+    with pytest.raises(RuntimeError, match="generator_predictions"):
+        canonical_variables(model, "masked_lm")
+    with pytest.raises(RuntimeError, match="no canonical name"):
+        canonical_variables(model, "model")
+
+
+def test_masked_lm_output_layer_is_the_word_embedding_matrix():
+    model = model_class("masked_lm")(tiny_config())
+    x, _ = toy_batch("masked_lm")
+    hidden = model.generator_predictions(model.convbert(x)["last_hidden_state"])
+    table = model.convbert.embeddings.word_embeddings.embeddings.numpy()
+    expected = np.einsum("ble,ve->blv", hidden.numpy(), table) + model.generator_lm_head.bias.numpy()
+    assert_close("logits", model(x)["logits"], expected, 1e-5)
+    assert "generator_lm_head.weight" not in canonical_variables(model)
+
+
+@pytest.mark.parametrize("head_ratio", [1, 2, 3, 4])
+def test_head_ratio_follows_the_shared_head_arithmetic(head_ratio):
+    config = tiny_config(hidden_size=48, num_attention_heads=6, head_ratio=head_ratio)
+    heads = config.heads
+    model = model_class("sequence_classification")(config)
+    x, _ = toy_batch("sequence_classification")
+    out = model(x, output_attentions=True, output_hidden_states=True)
+    assert tuple(out["attentions"][0].shape) == (8, heads.num_heads, 8, 8)
+    assert tuple(out["hidden_states"][-1].shape) == (8, 8, 48)
+    attn = model.convbert.encoder.layer[0].attention
+    assert tuple(attn.self.query.kernel.shape) == (48, heads.all_head_size)
+    assert tuple(attn.self.conv_kernel_layer.kernel.shape) == (heads.all_head_size, heads.num_heads * 5)
+    assert tuple(attn.attention_output.dense.kernel.shape) == (heads.mixed_size, 48)
+    assert np.all(np.isfinite(out["logits"]))
+
+
+def test_grouped_feed_forward_splits_channels_into_independent_groups():
+    config = tiny_config(num_groups=4, intermediate_size=40)
+    model = model_class("model")(config)
+    dense = model.encoder.layer[0].intermediate.dense
+    assert type(dense).__name__ == "GroupedLinearLayer" and tuple(dense.kernel.shape) == (4, 8, 10)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32)).astype("float32")
+    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
+    expected = np.concatenate([x[..., 8 * g : 8 * (g + 1)] @ kernel[g] for g in range(4)], axis=-1) + bias
+    assert_close("grouped", grouped_linear(x, kernel, bias), expected, 1e-5)
+    out = model(toy_batch("model")[0], output_hidden_states=True)
+    assert np.all(np.isfinite(to_numpy(out)["hidden_states"]))
+
+
+def test_embedding_size_equal_to_hidden_size_has_no_projection():
+    model = model_class("model")(tiny_config(embedding_size=32))
+    assert model.embeddings_project is None
+    assert not any(n.startswith("embeddings_project") for n in canonical_variables(model))
+    out = model(toy_batch("model")[0], output_hidden_states=True)
+    assert len(out["hidden_states"]) == 3
+
+
+def test_activations_of_the_config_are_applied():
+    x, _ = toy_batch("model")
+    outs = {}
+    for act in ("gelu", "gelu_new", "relu", "silu", "tanh"):
+        tf.keras.utils.set_random_seed(0)
+        outs[act] = model_class("model")(tiny_config(hidden_act=act))(x)["last_hidden_state"].numpy()
+    assert not np.allclose(outs["gelu"], outs["relu"])
+    assert not np.allclose(outs["gelu"], outs["gelu_new"])
+
+
+def test_hf_tf_class_names_are_aliases():
+    for head, cls in MODEL_CLASSES.items():
+        assert getattr(convbert_tf, "TF" + cls.__name__) is cls
+        assert cls.head_name == head
+        assert wm.HEAD_CLASSES[head] == cls.__name__
+
+
+def test_question_answering_needs_two_labels_and_mlm_a_tied_head():
+    with pytest.raises(ValueError, match="needs num_labels=2"):
+        model_class("question_answering")(tiny_config(num_labels=3))
+    with pytest.raises(ValueError, match="untied output embeddings"):
+        model_class("masked_lm")(tiny_config(tie_word_embeddings=False))
+
+
+def test_importing_convbert_tf_does_not_import_torch():
+    code = "import sys, convbert_tf; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_pad_row_gets_no_gradient_from_the_lookup_as_in_pytorch():
+    model = model_class("model")(tiny_config())
+    ids = tf.constant([[5, 7, 0, 0], [3, 0, 9, 2]])
+    table = model.embeddings.word_embeddings.embeddings
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(ids)["last_hidden_state"] ** 2)
+    grad = tf.convert_to_tensor(tape.gradient(loss, table.value)).numpy()
+    assert np.all(grad[0] == 0.0)  # [PAD] is id 0 here
+    assert np.all(grad[[2, 3, 5, 7, 9]].any(axis=-1))
