@@ -31,7 +31,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     groups: dict[str, int] = {}
     for why in loaded.skipped.values():
         groups[why] = groups.get(why, 0) + 1
-    sys.stdout.write(f"converted {loaded.source} ({len(loaded.tensors)} tensors, "
+    sys.stdout.write(f"converted {loaded.source} ({loaded.count} tensors, "
                      f"{conv.wm.HEAD_CLASSES[loaded.head]}) -> {args.dst} [{args.to}]\n")
     for why, count in sorted(groups.items()):
         sys.stdout.write(f"  skipped {count:4d}: {why}\n")

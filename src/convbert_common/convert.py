@@ -51,6 +51,10 @@ class Loaded:
     source: str
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it was not loaded
     tokenizer_dir: str | None = None
+    count: int = 0  # tensors read (writing to Keras consumes ``tensors`` to save memory)
+
+    def __post_init__(self) -> None:
+        self.count = len(self.tensors)
 
 
 def head_from_config(config: ConvBertConfig, default: str = "model") -> str:
@@ -141,7 +145,8 @@ def _read_keras_file(src: str, head: str | None) -> Loaded:
     import keras
 
     try:
-        model = keras.saving.load_model(src)
+        with tf_io.skip_init():  # every variable is read from the file right after
+            model = keras.saving.load_model(src)
     except (ValueError, OSError, TypeError) as exc:
         raise ValueError(f"{src}: not a loadable .keras file ({exc})") from None
     head_name = getattr(model, "head_name", None)
@@ -160,8 +165,10 @@ def _write_keras(loaded: Loaded, target: str, weights_only: bool) -> None:
         raise ImportError(f"writing Keras files needs the Keras side (pip install 'convbert[tf]'): {exc}") from exc
     from convbert_tf.modeling import MODEL_CLASSES
 
-    model = MODEL_CLASSES[loaded.head](loaded.config)
-    tf_io.assign_canonical(model, loaded.tensors, source=loaded.source)
+    with tf_io.skip_init():
+        model = MODEL_CLASSES[loaded.head](loaded.config)
+    # The canonical arrays are not needed once in the model: free them as they are assigned.
+    tf_io.assign_canonical(model, loaded.tensors, source=loaded.source, consume=True)
     if weights_only:
         model.save_weights(target)
     else:

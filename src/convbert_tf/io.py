@@ -11,8 +11,10 @@ checkpoint that does not fit leaves the model as it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -24,6 +26,21 @@ from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import get_layout
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(ConvBertConfig)} - {"extra"}
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Build models inside this block with zero-initialised variables (to be overwritten at once).
+
+    For loaders only: ``from_pretrained``, conversion, ``keras.saving.load_model`` of a checkpoint.
+    """
+    from convbert_tf.modeling import SKIP_INIT
+
+    token = SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        SKIP_INIT.reset(token)
 
 
 def _head_of(model) -> str:
@@ -82,27 +99,41 @@ def canonical_arrays(model, head: str | None = None) -> dict[str, np.ndarray]:
     return out
 
 
-def assign_canonical(model, tensors: dict[str, np.ndarray], *, source: str = "checkpoint") -> None:
-    """Assign canonical tensors to the model; every shape and dtype is checked before the first write."""
+def assign_canonical(model, tensors: dict[str, np.ndarray], *, source: str = "checkpoint",
+                     consume: bool = False) -> None:
+    """Assign canonical tensors to the model; every name, shape and dtype is checked before the first write.
+
+    With ``consume=True`` each entry is removed from ``tensors`` once assigned, so that a large
+    checkpoint is not held twice (canonical arrays and Keras variables) at the peak.
+    """
     head = _head_of(model)
     specs = {s.name: s for s in wm.model_specs(model.config, head)}
     variables = canonical_variables(model, head)
-    plan = []
     for name, array in tensors.items():
         if name not in variables:
             raise checkpoint.CheckpointError(f"{source}: {name} has no variable in {type(model).__name__}")
         spec, var = specs[name], variables[name]
-        value = get_layout(spec.keras_layout).to_target(np.asarray(array), spec.shape, f"{source}: {name}")
-        if tuple(value.shape) != tuple(var.shape):
+        layout = get_layout(spec.keras_layout)
+        if tuple(np.shape(array)) != spec.shape:
             raise checkpoint.CheckpointError(
-                f"{source}: {name}: {spec.keras_layout} layout gives {tuple(value.shape)}, the Keras variable "
-                f"{var.path} is {tuple(var.shape)} (nothing was loaded)"
+                f"{source}: {name}: checkpoint shape {tuple(np.shape(array))}, model expects {spec.shape} "
+                "(nothing was loaded)"
             )
-        if not np.issubdtype(value.dtype, np.floating):
-            raise checkpoint.CheckpointError(f"{source}: {name} has dtype {value.dtype}, expected a float tensor")
-        plan.append((var, value.astype(keras.backend.standardize_dtype(var.dtype), copy=False)))
-    for var, value in plan:
-        var.assign(value)
+        if tuple(layout.target_shape(spec.shape)) != tuple(var.shape):
+            raise checkpoint.CheckpointError(
+                f"{source}: {name}: {spec.keras_layout} layout gives {layout.target_shape(spec.shape)}, the Keras "
+                f"variable {var.path} is {tuple(var.shape)} (nothing was loaded)"
+            )
+        if not np.issubdtype(np.asarray(array).dtype, np.floating):
+            raise checkpoint.CheckpointError(
+                f"{source}: {name} has dtype {np.asarray(array).dtype}, expected a float tensor")
+    # Everything fits: transform and assign one tensor at a time (no second full copy).
+    for name in list(tensors):
+        spec, var = specs[name], variables[name]
+        array = tensors.pop(name) if consume else tensors[name]
+        value = get_layout(spec.keras_layout).to_target(np.asarray(array), spec.shape, f"{source}: {name}")
+        var.assign(value.astype(keras.backend.standardize_dtype(var.dtype), copy=False))
+        del array, value
 
 
 def _loading_info(result: checkpoint.LoadResult) -> dict[str, list[str]]:
@@ -144,8 +175,9 @@ def from_pretrained(
     model_class = model_class or _model_class_for(config)
     # Read and check every tensor first: a file that does not fit raises before a model exists.
     result = checkpoint.load_for_model(config, model_class.head_name, path, weights_file=weights_file)
-    model = model_class(config)
-    assign_canonical(model, result.tensors, source=result.source)
+    with skip_init():
+        model = model_class(config)
+    assign_canonical(model, result.tensors, source=result.source, consume=True)
     return (model, _loading_info(result)) if output_loading_info else model
 
 

@@ -22,6 +22,8 @@ so a fresh model can be loaded into, saved, or compiled with XLA before it has s
 
 from __future__ import annotations
 
+import contextvars
+
 import math
 
 import keras
@@ -215,7 +217,14 @@ def _check_inputs(config: ConvBertConfig, input_ids, attention_mask, token_type_
             raise ValueError(f"position_ids must be an integer tensor, got dtype {position_ids.dtype}")
 
 
+# Set (only) by ``convbert_tf.io.skip_init()`` around building a model whose every variable is
+# overwritten right after: drawing ~110M random numbers for ConvBERT-base costs seconds.
+SKIP_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("convbert_skip_init", default=False)
+
+
 def _initializer(config: ConvBertConfig):
+    if SKIP_INIT.get():
+        return keras.initializers.Zeros()
     # A fresh initializer per variable: Keras gives a reused unseeded instance the same values.
     return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
 

@@ -1,0 +1,32 @@
+"""skip_init is for loaders: zero variables inside the block only, random ones again after it."""
+
+import numpy as np
+
+from convbert_common.config import ConvBertConfig
+from convbert_tf import ConvBertModel
+from convbert_tf import io as tf_io
+
+TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+            embedding_size=8, max_position_embeddings=16, pad_token_id=0)
+
+
+def test_skip_init_zeroes_variables_only_inside_the_block():
+    config = ConvBertConfig(**TINY)
+    with tf_io.skip_init():
+        skipped = ConvBertModel(config)
+    fresh = ConvBertModel(config)
+    word = "embeddings.word_embeddings.weight"
+    assert not np.any(tf_io.canonical_arrays(skipped)[word])
+    assert np.std(tf_io.canonical_arrays(fresh)[word]) > 0.5 * config.initializer_range
+
+
+def test_consuming_assignment_empties_the_dict_and_loads_every_tensor():
+    config = ConvBertConfig(**TINY)
+    source = tf_io.canonical_arrays(ConvBertModel(config))
+    expected = {k: v.copy() for k, v in source.items()}
+    with tf_io.skip_init():
+        target = ConvBertModel(config)
+    tf_io.assign_canonical(target, source, consume=True)
+    assert source == {}
+    got = tf_io.canonical_arrays(target)
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
