@@ -23,7 +23,6 @@ so a fresh model can be loaded into, saved, or compiled with XLA before it has s
 from __future__ import annotations
 
 import contextvars
-
 import math
 
 import keras
