@@ -174,3 +174,16 @@ def test_written_files_get_ordinary_permissions(seqcls, tmp_path):
         os.umask(mask)
     assert oct((tmp_path / "perm").stat().st_mode & 0o777) == oct(0o755)
     assert oct((tmp_path / "perm" / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_bfloat16_conversion_stores_bf16_and_reads_back_as_the_rounded_float32(seqcls, tmp_path):
+    import ml_dtypes
+
+    conv.convert(str(seqcls), str(tmp_path / "bf16"), to="safetensors", dtype="bfloat16", progress=False)
+    with open(tmp_path / "bf16" / "model.safetensors", "rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"BF16"}
+    ref = read_all(seqcls)
+    back = read_all(tmp_path / "bf16")
+    for k in ref:
+        np.testing.assert_array_equal(back[k], ref[k].astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=k)
