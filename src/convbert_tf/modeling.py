@@ -261,6 +261,12 @@ class ConvBertEmbeddings(ConfigLayer):
         self.position_embeddings.build()
         self.token_type_embeddings.build()
         self.LayerNorm.build((None, None, self.config.embedding_size))
+        pad = self.config.pad_token_id
+        if pad is not None and not SKIP_INIT.get():
+            # As PyTorch's nn.Embedding(padding_idx=...): a fresh model starts with a zero [PAD] row.
+            table = self.word_embeddings.embeddings
+            row = ops.zeros((1, self.config.embedding_size), dtype=table.dtype)
+            table.assign(ops.slice_update(table.value, (pad, 0), row))
 
     def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, training=None):
         c = self.config

@@ -30,3 +30,9 @@ def test_consuming_assignment_empties_the_dict_and_loads_every_tensor():
     assert source == {}
     got = tf_io.canonical_arrays(target)
     assert all(np.array_equal(got[k], expected[k]) for k in expected)
+
+
+def test_fresh_model_starts_with_a_zero_pad_row_as_in_pytorch():
+    config = ConvBertConfig(**{**TINY, "pad_token_id": 3})
+    table = tf_io.canonical_arrays(ConvBertModel(config))["embeddings.word_embeddings.weight"]
+    assert not np.any(table[3]) and np.all(np.any(table[np.arange(40) != 3] != 0, axis=1))
