@@ -319,9 +319,7 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
     for name, value in canonical.items():
         if wm.is_ignored(name):
             continue
-        bare = wm.strip_base_prefix(name)
-        src[(wm.BASE_PREFIX + "." + bare) if (want_prefix and _is_backbone_name(bare)) else
-            (bare if not want_prefix else name)] = value
+        src[_model_key(name, want_prefix)] = value
 
     word_key = (wm.BASE_PREFIX + "." if want_prefix else "") + wm.WORD_EMBEDDINGS
     if wm.TIED_LM_WEIGHT in src:
@@ -371,6 +369,15 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
 
 def _is_backbone_name(bare: str) -> bool:
     return bare.startswith(("embeddings.", "embeddings_project.", "encoder."))
+
+
+def _model_key(name: str, want_prefix: bool) -> str:
+    """A checkpoint key as the model names it: head models prefix the backbone with ``convbert.``,
+    the bare model does not (HF checkpoints of either kind load into either)."""
+    bare = wm.strip_base_prefix(name)
+    if not want_prefix:
+        return bare
+    return f"{wm.BASE_PREFIX}.{bare}" if _is_backbone_name(bare) else name
 
 
 def find_weights_file(directory: str | os.PathLike) -> tuple[str, str]:
