@@ -212,6 +212,21 @@ class ConvBertConfig:
             path = os.path.join(path, CONFIG_NAME)
         return cls.from_json_file(path, **overrides)
 
+    @classmethod
+    def check_overrides(cls, overrides: dict[str, Any], caller: str) -> None:
+        """Raise TypeError for keyword arguments of ``caller`` that are not config fields.
+
+        ``from_pretrained(dir, **overrides)`` passes its leftover keywords here: a misspelt field
+        must fail, not land silently in ``extra``.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise TypeError(
+                f"{caller} got unexpected keyword argument(s) {', '.join(unknown)} "
+                "(neither a loading option nor a ConvBertConfig field)"
+            )
+
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)

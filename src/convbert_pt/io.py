@@ -8,7 +8,6 @@ copied into the model, so a checkpoint that does not fit leaves the model as it 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -28,7 +27,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
     "float64": torch.float64,
 }
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(ConvBertConfig)} - {"extra"}
 
 
 def _resolve_dtype(torch_dtype: Any, config: ConvBertConfig) -> torch.dtype | None:
@@ -98,12 +96,7 @@ def from_pretrained(
     path = os.fspath(pretrained_model_path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: not a checkpoint directory (expected config.json and a weights file)")
-    unknown = sorted(set(config_overrides) - _CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(
-            f"{cls.__name__}.from_pretrained got unexpected keyword argument(s) {', '.join(unknown)} "
-            "(neither a loading option nor a ConvBertConfig field)"
-        )
+    ConvBertConfig.check_overrides(config_overrides, f"{cls.__name__}.from_pretrained")
     config = ConvBertConfig.from_pretrained(path, **config_overrides)
     dtype = _resolve_dtype(torch_dtype, config)
     result = checkpoint.load_for_model(config, cls.head_name, path, weights_file=_weights_file(weights_file, from_tf))

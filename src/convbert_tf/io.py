@@ -12,7 +12,6 @@ checkpoint that does not fit leaves the model as it was.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -24,8 +23,6 @@ from convbert_common import checkpoint
 from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import get_layout
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(ConvBertConfig)} - {"extra"}
 
 
 @contextlib.contextmanager
@@ -165,12 +162,7 @@ def from_pretrained(
     path = os.fspath(pretrained_model_path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: not a checkpoint directory (expected config.json and a weights file)")
-    unknown = sorted(set(config_overrides) - _CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(
-            f"from_pretrained got unexpected keyword argument(s) {', '.join(unknown)} "
-            "(neither a loading option nor a ConvBertConfig field)"
-        )
+    ConvBertConfig.check_overrides(config_overrides, "from_pretrained")
     config = ConvBertConfig.from_pretrained(path, **config_overrides)
     model_class = model_class or _model_class_for(config)
     # Read and check every tensor first: a file that does not fit raises before a model exists.
