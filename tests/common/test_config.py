@@ -129,3 +129,9 @@ def test_presets_have_the_released_sizes(name, hidden, heads, ffn, emb, groups):
 def test_head_shapes(hidden, heads, ratio, expected):
     h = shapes.head_shapes(hidden, heads, ratio)
     assert (h.num_heads, h.head_size, h.all_head_size, h.mixed_size) == expected
+
+
+def test_check_overrides_rejects_misspelt_fields_naming_them():
+    ConvBertConfig.check_overrides({"hidden_dropout_prob": 0.0, "num_labels": 3}, "X.from_pretrained")
+    with pytest.raises(TypeError, match=r"X.from_pretrained got unexpected keyword argument\(s\) hiden_size"):
+        ConvBertConfig.check_overrides({"hiden_size": 3}, "X.from_pretrained")
