@@ -16,6 +16,8 @@ CROSS_GRAD_RTOL = 1e-5
 ZERO_GRAD_ATOL = 8 * 1.1920929e-07
 # Shift-and-accumulate dynamic conv vs the unfold reference, fp32 (forward and gradients).
 SDCONV_NATIVE_FP32_ATOL = 1e-6
+# recompute.py's autograd functions vs plain autograd, fp32 gradients (same formulas, recomputed).
+RECOMPUTE_FP32_ATOL = 1e-6
 # XLA / tf.function / torch.compile vs eager, fp32.
 COMPILED_FP32_ATOL = 1e-5
 # Three-way rule for low precision and kernels.

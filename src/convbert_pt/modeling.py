@@ -16,7 +16,6 @@ convolution by shift-and-accumulate (``sdconv.py``); the depthwise convolution c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from torch import nn
 from convbert_common import shapes
 from convbert_common.config import ConvBertConfig
 from convbert_pt import losses
+from convbert_pt.activations import Activation, get_activation
 from convbert_pt.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -34,33 +34,10 @@ from convbert_pt.outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from convbert_pt.recompute import activation_dense, dropout_attention
 from convbert_pt.sdconv import span_dynamic_conv
 
 # ----------------------------------------------------------------------------------- pure functions
-
-
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")
-
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact (erf)
-    # gelu_new, gelu_pytorch_tanh and gelu_fast are all 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
-
-
-def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unsupported activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -93,6 +70,10 @@ def attention(
         # The reference's additive mask: 0 where attended, the dtype's most negative value elsewhere.
         additive = (1.0 - mask.to(query.dtype)) * torch.finfo(query.dtype).min  # (B, 1, 1, L)
     if not need_weights and head_mask is None:
+        if dropout_p > 0.0 and query.device.type == "cpu" and torch.is_grad_enabled() and not _is_compiling():
+            # CPU SDPA has no dropout kernel: its math path would keep three (B, N', L, L) tensors for
+            # backward. Under torch.compile the partitioner chooses what to recompute itself.
+            return dropout_attention(query, key, value, additive, dropout_p), None
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=additive, dropout_p=dropout_p)
         return context, None
     scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.shape[-1])  # (B, N', L, L)
@@ -341,9 +322,10 @@ class ConvBertIntermediate(nn.Module):
         self.dense = _dense(config, config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = get_activation(config.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) -> (B, L, I)."""
-        return self.intermediate_act_fn(self.dense(hidden_states))
+    def forward(self, hidden_states: torch.Tensor, activate: bool = True) -> torch.Tensor:
+        """(B, L, H) -> (B, L, I); with ``activate=False`` the pre-activation, for ConvBertOutput to activate."""
+        pre_activation = self.dense(hidden_states)
+        return self.intermediate_act_fn(pre_activation) if activate else pre_activation
 
 
 class ConvBertOutput(nn.Module):
@@ -353,9 +335,21 @@ class ConvBertOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        """(B, L, I), residual (B, L, H) -> (B, L, H)."""
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+    def forward(
+        self, hidden_states: torch.Tensor, input_tensor: torch.Tensor, activation: Activation | None = None
+    ) -> torch.Tensor:
+        """(B, L, I), residual (B, L, H) -> (B, L, H).
+
+        Given ``activation``, hidden_states is the pre-activation: the activation is applied here and
+        recomputed in backward rather than its (B, L, I) output kept (``recompute.activation_dense``).
+        """
+        if activation is None:
+            out = self.dense(hidden_states)
+        elif isinstance(self.dense, GroupedLinearLayer):
+            out = activation_dense(hidden_states, self.dense.weight, self.dense.bias, activation, grouped_linear)
+        else:
+            out = activation_dense(hidden_states, self.dense.weight, self.dense.bias, activation, F.linear)
+        return self.LayerNorm(self.dropout(out) + input_tensor)
 
 
 class ConvBertLayer(nn.Module):
@@ -373,6 +367,10 @@ class ConvBertLayer(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
+        if torch.is_grad_enabled() and not _is_compiling():
+            # Training: keep the feed-forward's pre-activation only (see ConvBertOutput).
+            pre_activation = self.intermediate(attention_output, activate=False)
+            return self.output(pre_activation, attention_output, self.intermediate.intermediate_act_fn), probs
         return self.output(self.intermediate(attention_output), attention_output), probs
 
 
