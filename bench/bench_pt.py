@@ -4,7 +4,8 @@ One invocation, the same random weights and inputs on both sides, ``--threads`` 
 runs interleaved (ours, HF, ours, HF, ...), medians of ``--runs`` runs after ``--warmup``:
 
 - ConvBERT-base forward at 8x128 and 1x512; train step (forward + backward + the same AdamW,
-  sequence-classification head) at 8x128; activation memory of a train step at 1x512;
+  sequence-classification head) at 8x128; activation memory of a train step at 1x512; the memory
+  and the train step again with the default dropout 0.1 (every other case runs without dropout);
 - ConvBERT-small (hidden 256, embedding 128, 4 heads, ffn 1024) forward at 8x128;
 - HF BERT-base (SDPA) forward at 8x128, the yardstick ConvBERT promised to beat;
 - ``--compile``: the base forward under ``torch.compile`` (both sides); ``--bf16``: the base
@@ -55,6 +56,18 @@ def base_config() -> ConvBertConfig:
 def small_config() -> ConvBertConfig:
     return presets.preset("small", num_groups=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                           num_labels=2)
+
+
+# The configs' default dropout, for the cases that measure training as it is usually run; the other
+# cases run without dropout so that both sides do the same deterministic work.
+TRAINING_DROPOUT = 0.1
+
+
+def set_dropout(model: torch.nn.Module | None, p: float) -> None:
+    """Every nn.Dropout of the model (attention probabilities included, on both sides) to rate p."""
+    for module in model.modules() if model is not None else ():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def hf_twin(ours: torch.nn.Module, config: ConvBertConfig, head: bool):
@@ -272,11 +285,19 @@ def main(argv=None) -> dict:
     hf_cls = hf_twin(ours_cls, base, head=True)
     record(f"base train step {batch}x{length}", interleaved(
         {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup), 3 * flops)
-    mem_ours, mem_hf = activation_bytes(ours_cls, x_long), activation_bytes(hf_cls, x_long)
-    results["cases"][f"activation memory train step 1x{long_len}"] = {
-        "ours_bytes": mem_ours, "hf_bytes": mem_hf, "ours_over_hf": (mem_ours / mem_hf) if mem_hf else None}
-    print(f"{'activation memory 1x' + str(long_len):34s} ours {mem_ours / 2**20:9.1f} MiB   HF "
-          + (f"{mem_hf / 2**20:.1f} MiB   ours/HF {ratio(mem_ours, mem_hf)}" if mem_hf else HF_UNAVAILABLE))
+    for p in (0.0, TRAINING_DROPOUT):
+        set_dropout(ours_cls, p)
+        set_dropout(hf_cls, p)
+        name = f"activation memory train step 1x{long_len}" + (f", dropout {p}" if p else "")
+        mem_ours, mem_hf = activation_bytes(ours_cls, x_long), activation_bytes(hf_cls, x_long)
+        results["cases"][name] = {
+            "ours_bytes": mem_ours, "hf_bytes": mem_hf, "ours_over_hf": (mem_ours / mem_hf) if mem_hf else None}
+        print(f"{name:46s} ours {mem_ours / 2**20:9.1f} MiB   HF "
+              + (f"{mem_hf / 2**20:.1f} MiB   ours/HF {ratio(mem_ours, mem_hf)}" if mem_hf else HF_UNAVAILABLE))
+    record(f"base train step {batch}x{length}, dropout {TRAINING_DROPOUT}", interleaved(
+        {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup), 3 * flops)
+    set_dropout(ours_cls, 0.0)
+    set_dropout(hf_cls, 0.0)
 
     if args.bf16:
         with torch.no_grad():
