@@ -16,7 +16,8 @@ without it the HF column says "unavailable" and our numbers are still measured. 
 within one run: our best fp32 forward <= 0.90x HF's best, fit step <= 0.80x HF's, first fit step
 well under HF's, mixed_bfloat16 forward <= 0.60x HF's fp32.
 
-    python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--json bench/results/bench_tf.json]
+    python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--cases forward,bf16,fit]
+                             [--json bench/results/bench_tf.json]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_UNAVAILABLE = "unavailable (transformers' TF classes not importable; pip install 'convbert[bench]')"
+CASES = ("forward", "bf16", "fit")
 TARGETS = {"forward": 0.90, "fit_step": 0.80, "bf16_forward_vs_hf_fp32": 0.60}
 
 
@@ -115,13 +117,78 @@ def first_call_seconds(fn: Callable) -> float:
     return time.perf_counter() - t
 
 
+def bench_forward(results: dict, cfg: ConvBertConfig, ours, hf_model, runs: int, warmup: int) -> None:
+    """fp32 forward at 8x128 and 1x512: eager, tf.function and XLA, both sides; best of each and the ratio."""
+    seconds = results["seconds"]
+    for batch, length in ((8, 128), (1, 512)):
+        x = inputs(cfg, batch, length)
+        shape = f"{batch}x{length}"
+        fns = forward_fns(ours, x, f"ours/forward/{shape}", hf=False)
+        if hf_model is not None:
+            fns.update(forward_fns(hf_model, x, f"hf/forward/{shape}", hf=True))
+        for name, fn in fns.items():  # the first call traces / compiles
+            results["first_step_seconds"][name] = first_call_seconds(fn)
+        seconds.update(median_times(fns, runs, warmup))
+        best_ours = min(v for k, v in seconds.items() if k.startswith(f"ours/forward/{shape}/"))
+        seconds[f"ours/forward/{shape}/best"] = best_ours
+        if hf_model is not None:
+            best_hf = min(v for k, v in seconds.items() if k.startswith(f"hf/forward/{shape}/"))
+            seconds[f"hf/forward/{shape}/best"] = best_hf
+            results["ratios"][f"forward/{shape} ours/hf (best of each)"] = best_ours / best_hf
+
+
+def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int) -> None:
+    """Our forward under mixed_bfloat16 (tf.function and XLA), against HF's best fp32 when that was measured."""
+    seconds = results["seconds"]
+    bf16 = ConvBertModel(cfg, dtype="mixed_bfloat16")
+    bf16.set_weights(ours.get_weights())
+    x = inputs(cfg, 8, 128)
+    fns = {k.replace("/forward/", "/forward_bf16/"): v for k, v in forward_fns(bf16, x, "ours/forward/8x128",
+                                                                                hf=False).items()
+           if not k.endswith("/eager")}
+    for fn in fns.values():
+        fn()
+    seconds.update(median_times(fns, runs, warmup))
+    bf16_best = min(fns, key=lambda k: seconds[k])
+    results["bf16_best_mode"] = bf16_best.rsplit("/", 1)[1]
+    if "hf/forward/8x128/best" in seconds:
+        results["ratios"]["forward_bf16/8x128 ours/hf fp32 best"] = seconds[bf16_best] / seconds[
+            "hf/forward/8x128/best"]
+
+
+def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, warmup: int) -> None:
+    """One train_on_batch step at 8x128 (Adam, the head's built-in loss), and the first step's time."""
+    seconds = results["seconds"]
+    x = inputs(cfg, 8, 128)
+    y = tf.constant(np.arange(8) % 2, dtype=tf.int32)
+    ours_cls.compile(optimizer=keras.optimizers.Adam(1e-5))
+    steps = {"ours/fit_step/8x128": lambda: ours_cls.train_on_batch(x, y)}
+    if hf_cls is not None:
+        import tf_keras
+
+        hf_cls.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
+        steps["hf/fit_step/8x128"] = lambda: hf_cls.train_on_batch(x, y)
+    for name, fn in steps.items():
+        results["first_step_seconds"][name] = first_call_seconds(fn)
+    seconds.update(median_times(steps, runs, warmup))
+    if hf_cls is not None:
+        results["ratios"]["fit_step/8x128 ours/hf"] = seconds["ours/fit_step/8x128"] / seconds["hf/fit_step/8x128"]
+        results["ratios"]["first fit step ours/hf"] = (results["first_step_seconds"]["ours/fit_step/8x128"]
+                                                      / results["first_step_seconds"]["hf/fit_step/8x128"])
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="ConvBERT-small instead of base (a smoke run)")
+    p.add_argument("--cases", default=",".join(CASES),
+                   help=f"comma-separated subset of {', '.join(CASES)} (all by default)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_tf.json")
     args = p.parse_args(argv)
+    cases = set(args.cases.split(","))
+    if not cases <= set(CASES):
+        p.error(f"--cases: unknown {sorted(cases - set(CASES))}; choose from {', '.join(CASES)}")
 
     keras.utils.set_random_seed(0)
     cfg = config(args.quick)
@@ -130,6 +197,7 @@ def main(argv=None) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__},
         "config": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
+        "cases": sorted(cases),
         "hf": "available" if hf else HF_UNAVAILABLE, "seconds": {}, "first_step_seconds": {}, "ratios": {},
     }
     seconds = results["seconds"]
@@ -145,56 +213,12 @@ def main(argv=None) -> dict:
             hf_model = hf[0].from_pretrained(Path(tmp) / "base", use_safetensors=False)
             hf_cls = hf[1].from_pretrained(Path(tmp) / "cls", use_safetensors=False)
 
-    # ------------------------------------------------------------------ forward, fp32
-    for batch, length in ((8, 128), (1, 512)):
-        x = inputs(cfg, batch, length)
-        shape = f"{batch}x{length}"
-        fns = forward_fns(ours, x, f"ours/forward/{shape}", hf=False)
-        if hf_model is not None:
-            fns.update(forward_fns(hf_model, x, f"hf/forward/{shape}", hf=True))
-        for name, fn in fns.items():  # the first call traces / compiles
-            results["first_step_seconds"][name] = first_call_seconds(fn)
-        seconds.update(median_times(fns, args.runs, args.warmup))
-        best_ours = min(v for k, v in seconds.items() if k.startswith(f"ours/forward/{shape}/"))
-        seconds[f"ours/forward/{shape}/best"] = best_ours
-        if hf_model is not None:
-            best_hf = min(v for k, v in seconds.items() if k.startswith(f"hf/forward/{shape}/"))
-            seconds[f"hf/forward/{shape}/best"] = best_hf
-            results["ratios"][f"forward/{shape} ours/hf (best of each)"] = best_ours / best_hf
-
-    # ------------------------------------------------------------------ forward, mixed_bfloat16
-    bf16 = ConvBertModel(cfg, dtype="mixed_bfloat16")
-    bf16.set_weights(ours.get_weights())
-    x = inputs(cfg, 8, 128)
-    fns = {k.replace("/forward/", "/forward_bf16/"): v for k, v in forward_fns(bf16, x, "ours/forward/8x128",
-                                                                                hf=False).items()
-           if not k.endswith("/eager")}
-    for fn in fns.values():
-        fn()
-    seconds.update(median_times(fns, args.runs, args.warmup))
-    bf16_best = min(fns, key=lambda k: seconds[k])
-    results["bf16_best_mode"] = bf16_best.rsplit("/", 1)[1]
-    if hf_model is not None:
-        results["ratios"]["forward_bf16/8x128 ours/hf fp32 best"] = seconds[bf16_best] / seconds[
-            "hf/forward/8x128/best"]
-
-    # ------------------------------------------------------------------ one fit step
-    x = inputs(cfg, 8, 128)
-    y = tf.constant(np.arange(8) % 2, dtype=tf.int32)
-    ours_cls.compile(optimizer=keras.optimizers.Adam(1e-5))
-    steps = {"ours/fit_step/8x128": lambda: ours_cls.train_on_batch(x, y)}
-    if hf_cls is not None:
-        import tf_keras
-
-        hf_cls.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
-        steps["hf/fit_step/8x128"] = lambda: hf_cls.train_on_batch(x, y)
-    for name, fn in steps.items():
-        results["first_step_seconds"][name] = first_call_seconds(fn)
-    seconds.update(median_times(steps, args.runs, args.warmup))
-    if hf_cls is not None:
-        results["ratios"]["fit_step/8x128 ours/hf"] = seconds["ours/fit_step/8x128"] / seconds["hf/fit_step/8x128"]
-        results["ratios"]["first fit step ours/hf"] = (results["first_step_seconds"]["ours/fit_step/8x128"]
-                                                      / results["first_step_seconds"]["hf/fit_step/8x128"])
+    if "forward" in cases:
+        bench_forward(results, cfg, ours, hf_model, args.runs, args.warmup)
+    if "bf16" in cases:
+        bench_bf16(results, cfg, ours, args.runs, args.warmup)
+    if "fit" in cases:
+        bench_fit(results, cfg, ours_cls, hf_cls, args.runs, args.warmup)
 
     # ------------------------------------------------------------------ report
     print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
@@ -208,7 +232,8 @@ def main(argv=None) -> dict:
         print(f"| {name[len('ours/'):]} | {seconds[name]:.4f} | {other} |")
     print("first call (trace / compile included): "
           + ", ".join(f"{k} {v:.2f}s" for k, v in results["first_step_seconds"].items()))
-    print(f"mixed_bfloat16 forward: {results['bf16_best_mode']} is faster")
+    if "bf16_best_mode" in results:
+        print(f"mixed_bfloat16 forward: {results['bf16_best_mode']} is faster")
     for name, value in results["ratios"].items():
         print(f"ratio {name}: {value:.3f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

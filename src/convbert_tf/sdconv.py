@@ -15,6 +15,9 @@ with zero padding outside [0, L). One entry, two implementations:
   oracle of the tests, not a path to run models on.
 
 The softmax, and in half precision the sum over taps, run in float32, as a matmul would accumulate.
+
+``depthwise_conv1d`` is the same shift-and-accumulate with a static kernel per channel: the depthwise
+half of ``SeparableConv1D`` when XLA compiles the model (see ``convbert_tf.modeling``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,26 @@ def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
         term = weights[..., j : j + 1] * window  # (B, L, N', 1) * (B, L, N', D)
         out = term if out is None else out + term
     return ops.cast(out, values.dtype)
+
+
+def depthwise_conv1d(x, kernel):
+    """x (B, L, C), kernel (K, C, 1) -> (B, L, C): out[b, t, c] = sum_j kernel[j, c] * x[b, t + j - p, c].
+
+    'same' zero padding, K odd; ``ops.depthwise_conv`` computes the same, as a grouped convolution.
+    """
+    kernel_size = kernel.shape[0]
+    if kernel_size is None or kernel_size % 2 == 0:
+        raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
+    acc = _accumulate_dtype(x.dtype)
+    pad = shapes.conv_padding(kernel_size)
+    padded = ops.pad(ops.cast(x, acc), ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
+    taps = ops.cast(kernel[:, :, 0], acc)  # (K, C)
+    length = ops.shape(x)[1]
+    out = None
+    for j in range(kernel_size):
+        term = padded[:, j : j + length] * taps[j]  # (B, L, C): x shifted by j - p, scaled per channel
+        out = term if out is None else out + term
+    return ops.cast(out, x.dtype)
 
 
 def span_dynamic_conv_reference(values, kernel_logits):

@@ -1,14 +1,19 @@
-"""span_dynamic_conv: shift-and-accumulate equals the unfold reference and the formula, compiles with XLA."""
+"""span_dynamic_conv: shift-and-accumulate equals the unfold reference and the formula, compiles with XLA.
+
+depthwise_conv1d (the static-kernel shift-and-accumulate of SeparableConv1D under XLA): equals the
+grouped convolution and its formula.
+"""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convbert_tf.sdconv import span_dynamic_conv, span_dynamic_conv_reference
+from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv, span_dynamic_conv_reference
 from tests.parity import assert_close, assert_three_way
 from tests.tolerances import COMPILED_FP32_ATOL, LOWP_ATOL, LOWP_FACTOR, SDCONV_NATIVE_FP32_ATOL
 
@@ -107,3 +112,52 @@ def test_bad_arguments_raise_clear_errors():
         span_dynamic_conv(values, logits[:, :3])
     with pytest.raises(ValueError, match=r"expected values \(B, L, N', D\)"):
         span_dynamic_conv(values[0], logits)
+
+
+def _depthwise_formula(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """out[b, t, c] = sum_j kernel[j, c, 0] * x[b, t + j - p, c], zeros outside."""
+    x, w = x.astype(np.float64), kernel.astype(np.float64)[:, :, 0]
+    length, k = x.shape[1], w.shape[0]
+    p = (k - 1) // 2
+    out = np.zeros_like(x)
+    for t in range(length):
+        for j in range(k):
+            s = t + j - p
+            if 0 <= s < length:
+                out[:, t] += w[j] * x[:, s]
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(b=st.integers(1, 3), l=st.integers(1, 13), c=st.integers(1, 6), k=st.sampled_from([1, 3, 5, 9, 15]),
+       seed=st.integers(0, 2**16))
+def test_depthwise_conv1d_equals_the_grouped_convolution_and_formula(b, l, c, k, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, l, c)).astype("float32")
+    kernel = (rng.standard_normal((k, c, 1)) / np.sqrt(k)).astype("float32")  # outputs of order 1
+    shifted = depthwise_conv1d(x, kernel)
+    grouped = keras.ops.depthwise_conv(x, kernel, strides=1, padding="same", data_format="channels_last")
+    assert_close("shift-and-accumulate vs grouped conv", shifted, grouped, SDCONV_NATIVE_FP32_ATOL)
+    assert_close("shift-and-accumulate vs formula", shifted, _depthwise_formula(x, kernel), SDCONV_NATIVE_FP32_ATOL)
+
+
+def test_depthwise_conv1d_compiles_with_xla_and_keeps_half_precision():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 8)).astype("float32")
+    kernel = (rng.standard_normal((9, 8, 1)) / 3).astype("float32")
+    compiled = tf.function(depthwise_conv1d, jit_compile=True)
+    assert_close("xla vs eager", compiled(x, kernel), depthwise_conv1d(x, kernel), COMPILED_FP32_ATOL)
+    ref32 = _depthwise_formula(x, kernel)
+    xb = tf.cast(x, "bfloat16")
+    half = depthwise_conv1d(xb, tf.cast(kernel, "bfloat16"))
+    assert half.dtype == "bfloat16"
+    # The plain same-precision path: the formula on bf16-rounded inputs, rounded to bf16 once more.
+    plain = tf.cast(tf.cast(_depthwise_formula(tf.cast(xb, "float32").numpy(),
+                                               tf.cast(tf.cast(kernel, "bfloat16"), "float32").numpy()),
+                            "bfloat16"), "float32")
+    assert_three_way("depthwise bfloat16", tf.cast(half, "float32"), plain, ref32, LOWP_FACTOR, LOWP_ATOL["bfloat16"])
+
+
+def test_depthwise_conv1d_needs_an_odd_static_kernel():
+    with pytest.raises(ValueError, match="static and odd"):
+        depthwise_conv1d(np.zeros((1, 4, 2), "float32"), np.zeros((4, 2, 1), "float32"))
