@@ -19,8 +19,8 @@ shape ("BERT-equivalent"); the roofline is a large fp32 matmul timed here, and "
 model matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
 autograd saves for backward during the forward (what a train step keeps alive), not a process RSS.
 
-    python bench/bench_pt.py [--runs 10] [--threads 2] [--compile] [--bf16] [--quick]
-        [--json bench/results/bench_pt.json]
+    python bench/bench_pt.py [--runs 10] [--threads 2] [--cases forward,small,train,memory]
+        [--compile] [--bf16] [--quick] [--json bench/results/bench_pt.json]
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ HF_UNAVAILABLE = "unavailable (transformers not installed; pip install 'convbert
 
 
 # ------------------------------------------------------------------------------------------ models
+ALL_CASES = ("forward", "small", "train", "memory", "compile", "bf16")
+DEFAULT_CASES = ("forward", "small", "train", "memory")
+
+
 def base_config() -> ConvBertConfig:
     return presets.preset("base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
 
@@ -115,7 +119,7 @@ def bert_base_flops(batch: int, length: int, layers: int = 12, H: int = 768, I: 
     return 2.0 * layers * ((4 * H * H + 2 * H * I) * tokens + 2 * batch * length * length * H)
 
 
-def matmul_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+def matmul_rate(threads: int, n: int = 2048, repeats: int = 15) -> float:
     """Measured fp32 matmul FLOP/s: the roofline of this machine for this benchmark."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
@@ -212,11 +216,17 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="also time the base forward under torch.compile")
-    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CPUs with AMX / AVX512-BF16)")
+    p.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                   help=f"comma-separated subset of {','.join(ALL_CASES)} (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="add the 'compile' case: base forward under torch.compile")
+    p.add_argument("--bf16", action="store_true", help="add the 'bf16' case (CPUs with AMX / AVX512-BF16)")
     p.add_argument("--quick", action="store_true", help="smaller shapes and 3 runs: a smoke test of the script")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_pt.json"))
     args = p.parse_args(argv)
+    cases = set(filter(None, args.cases.split(","))) | {c for c in ("compile", "bf16") if getattr(args, c)}
+    unknown = cases - set(ALL_CASES)
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_CASES)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.quick:
@@ -253,7 +263,7 @@ def main(argv=None) -> dict:
         results["cases"][name] = row
         pct = f"  {row['ours_pct_roofline']:.0f}% of roofline" if flops and ours else ""
         extras = "".join(f"  {k}={v}" for k, v in extra.items())
-        print(f"{name:34s} ours {fmt_time(ours)}   HF {fmt_time(hf)}   ours/HF {ratio(ours, hf)}{pct}{extras}")
+        print(f"{name:46s} ours {fmt_time(ours)}   HF {fmt_time(hf)}   ours/HF {ratio(ours, hf)}{pct}{extras}")
 
     flops = convbert_matmul_flops(base, batch, length)
     results["flops"] = {"convbert_base_forward_gflop": flops / 1e9,
@@ -261,31 +271,34 @@ def main(argv=None) -> dict:
     print(f"ConvBERT-base forward matmul FLOPs at {batch}x{length}: {flops / 1e9:.1f} G "
           f"(BERT-base equivalent: {bert_base_flops(batch, length) / 1e9:.1f} G)")
 
-    record(f"base forward {batch}x{length}", interleaved(
-        {"ours": forward_fn(ours_base, x), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup), flops)
-    record(f"base forward 1x{long_len}", interleaved(
-        {"ours": forward_fn(ours_base, x_long), "hf": forward_fn(hf_base, x_long)}, args.runs, args.warmup),
-        convbert_matmul_flops(base, 1, long_len))
+    if "forward" in cases:
+        record(f"base forward {batch}x{length}", interleaved(
+            {"ours": forward_fn(ours_base, x), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup), flops)
+        record(f"base forward 1x{long_len}", interleaved(
+            {"ours": forward_fn(ours_base, x_long), "hf": forward_fn(hf_base, x_long)}, args.runs, args.warmup),
+            convbert_matmul_flops(base, 1, long_len))
+        bert = hf_bert_base()
+        t = interleaved({"ours": forward_fn(ours_base, x), "hf": forward_fn(bert, x)}, args.runs, args.warmup)
+        record(f"base forward vs HF BERT-SDPA {batch}x{length}", t, flops,
+               bert_gflop=round(bert_base_flops(batch, length) / 1e9, 1))
+        del bert
 
-    bert = hf_bert_base()
-    t = interleaved({"ours": forward_fn(ours_base, x), "hf": forward_fn(bert, x)}, args.runs, args.warmup)
-    record(f"base forward vs HF BERT-SDPA {batch}x{length}", t, flops,
-           bert_gflop=round(bert_base_flops(batch, length) / 1e9, 1))
-    del bert
-
-    small = small_config()
-    ours_small = ConvBertModel(small).eval()
-    hf_small = hf_twin(ours_small, small, head=False)
-    record(f"small forward {batch}x{length}", interleaved(
-        {"ours": forward_fn(ours_small, x), "hf": forward_fn(hf_small.eval() if hf_small else None, x)},
-        args.runs, args.warmup), convbert_matmul_flops(small, batch, length))
-    del ours_small, hf_small
+    if "small" in cases:
+        small = small_config()
+        ours_small = ConvBertModel(small).eval()
+        hf_small = hf_twin(ours_small, small, head=False)
+        record(f"small forward {batch}x{length}", interleaved(
+            {"ours": forward_fn(ours_small, x), "hf": forward_fn(hf_small.eval() if hf_small else None, x)},
+            args.runs, args.warmup), convbert_matmul_flops(small, batch, length))
+        del ours_small, hf_small
 
     ours_cls = ConvBertForSequenceClassification(base)
     hf_cls = hf_twin(ours_cls, base, head=True)
-    record(f"base train step {batch}x{length}", interleaved(
-        {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup), 3 * flops)
-    for p in (0.0, TRAINING_DROPOUT):
+    if "train" in cases:
+        record(f"base train step {batch}x{length}", interleaved(
+            {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup),
+            3 * flops)
+    for p in (0.0, TRAINING_DROPOUT) if "memory" in cases else ():
         set_dropout(ours_cls, p)
         set_dropout(hf_cls, p)
         name = f"activation memory train step 1x{long_len}" + (f", dropout {p}" if p else "")
@@ -294,12 +307,16 @@ def main(argv=None) -> dict:
             "ours_bytes": mem_ours, "hf_bytes": mem_hf, "ours_over_hf": (mem_ours / mem_hf) if mem_hf else None}
         print(f"{name:46s} ours {mem_ours / 2**20:9.1f} MiB   HF "
               + (f"{mem_hf / 2**20:.1f} MiB   ours/HF {ratio(mem_ours, mem_hf)}" if mem_hf else HF_UNAVAILABLE))
-    record(f"base train step {batch}x{length}, dropout {TRAINING_DROPOUT}", interleaved(
-        {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup), 3 * flops)
-    set_dropout(ours_cls, 0.0)
-    set_dropout(hf_cls, 0.0)
+    if "train" in cases:
+        set_dropout(ours_cls, TRAINING_DROPOUT)
+        set_dropout(hf_cls, TRAINING_DROPOUT)
+        record(f"base train step {batch}x{length}, dropout {TRAINING_DROPOUT}", interleaved(
+            {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup),
+            3 * flops)
+        set_dropout(ours_cls, 0.0)
+        set_dropout(hf_cls, 0.0)
 
-    if args.bf16:
+    if "bf16" in cases:
         with torch.no_grad():
             ref = ours_cls.eval()(**x).logits
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -311,11 +328,15 @@ def main(argv=None) -> dict:
             {"ours": train_step_fn(ours_cls, x, autocast=True), "hf": train_step_fn(hf_cls, x)},
             args.runs, args.warmup), 3 * flops)
 
-    if args.compile:
+    if "compile" in cases:
         compiled = torch.compile(ours_base)
         hf_compiled = torch.compile(hf_base) if hf_base is not None else None
         record(f"compiled base forward {batch}x{length}", interleaved(
             {"ours": forward_fn(compiled, x), "hf": forward_fn(hf_compiled, x)}, args.runs, args.warmup), flops)
+        bert = hf_bert_base()
+        bert_compiled = torch.compile(bert) if bert is not None else None
+        record(f"compiled base forward vs compiled HF BERT-SDPA {batch}x{length}", interleaved(
+            {"ours": forward_fn(compiled, x), "hf": forward_fn(bert_compiled, x)}, args.runs, args.warmup), flops)
 
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
