@@ -40,45 +40,59 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------------- raw readers
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+# safetensors dtype codes and their little-endian NumPy types. BF16 (no NumPy type) is read as its
+# 16 raw bits and widened to float32; ml_dtypes' bfloat16 arrays are written as BF16.
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, read straight into its own array (BF16 widened to float32).
+
+    The file format is an 8-byte header length, a JSON header (dtype, shape, data offsets per
+    tensor) and the raw bytes: each array is filled by one read, so the peak is the tensors
+    themselves (the ``safetensors`` loader maps the file and copies out of the map, twice the size).
+    """
     path = os.fspath(path)
     try:
-        tensors = dict(load_file(path))
-    except TypeError:
-        # NumPy has no bfloat16 ("data type 'bfloat16' not understood"): widen those tensors to fp32.
-        return _read_safetensors_widening_bf16(path)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    # Where ml_dtypes is loaded (TensorFlow, JAX), NumPy reads BF16 as ml_dtypes.bfloat16, which
-    # torch cannot take: widen to float32 as in the branch above, whoever imported what.
-    return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()}
-
-
-def _read_safetensors_widening_bf16(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError, safe_open
-
-    out: dict[str, np.ndarray] = {}
-    try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
             header_len = int.from_bytes(fh.read(8), "little")
+            if not 2 <= header_len <= size - 8:
+                raise ValueError(f"header length {header_len} does not fit a file of {size} bytes")
             header = json.loads(fh.read(header_len))
-            data_start = 8 + header_len
-        with safe_open(path, framework="np") as f:
-            for name in f.keys():
-                info = header[name]
-                if info["dtype"] != "BF16":
-                    out[name] = f.get_tensor(name)
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+            start = 8 + header_len
+            out: dict[str, np.ndarray] = {}
+            for name, info in header.items():
+                if name == "__metadata__":
                     continue
-                begin, end = info["data_offsets"]
-                raw = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=data_start + begin)
-                # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
-                out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+                out[name] = _read_safetensors_tensor(fh, name, info, start, size)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     return out
+
+
+def _read_safetensors_tensor(fh, name: str, info: dict, start: int, size: int) -> np.ndarray:
+    code = info["dtype"]
+    if code not in _SAFETENSORS_DTYPES:
+        raise ValueError(f"{name}: unsupported dtype {code}")
+    dtype = np.dtype(_SAFETENSORS_DTYPES[code])
+    shape = tuple(int(d) for d in info["shape"])
+    begin, end = (int(o) for o in info["data_offsets"])
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if end - begin != nbytes or begin < 0 or start + end > size:
+        raise ValueError(f"{name}: data offsets {begin}..{end} do not hold a {code} tensor of shape {list(shape)}")
+    array = np.empty(shape, dtype)
+    if nbytes:
+        fh.seek(start + begin)
+        if fh.readinto(array.reshape(-1).view(np.uint8)) != nbytes:
+            raise ValueError(f"{name}: the file ends inside the tensor")
+    if code == "BF16":
+        # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    return array
 
 
 def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -197,12 +211,39 @@ def is_tf1_checkpoint(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------------- raw writers
-def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
-    """Write canonical tensors; ``format: pt`` metadata so that HF transformers accepts the file."""
-    from safetensors.numpy import save_file
+def _safetensors_code(dtype: np.dtype) -> str:
+    if dtype.name == "bfloat16":
+        return "BF16"
+    for code, name in _SAFETENSORS_DTYPES.items():
+        if code != "BF16" and np.dtype(name).newbyteorder("=") == dtype.newbyteorder("="):
+            return code
+    raise CheckpointError(f"safetensors cannot store dtype {dtype}")
 
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
+    """Write canonical tensors; ``format: pt`` metadata so that HF transformers accepts the file.
+
+    Streamed tensor by tensor after the header (no in-memory image of the file); the header is
+    padded with spaces to a multiple of 8 bytes, as the ``safetensors`` writer does.
+    """
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        header[name] = {"dtype": _safetensors_code(array.dtype), "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
     with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+        with open(tmp, "wb") as fh:
+            fh.write(len(encoded).to_bytes(8, "little") + encoded)
+            for array in tensors.values():
+                # Little-endian bytes in C order; a (rarely) non-contiguous array is copied once, alone.
+                array = np.ascontiguousarray(array)
+                if array.dtype.byteorder == ">":
+                    array = array.astype(array.dtype.newbyteorder("<"))
+                fh.write(array.reshape(-1).view(np.uint8).data)
 
 
 def write_pytorch_bin(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:

@@ -138,41 +138,56 @@ def _read_tf1(src: str, *, generator: bool, config_path: str | None) -> Loaded:
 def _read_keras_file(src: str, head: str | None) -> Loaded:
     try:
         from convbert_tf import io as tf_io
+        from convbert_tf import keras_file
     except ImportError as exc:
         raise ImportError(
             f"{src}: reading a .keras file needs the Keras side (pip install 'convbert[tf]'): {exc}"
         ) from exc
     import keras
 
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"{src}: no such .keras file")
+    try:
+        # The weights straight from the archive, by the layout Keras gives the model: no model built.
+        config, head_name, tensors, skipped = keras_file.read_keras_file(src)
+    except keras_file.LayoutMismatch as exc:
+        logger.info("%s: not in this Keras' layout (%s); loading it through keras.saving.load_model", src, exc)
+    else:
+        _check_head(src, head, head_name)
+        return Loaded(config, head_name, tensors, src, skipped)
     try:
         with tf_io.skip_init():  # every variable is read from the file right after
-            model = keras.saving.load_model(src)
+            model = keras.saving.load_model(src, compile=False)
     except (ValueError, OSError, TypeError) as exc:
         raise ValueError(f"{src}: not a loadable .keras file ({exc})") from None
     head_name = getattr(model, "head_name", None)
     if head_name not in wm.HEADS:
         raise ValueError(f"{src}: holds a {type(model).__name__}, not a ConvBERT model")
-    if head is not None and head != head_name:
-        raise ValueError(f"{src}: holds a {wm.HEAD_CLASSES[head_name]}, not a {wm.HEAD_CLASSES[head]}")
+    _check_head(src, head, head_name)
     return Loaded(model.config, head_name, tf_io.canonical_arrays(model), src)
 
 
+def _check_head(src: str, wanted: str | None, found: str) -> None:
+    if wanted is not None and wanted != found:
+        raise ValueError(f"{src}: holds a {wm.HEAD_CLASSES[found]}, not a {wm.HEAD_CLASSES[wanted]}")
+
+
 # ------------------------------------------------------------------------------------ writing
-def _write_keras(loaded: Loaded, target: str, weights_only: bool) -> None:
+def _write_keras(loaded: Loaded, target: str, weights_only: bool, progress: bool) -> None:
     try:
-        from convbert_tf import io as tf_io
+        from convbert_tf import keras_file
     except ImportError as exc:
         raise ImportError(f"writing Keras files needs the Keras side (pip install 'convbert[tf]'): {exc}") from exc
-    from convbert_tf.modeling import MODEL_CLASSES
 
-    with tf_io.skip_init():
-        model = MODEL_CLASSES[loaded.head](loaded.config)
-    # The canonical arrays are not needed once in the model: free them as they are assigned.
-    tf_io.assign_canonical(model, loaded.tensors, source=loaded.source, consume=True)
-    if weights_only:
-        model.save_weights(target)
-    else:
-        model.save(target)
+    # Written tensor by tensor in the layout Keras' own writer uses, without building the model; the
+    # canonical arrays are freed as they are written (``consume``).
+    with tqdm(total=len(loaded.tensors), desc="writing " + ("keras-weights" if weights_only else "keras"),
+              disable=not progress, leave=False) as bar:
+        kwargs = dict(consume=True, source=loaded.source, on_tensor=lambda _name: bar.update())
+        if weights_only:
+            keras_file.write_weights(target, loaded.config, loaded.head, loaded.tensors, **kwargs)
+        else:
+            keras_file.write_keras_file(target, loaded.config, loaded.head, loaded.tensors, **kwargs)
 
 
 def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = None, force: bool = False,
@@ -181,11 +196,9 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
     if to not in FORMATS:
         raise ValueError(f"unknown --to {to!r}; choose one of {', '.join(FORMATS)}")
     dst = os.fspath(dst)
-    tensors = _cast(loaded.tensors, dtype)
     config = loaded.config
     if dtype:
         config = config.replace(dtype=dtype)
-    steps: list[tuple[str, Callable[[str], None]]] = []
 
     if to in ("keras", "keras-weights"):
         suffix = ".keras" if to == "keras" else ".weights.h5"
@@ -197,15 +210,11 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
         if dtype not in (None, "float32"):
             raise ValueError(f"--to {to} stores float32 variables; --dtype {dtype} applies to the other formats")
         with atomic_path(target) as tmp:
-            # Keras picks the format from the suffix, so the temporary name keeps it.
-            tmp_named = tmp + suffix
-            try:
-                _write_keras(loaded, tmp_named, weights_only=(to == "keras-weights"))
-                os.replace(tmp_named, tmp)
-            finally:
-                if os.path.exists(tmp_named):
-                    os.remove(tmp_named)
+            _write_keras(loaded, tmp, weights_only=(to == "keras-weights"), progress=progress)
         return target
+
+    tensors = _cast(loaded.tensors, dtype)
+    steps: list[tuple[str, Callable[[str], None]]] = []
 
     def weights(folder: str) -> None:
         if to == "safetensors":

@@ -187,3 +187,48 @@ def test_bfloat16_conversion_stores_bf16_and_reads_back_as_the_rounded_float32(s
     back = read_all(tmp_path / "bf16")
     for k in ref:
         np.testing.assert_array_equal(back[k], ref[k].astype(ml_dtypes.bfloat16).astype(np.float32), err_msg=k)
+
+
+def test_safetensors_we_write_read_back_exactly_and_in_the_safetensors_library(tmp_path):
+    import ml_dtypes
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"f32": rng.random((3, 4), dtype=np.float32), "f16": rng.random((2, 3)).astype(np.float16),
+               "i64": np.arange(5, dtype=np.int64), "scalar": np.array(1.5, np.float32),
+               "empty": np.zeros((0, 3), np.float32), "big_endian": rng.random((2, 2)).astype(">f4"),
+               "transposed": rng.random((4, 3), dtype=np.float32).T, "mask": np.array([True, False])}
+    path = tmp_path / "x.safetensors"
+    ck.write_safetensors(path, {**tensors, "bf16": rng.random(4).astype(ml_dtypes.bfloat16)})
+    theirs = load_file(path)  # the reference reader validates header, offsets and coverage
+    mine = ck.read_safetensors(path)
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(theirs[name], value, err_msg=name)
+        np.testing.assert_array_equal(mine[name], value, err_msg=name)
+        assert mine[name].shape == value.shape and mine[name].dtype == value.dtype.newbyteorder("="), name
+    assert mine["bf16"].dtype == np.float32
+    np.testing.assert_array_equal(mine["bf16"], theirs["bf16"].astype(np.float32))
+    # And files of the safetensors writer read the same.
+    native = {k: v for k, v in tensors.items() if k not in ("big_endian", "transposed")}
+    save_file(native, tmp_path / "theirs.safetensors")
+    for name, value in ck.read_safetensors(tmp_path / "theirs.safetensors").items():
+        np.testing.assert_array_equal(value, native[name], err_msg=name)
+
+
+def test_inconsistent_safetensors_headers_raise_naming_file_and_tensor(tmp_path):
+    path = tmp_path / "x.safetensors"
+    ck.write_safetensors(path, {"a": np.zeros((2, 3), np.float32)})
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["a"]["shape"] = [3, 3]
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    with pytest.raises(ck.CheckpointError, match=r"x.safetensors: not a readable safetensors file "
+                                                 r"\(a: data offsets 0..24 do not hold a F32 tensor of shape \[3, 3\]"):
+        ck.read_safetensors(path)
+    header["a"]["shape"], header["a"]["dtype"] = [2, 3], "C64"
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    with pytest.raises(ck.CheckpointError, match="a: unsupported dtype C64"):
+        ck.read_safetensors(path)

@@ -57,6 +57,42 @@ def test_pt_to_keras_to_pt_is_bit_identical(seqcls, tmp_path):
         assert torch.equal(p, q), n
 
 
+def test_converted_keras_file_loads_in_keras_with_the_weights_and_logits_of_the_source(seqcls, tmp_path):
+    conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", progress=False)
+    model = keras.saving.load_model(tmp_path / "m.keras")  # the config's classes are registered by convbert_tf
+    assert type(model) is convbert_tf.ConvBertForSequenceClassification
+    source = canonical(seqcls)
+    assert_bit_identical(convbert_tf.io.canonical_arrays(model), source)
+    reference = convbert_tf.ConvBertForSequenceClassification.from_pretrained(seqcls)
+    inputs = dict(np.load(fixture_file("hf-convbert-tiny/inputs.npz")))
+    np.testing.assert_array_equal(np.asarray(model(inputs, training=False)["logits"]),
+                                  np.asarray(reference(inputs, training=False)["logits"]))
+    conv.convert(str(seqcls), str(tmp_path / "m.weights.h5"), to="keras-weights", progress=False)
+    fresh = convbert_tf.ConvBertForSequenceClassification(reference.config)
+    fresh.load_weights(tmp_path / "m.weights.h5")
+    assert_bit_identical(convbert_tf.io.canonical_arrays(fresh), source)
+
+
+def test_keras_conversion_failing_midway_leaves_the_destination_as_it_was(seqcls, tmp_path, monkeypatch):
+    from convbert_tf import keras_file
+
+    conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", progress=False)
+    before = (tmp_path / "m.keras").read_bytes()
+
+    def broken(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(keras_file, "_crc32", broken)
+    with pytest.raises(OSError, match="No space left"):
+        conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", force=True, progress=False)
+    with pytest.raises(OSError, match="No space left"):
+        conv.convert(str(seqcls), str(tmp_path / "new.keras"), to="keras", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "src"]
+    assert (tmp_path / "m.keras").read_bytes() == before
+    with pytest.raises(FileExistsError, match="already exists"):
+        conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", progress=False)
+
+
 def test_pt_to_hf_tf_h5_to_pt_is_bit_identical(seqcls, tmp_path):
     conv.convert(str(seqcls), str(tmp_path / "h5"), to="hf-tf-h5", progress=False)
     conv.convert(str(tmp_path / "h5"), str(tmp_path / "back"), to="safetensors", progress=False)
