@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 
 import pytest
@@ -57,3 +58,20 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def seqcls(tmp_path):
+    """A writable copy, ``tmp_path / "seqcls"``, of the sequence-classification fixture (config, weights)
+    with the demo checkpoint's tokenizer files, as a user's checkpoint directory has them."""
+    from convbert_common.cli import demo_checkpoint_dir
+    from convbert_common.convert import TOKENIZER_FILES
+
+    src = fixture_file("hf-convbert-tiny/sequence_classification/model.safetensors").parent
+    dst = tmp_path / "seqcls"
+    dst.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, dst / name)
+    for name in TOKENIZER_FILES:
+        shutil.copy(os.path.join(demo_checkpoint_dir(), name), dst / name)
+    return dst

@@ -14,26 +14,6 @@ from convbert_common.config import ConvBertConfig
 from tests.conftest import fixture_file
 
 
-@pytest.fixture
-def seqcls(tmp_path):
-    """A writable copy of the sequence-classification fixture with the tokenizer files."""
-    src = fixture_file("hf-convbert-tiny/sequence_classification/model.safetensors").parent
-    dst = tmp_path / "seqcls"
-    dst.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(src / name, dst / name)
-    demo = conv_demo_dir()
-    for name in conv.TOKENIZER_FILES:
-        shutil.copy(os.path.join(demo, name), dst / name)
-    return dst
-
-
-def conv_demo_dir():
-    from convbert_common.cli import demo_checkpoint_dir
-
-    return demo_checkpoint_dir()
-
-
 def read_all(folder):
     config = ConvBertConfig.from_pretrained(folder)
     return ck.load_for_model(config, conv.head_from_config(config), folder).tensors

@@ -5,7 +5,6 @@ and the ``verify`` / ``demo`` commands."""
 from __future__ import annotations
 
 import io
-import shutil
 
 import numpy as np
 import pytest
@@ -34,16 +33,6 @@ def assert_bit_identical(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-
-
-@pytest.fixture
-def seqcls(tmp_path):
-    src = fixture_file("hf-convbert-tiny/sequence_classification/model.safetensors").parent
-    dst = tmp_path / "src"
-    dst.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(src / name, dst / name)
-    return dst
 
 
 def test_pt_to_keras_to_pt_is_bit_identical(seqcls, tmp_path):
@@ -87,7 +76,7 @@ def test_keras_conversion_failing_midway_leaves_the_destination_as_it_was(seqcls
         conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", force=True, progress=False)
     with pytest.raises(OSError, match="No space left"):
         conv.convert(str(seqcls), str(tmp_path / "new.keras"), to="keras", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "src"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "seqcls"]
     assert (tmp_path / "m.keras").read_bytes() == before
     with pytest.raises(FileExistsError, match="already exists"):
         conv.convert(str(seqcls), str(tmp_path / "m.keras"), to="keras", progress=False)
