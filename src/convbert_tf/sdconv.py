@@ -88,10 +88,13 @@ def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
     padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
     length = ops.shape(values)[1]
+    # One Split op for the K weight columns instead of K slices: the training graph holds every op
+    # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
+    columns = ops.split(weights, kernel_size, axis=-1)  # K x (B, L, N', 1)
     out = None
-    for j in range(kernel_size):
+    for j, column in enumerate(columns):
         window = padded[:, j : j + length]  # (B, L, N', D): values shifted by j - p
-        term = weights[..., j : j + 1] * window  # (B, L, N', 1) * (B, L, N', D)
+        term = column * window  # (B, L, N', 1) * (B, L, N', D)
         out = term if out is None else out + term
     return ops.cast(out, values.dtype)
 
@@ -107,11 +110,11 @@ def depthwise_conv1d(x, kernel):
     acc = _accumulate_dtype(x.dtype)
     pad = shapes.conv_padding(kernel_size)
     padded = ops.pad(ops.cast(x, acc), ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
-    taps = ops.cast(kernel[:, :, 0], acc)  # (K, C)
+    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see above)
     length = ops.shape(x)[1]
     out = None
-    for j in range(kernel_size):
-        term = padded[:, j : j + length] * taps[j]  # (B, L, C): x shifted by j - p, scaled per channel
+    for j, tap in enumerate(taps):
+        term = padded[:, j : j + length] * tap  # (B, L, C): x shifted by j - p, scaled per channel
         out = term if out is None else out + term
     return ops.cast(out, x.dtype)
 

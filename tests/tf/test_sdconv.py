@@ -6,6 +6,8 @@ grouped convolution and its formula.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import keras
 import numpy as np
 import pytest
@@ -87,6 +89,30 @@ def test_default_path_never_builds_the_im2col_tensor():
     assert any(t.shape.num_elements() == b * l * n * d * k for op in graph.get_operations() for t in op.outputs
                if t.shape.rank is not None and t.shape.num_elements() is not None)
 
+
+
+def _training_graph_op_types(fn, *specs) -> Counter:
+    """Op types of the graph of fn's forward pass and its gradient, as a train step traces it."""
+
+    def loss_and_grads(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            loss = tf.reduce_sum(fn(*args))
+        return tape.gradient(loss, args)
+
+    graph = tf.function(loss_and_grads).get_concrete_function(*specs).graph
+    return Counter(op.type for op in graph.get_operations())
+
+
+def test_training_graph_slices_only_the_k_windows():
+    # Every op and its gradient is traced and optimised once per layer in the first fit step: the K
+    # weight columns come from one Split (one Concat back), so only the K shifted windows are slices.
+    b, l, n, d, k = 2, 16, 2, 8, 9
+    types = _training_graph_op_types(span_dynamic_conv, tf.TensorSpec((b, l, n, d)), tf.TensorSpec((b, l, n, k)))
+    assert (types["StridedSlice"], types["StridedSliceGrad"], types["Split"]) == (k, k, 1), types
+    # depthwise_conv1d: the K taps come from one Unpack; the slices are the K windows and kernel[:, :, 0].
+    types = _training_graph_op_types(depthwise_conv1d, tf.TensorSpec((b, l, d)), tf.TensorSpec((k, d, 1)))
+    assert (types["StridedSlice"], types["Unpack"]) == (k + 1, 1), types
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_stays_within_the_plain_path_bound(dtype):
