@@ -25,12 +25,15 @@ BENCHES = {
     "tokenizer": ["tokenizer.py"],
     "pt": ["bench_pt.py"],
     "tf": ["bench_tf.py"],
+    "sdconv_tf": ["bench_sdconv_tf.py"],
     "convert": ["bench_convert.py"],
     "kernels": ["bench_kernels.py"],
 }
-QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "tokenizer": ["--lines", "3000", "--runs", "3"],
+QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "sdconv_tf": ["--quick"],
+              "tokenizer": ["--lines", "3000", "--runs", "3"],
               "convert": ["--preset", "small"]}
 JSON_NAMES = {"tokenizer": "tokenizer.json", "pt": "bench_pt.json", "tf": "bench_tf.json",
+              "sdconv_tf": "sdconv_tf.json",
               "convert": "convert.json", "kernels": "kernels.json"}
 
 
