@@ -1,11 +1,12 @@
 """Run every benchmark in one go and collect their JSON into one summary table.
 
-    python bench/run.py [--quick] [--only tokenizer pt tf convert kernels]
+    python bench/run.py [--quick] [--only tokenizer pt tf sdconv_tf convert kernels gpu_train]
 
 Each benchmark runs in its own process (PyTorch and TensorFlow thread pools and allocators do not
 share a process well) and writes its own JSON under bench/results/; this script prints each one's
-table as it goes, then writes bench/results/summary.json with the headline ratios. The kernel
-benchmark runs only where CUDA is available; the HF columns only where the `bench` extra is installed.
+table as it goes, then writes bench/results/summary.json with the headline ratios. The GPU
+benchmarks (kernels, gpu_train) run only where CUDA is available; the HF columns only where the
+`bench` extra is installed.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ BENCHES = {
     "sdconv_tf": ["bench_sdconv_tf.py"],
     "convert": ["bench_convert.py"],
     "kernels": ["bench_kernels.py"],
+    "gpu_train": ["bench_gpu_train.py"],
 }
 QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "sdconv_tf": ["--quick"],
               "tokenizer": ["--lines", "3000", "--runs", "3"],
-              "convert": ["--preset", "small"]}
+              "convert": ["--preset", "small"], "gpu_train": ["--quick"]}
 JSON_NAMES = {"tokenizer": "tokenizer.json", "pt": "bench_pt.json", "tf": "bench_tf.json",
               "sdconv_tf": "sdconv_tf.json",
-              "convert": "convert.json", "kernels": "kernels.json"}
+              "convert": "convert.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json"}
+
+GPU_ONLY = ("kernels", "gpu_train")
 
 
 def _cuda_available() -> bool:
@@ -55,8 +59,8 @@ def main() -> int:
                "cpus": os.cpu_count(), "python": platform.python_version(), "benches": {}}
     failed = []
     for name in args.only:
-        if name == "kernels" and not _cuda_available():
-            sys.stdout.write("== kernels: skipped (no CUDA device)\n")
+        if name in GPU_ONLY and not _cuda_available():
+            sys.stdout.write(f"== {name}: skipped (no CUDA device)\n")
             continue
         cmd = [sys.executable, os.path.join(HERE, BENCHES[name][0]), *(QUICK_ARGS.get(name, []) if args.quick else [])]
         if name == "convert":
