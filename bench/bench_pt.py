@@ -132,7 +132,18 @@ def matmul_rate(threads: int, n: int = 2048, repeats: int = 15) -> float:
 
 
 # ------------------------------------------------------------------------------------------ timing
-def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int) -> dict[str, float | None]:
+def wall_seconds(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int,
+                timer: Callable[[Callable[[], object]], float] = wall_seconds) -> dict[str, float | None]:
+    """Each run calls every function once, in turn; medians in seconds (None for a missing side).
+
+    ``timer(fn)`` times one call: the wall clock here, CUDA events in ``bench_gpu_train.py``.
+    """
     live = {k: f for k, f in fns.items() if f is not None}
     for _ in range(warmup):
         for f in live.values():
@@ -140,9 +151,7 @@ def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: 
     times: dict[str, list[float]] = {k: [] for k in live}
     for _ in range(runs):
         for k, f in live.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+            times[k].append(timer(f))
     return {k: (statistics.median(times[k]) if k in times else None) for k in fns}
 
 
