@@ -34,7 +34,7 @@ from convbert_pt.outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from convbert_pt.recompute import activation_dense, dropout_attention
+from convbert_pt.recompute import activation_dense, attention_probs, dropout_attention
 from convbert_pt.sdconv import span_dynamic_conv
 
 # ----------------------------------------------------------------------------------- pure functions
@@ -76,10 +76,7 @@ def attention(
             return dropout_attention(query, key, value, additive, dropout_p), None
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=additive, dropout_p=dropout_p)
         return context, None
-    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.shape[-1])  # (B, N', L, L)
-    if additive is not None:
-        scores = scores + additive
-    probs = torch.softmax(scores, dim=-1)
+    probs = attention_probs(query, key, additive)  # (B, N', L, L)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p, training=True)
     if head_mask is not None:

@@ -40,8 +40,9 @@ def _autocast_like_forward(ctx) -> contextlib.AbstractContextManager:
 # ------------------------------------------------------------------------------ attention + dropout
 
 
-def _attention_probs(query: torch.Tensor, key: torch.Tensor, additive: torch.Tensor | None) -> torch.Tensor:
-    """The same ops, in the same order, as ``modeling.attention``'s explicit path: (B, N', L, L)."""
+def attention_probs(query: torch.Tensor, key: torch.Tensor, additive: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + additive): (B, N', L, L). ``modeling.attention``'s explicit path uses it
+    too, so the probabilities recomputed in backward are the same bits as every forward's."""
     scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.shape[-1])  # (B, N', L, L)
     if additive is not None:
         scores = scores + additive
@@ -51,7 +52,7 @@ def _attention_probs(query: torch.Tensor, key: torch.Tensor, additive: torch.Ten
 class _DropoutAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, additive, dropout_p):
-        probs = _attention_probs(query, key, additive)  # (B, N', L, L)
+        probs = attention_probs(query, key, additive)  # (B, N', L, L)
         keep = torch.empty_like(probs, dtype=torch.bool).bernoulli_(1.0 - dropout_p)  # (B, N', L, L)
         context = torch.matmul(probs * keep * (1.0 / (1.0 - dropout_p)), value)  # (B, N', L, D)
         ctx.save_for_backward(query, key, value, additive, keep)
@@ -65,7 +66,7 @@ class _DropoutAttention(torch.autograd.Function):
         query, key, value, additive, keep = ctx.saved_tensors
         rescale = 1.0 / (1.0 - ctx.dropout_p)
         with _autocast_like_forward(ctx):
-            probs = _attention_probs(query, key, additive)  # (B, N', L, L)
+            probs = attention_probs(query, key, additive)  # (B, N', L, L)
             grad_value = torch.matmul((probs * keep * rescale).transpose(-1, -2), grad_context)  # (B, N', L, D)
             grad_probs = torch.matmul(grad_context, value.transpose(-1, -2)) * keep * rescale  # (B, N', L, L)
             grad_scores = torch.ops.aten._softmax_backward_data(
