@@ -26,7 +26,7 @@ elapsed = time.perf_counter() - t
 print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
-IMPORTS = "import keras, numpy, safetensors, torch, convbert_common.convert, convbert_tf, convbert_pt"
+IMPORTS = "import keras, numpy, safetensors, torch, convbert_tools.convert, convbert_tf, convbert_pt"
 
 
 def run_step(work: str) -> tuple[float, int]:
@@ -53,9 +53,9 @@ def main() -> None:
         keras_file = os.path.join(tmp, "m.keras")
         back = os.path.join(tmp, "back")
         steps = {
-            "PT -> Keras (.keras)": f"convbert_common.convert.convert({src!r}, {keras_file!r}, to='keras', "
+            "PT -> Keras (.keras)": f"convbert_tools.convert.convert({src!r}, {keras_file!r}, to='keras', "
                                     f"progress=False)",
-            "Keras -> PT (safetensors)": f"convbert_common.convert.convert({keras_file!r}, {back!r}, "
+            "Keras -> PT (safetensors)": f"convbert_tools.convert.convert({keras_file!r}, {back!r}, "
                                          f"to='safetensors', progress=False)",
             "PT -> PT (load + save)": f"m = convbert_pt.ConvBertModel.from_pretrained({src!r})\n"
                                       f"m.save_pretrained({os.path.join(tmp, 'again')!r})",

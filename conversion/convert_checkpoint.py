@@ -6,7 +6,7 @@
 
 import sys
 
-from convbert_common.cli import main
+from convbert_tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["convert", *sys.argv[1:]]))

@@ -3,7 +3,7 @@
 
 import sys
 
-from convbert_common.cli import main
+from convbert_tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["verify", *sys.argv[1:]]))

@@ -16,8 +16,8 @@ import numpy as np
 
 
 def main() -> None:
-    from convbert_common import convert, verify
-    from convbert_common.cli import demo_checkpoint_dir
+    from convbert_tools import convert, verify
+    from convbert_tools.cli import demo_checkpoint_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=demo_checkpoint_dir())

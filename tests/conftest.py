@@ -64,8 +64,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def seqcls(tmp_path):
     """A writable copy, ``tmp_path / "seqcls"``, of the sequence-classification fixture (config, weights)
     with the demo checkpoint's tokenizer files, as a user's checkpoint directory has them."""
-    from convbert_common.cli import demo_checkpoint_dir
-    from convbert_common.convert import TOKENIZER_FILES
+    from convbert_common.formats import TOKENIZER_FILES
+    from convbert_tools.cli import demo_checkpoint_dir
 
     src = fixture_file("hf-convbert-tiny/sequence_classification/model.safetensors").parent
     dst = tmp_path / "seqcls"

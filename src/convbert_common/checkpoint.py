@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_common.fileio import atomic_path
 from convbert_common.layouts import LayoutError, get_layout
@@ -264,7 +265,7 @@ def write_hf_tf_h5(
     import h5py
 
     hf = to_format(config, head, tensors, "hf_tf")
-    scope = "tf_conv_bert_" + ("model" if head == "model" else "for_" + head)
+    scope = heads.get(head).hf_tf_scope
     groups: dict[str, list[str]] = {}
     for name in hf:
         groups.setdefault(name.split("/", 1)[0], []).append(name)
@@ -282,7 +283,7 @@ def write_hf_tf_h5(
 
 
 # ---------------------------------------------------------------------------------- translation
-def from_format(config, head: str, raw: Mapping[str, np.ndarray], fmt: str, *, tf1_scope: str = "electra",
+def from_format(config, head, raw: Mapping[str, np.ndarray], fmt: str, *, tf1_scope: str | None = None,
                 source: str = "checkpoint") -> tuple[dict[str, np.ndarray], list[str]]:
     """Translate ``raw`` tensors named in ``fmt`` ('hf_tf' or 'tf1') to canonical names and layouts.
 
@@ -338,7 +339,7 @@ class LoadResult:
 
 def _all_head_names(config) -> set[str]:
     names: set[str] = set()
-    for head in wm.HEADS:
+    for head in heads.NAMES:
         try:
             names.update(s.name for s in wm.head_specs(config, head))
         except ValueError:
@@ -355,7 +356,7 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
     backbone tensor, or unexpected backbone-like tensors (a config that disagrees with the file).
     """
     specs = wm.model_specs(config, head)
-    want_prefix = head != "model"
+    want_prefix = bool(heads.get(head).prefix)
     src: dict[str, np.ndarray] = {}
     for name, value in canonical.items():
         if wm.is_ignored(name):
@@ -404,7 +405,7 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
     if result.missing_keys:
         logger.warning("%s: head weights not in the checkpoint, newly initialised: %s", source, result.missing_keys)
     if result.unexpected_keys:
-        logger.info("%s: weights not used by %s: %s", source, wm.HEAD_CLASSES[head], result.unexpected_keys)
+        logger.info("%s: weights not used by %s: %s", source, heads.get(head).class_name, result.unexpected_keys)
     return result
 
 

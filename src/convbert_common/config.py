@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from convbert_common import shapes
+from convbert_common import heads, shapes
 from convbert_common.fileio import atomic_write_text
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "convbert"
 
-# Activations both frameworks implement with the same formula (see the modeling files).
-SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
-
-_PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+# ``hidden_act`` names (Hugging Face's) and the formula each one is. Both frameworks implement every
+# formula (``convbert_pt/activations.py``, ``convbert_tf/activations.py``) and look names up here.
+ACTIVATIONS = {
+    "gelu": "gelu",  # exact: x * Phi(x), with erf
+    # gelu_new, gelu_pytorch_tanh and gelu_fast are all 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+    "tanh": "tanh",
+}
+SUPPORTED_ACTIVATIONS = tuple(ACTIVATIONS)
 
 # Keys HF writes that carry no meaning for the model here; accepted on read, not re-emitted twice.
 _DTYPE_KEYS = ("torch_dtype", "dtype")
@@ -105,8 +116,8 @@ class ConvBertConfig:
                 raise ValueError(f"ConvBertConfig.{name} must be a number in [0, 1), got {value!r}")
         for name in ("initializer_range", "layer_norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"ConvBertConfig.{name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"ConvBertConfig.{name} must be a positive finite number, got {value!r}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(
                 f"ConvBertConfig.hidden_act {self.hidden_act!r} is not supported; "
@@ -127,14 +138,17 @@ class ConvBertConfig:
                 raise ValueError(
                     f"ConvBertConfig.pad_token_id ({self.pad_token_id}) must be < vocab_size ({self.vocab_size})"
                 )
-        if self.problem_type not in _PROBLEM_TYPES:
+        if self.problem_type is not None and self.problem_type not in heads.PROBLEM_TYPES:
             raise ValueError(
-                f"ConvBertConfig.problem_type must be one of {_PROBLEM_TYPES}, got {self.problem_type!r}"
+                f"ConvBertConfig.problem_type must be one of {heads.PROBLEM_TYPES} or None, got {self.problem_type!r}"
             )
         if len(self.id2label) != self.num_labels:
             raise ValueError(
                 f"ConvBertConfig.id2label has {len(self.id2label)} entries but num_labels is {self.num_labels}"
             )
+        archs = self.architectures
+        if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
+            raise ValueError(f"ConvBertConfig.architectures must be a list of class names, got {archs!r}")
         shapes.check_head_config(self.hidden_size, self.num_attention_heads, self.head_ratio)
 
     # ------------------------------------------------------------------ derived sizes

@@ -15,33 +15,12 @@ a transpose from a rank.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from convbert_common import shapes
+from convbert_common import heads, shapes
 from convbert_common.config import ConvBertConfig
 
-BASE_PREFIX = "convbert"
-
-HEADS = (
-    "model",
-    "masked_lm",
-    "sequence_classification",
-    "multiple_choice",
-    "token_classification",
-    "question_answering",
-)
-
-# Class name (both frameworks, HF PyTorch spelling) for each head, and back.
-HEAD_CLASSES = {
-    "model": "ConvBertModel",
-    "masked_lm": "ConvBertForMaskedLM",
-    "sequence_classification": "ConvBertForSequenceClassification",
-    "multiple_choice": "ConvBertForMultipleChoice",
-    "token_classification": "ConvBertForTokenClassification",
-    "question_answering": "ConvBertForQuestionAnswering",
-}
-CLASS_HEADS = {v: k for k, v in HEAD_CLASSES.items()}
+BASE_PREFIX = heads.BASE_PREFIX
 
 # Keys that may appear in checkpoints but are not parameters (buffers of old HF versions).
 IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -168,49 +147,44 @@ def backbone_specs(config: ConvBertConfig, *, tf1_scope: str = "electra") -> lis
     return specs
 
 
-def head_specs(config: ConvBertConfig, head: str) -> list[WeightSpec]:
-    """Specs of the task head's own parameters (names as in the HF state dict)."""
-    c = config
-    H, E, V, L = c.hidden_size, c.embedding_size, c.vocab_size, c.num_labels
-    if head == "model":
-        return []
-    if head == "masked_lm":
-        return [
-            *_linear("generator_predictions.dense", "generator_predictions/dense", "generator_predictions/dense",
-                     "generator_predictions/dense", E, H, True),
-            *_layer_norm("generator_predictions.LayerNorm", "generator_predictions/LayerNorm",
-                         "generator_predictions/LayerNorm", "generator_predictions/LayerNorm", E, True),
-            WeightSpec("generator_lm_head.bias", (V,), "generator_lm_head", "bias", "identity",
-                       "generator_lm_head/bias", "identity", "generator_predictions/output_bias", "identity", True),
-        ]
-    if head == "sequence_classification":
-        return [
-            *_linear("classifier.dense", "classifier/dense", "classifier/dense", None, H, H, True),
-            *_linear("classifier.out_proj", "classifier/out_proj", "classifier/out_proj", None, L, H, True),
-        ]
-    if head == "multiple_choice":
-        return _linear("classifier", "classifier", "classifier", None, 1, H, True)
-    if head == "token_classification":
-        return _linear("classifier", "classifier", "classifier", None, L, H, True)
-    if head == "question_answering":
-        return _linear("qa_outputs", "qa_outputs", "qa_outputs", None, L, H, True)
-    raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+def _size(config: ConvBertConfig, dim: str | int) -> int:
+    return dim if isinstance(dim, int) else int(getattr(config, dim))
 
 
-def model_specs(config: ConvBertConfig, head: str, *, tf1_scope: str = "electra") -> list[WeightSpec]:
-    """Every parameter of the model class for ``head``, with canonical names as in its state dict."""
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    prefix = "" if head == "model" else BASE_PREFIX
+def head_specs(config: ConvBertConfig, head: str | heads.Task) -> list[WeightSpec]:
+    """Specs of the task head's own parameters (names as in the HF state dict), from its record."""
+    specs: list[WeightSpec] = []
+    for t in heads.get(head).head_tensors:
+        path = t.module.replace(".", "/")
+        if t.kind == "linear":
+            specs += _linear(t.module, path, path, t.tf1, _size(config, t.out_dim), _size(config, t.in_dim), True)
+        elif t.kind == "layer_norm":
+            specs += _layer_norm(t.module, path, path, t.tf1, _size(config, t.out_dim), True)
+        elif t.kind == "bias":
+            specs.append(WeightSpec(f"{t.module}.bias", (_size(config, t.out_dim),), path, "bias", "identity",
+                                    f"{path}/bias", "identity", t.tf1, "identity", True))
+        else:
+            raise ValueError(f"head tensor {t.module}: unknown kind {t.kind!r}")
+    return specs
+
+
+def model_specs(config: ConvBertConfig, head: str | heads.Task, *, tf1_scope: str | None = None) -> list[WeightSpec]:
+    """Every parameter of the model class for ``head``, with canonical names as in its state dict.
+
+    ``tf1_scope`` is the TF1 scope the backbone's names are read from (default: the task's own,
+    ``generator`` for the masked LM, ``electra`` otherwise).
+    """
+    task = heads.get(head)
+    prefix = task.prefix
     out = []
-    for s in backbone_specs(config, tf1_scope=tf1_scope):
+    for s in backbone_specs(config, tf1_scope=tf1_scope or task.tf1_scope):
         out.append(
             WeightSpec(
                 _prefix(s.name, prefix), s.shape, (f"{BASE_PREFIX}/{s.keras_layer}" if prefix else s.keras_layer),
                 s.keras_variable, s.keras_layout, s.hf_tf, s.hf_tf_layout, s.tf1, s.tf1_layout, s.is_head,
             )
         )
-    return out + head_specs(config, head)
+    return out + head_specs(config, task)
 
 
 def strip_base_prefix(name: str) -> str:
@@ -219,12 +193,3 @@ def strip_base_prefix(name: str) -> str:
 
 def is_ignored(name: str) -> bool:
     return strip_base_prefix(name) in IGNORED_KEYS
-
-
-def head_of_architectures(architectures: Iterable[str] | None) -> str | None:
-    """The head named by a config's ``architectures`` (HF or TF class names), if any."""
-    for arch in architectures or ():
-        arch = arch[2:] if arch.startswith("TF") else arch
-        if arch in CLASS_HEADS:
-            return CLASS_HEADS[arch]
-    return None

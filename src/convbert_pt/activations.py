@@ -1,5 +1,8 @@
 """Activation functions by their Hugging Face config names, each with its derivative.
 
+The names and which formula each one is come from ``convbert_common.config.ACTIVATIONS``; this
+file implements the formulas, as ``convbert_tf/activations.py`` does for Keras.
+
 The derivative lets ``recompute.activation_dense`` rebuild the feed-forward gradient from the
 pre-activation alone, so the activated (B, L, I) tensor is not kept for backward. Each derivative
 is the ATen kernel autograd itself runs for that activation, so gradients are the same bits.
@@ -12,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from convbert_common.config import ACTIVATIONS
 
 
 class Activation(NamedTuple):
@@ -49,25 +54,17 @@ def _tanh_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.tanh_backward(grad, torch.tanh(x))
 
 
-_GELU = Activation(F.gelu, _gelu_grad)  # exact (erf)
-# gelu_new, gelu_pytorch_tanh and gelu_fast are all 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
-_GELU_TANH = Activation(_gelu_tanh, _gelu_tanh_grad)
-_SILU = Activation(F.silu, _silu_grad)
-
-ACTIVATIONS: dict[str, Activation] = {
-    "gelu": _GELU,
-    "gelu_new": _GELU_TANH,
-    "gelu_pytorch_tanh": _GELU_TANH,
-    "gelu_fast": _GELU_TANH,
+FORMULAS: dict[str, Activation] = {
+    "gelu": Activation(F.gelu, _gelu_grad),  # exact (erf)
+    "gelu_tanh": Activation(_gelu_tanh, _gelu_tanh_grad),
     "relu": Activation(F.relu, _relu_grad),
-    "silu": _SILU,
-    "swish": _SILU,
+    "silu": Activation(F.silu, _silu_grad),
     "tanh": Activation(torch.tanh, _tanh_grad),
 }
 
 
 def get_activation(name: str) -> Activation:
     try:
-        return ACTIVATIONS[name]
+        return FORMULAS[ACTIVATIONS[name]]
     except KeyError:
         raise ValueError(f"unsupported activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None

@@ -99,7 +99,7 @@ def from_pretrained(
     ConvBertConfig.check_overrides(config_overrides, f"{cls.__name__}.from_pretrained")
     config = ConvBertConfig.from_pretrained(path, **config_overrides)
     dtype = _resolve_dtype(torch_dtype, config)
-    result = checkpoint.load_for_model(config, cls.head_name, path, weights_file=_weights_file(weights_file, from_tf))
+    result = checkpoint.load_for_model(config, cls.task, path, weights_file=_weights_file(weights_file, from_tf))
     model = cls(config)
     _assign(model, result)
     if dtype is not None or device is not None:
@@ -113,7 +113,7 @@ def load_weights(
 ) -> dict[str, list[str]]:
     """Load a checkpoint directory or weight file into ``model`` in place (config from the model)."""
     weights_file = _weights_file(weights_file, from_tf)
-    result = checkpoint.load_for_model(model.config, model.head_name, path, weights_file=weights_file)
+    result = checkpoint.load_for_model(model.config, model.task, path, weights_file=weights_file)
     _assign(model, result)
     return _loading_info(result)
 
@@ -121,7 +121,7 @@ def load_weights(
 def state_arrays(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under their canonical names, checked against the weight table."""
     state = model.state_dict()
-    expected = [s.name for s in wm.model_specs(model.config, model.head_name)]
+    expected = [s.name for s in wm.model_specs(model.config, model.task)]
     if sorted(state) != sorted(expected):
         extra, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
         raise RuntimeError(f"state_dict disagrees with the weight table: extra {extra}, missing {missing}")
@@ -156,6 +156,6 @@ def save_pretrained(
         target = os.path.join(directory, checkpoint.PYTORCH_BIN_NAME)
         with atomic_path(target) as tmp:
             torch.save(tensors, tmp)
-    config = model.config.replace(architectures=[wm.HEAD_CLASSES[model.head_name]], dtype=dtype)
+    config = model.config.replace(architectures=[model.task.class_name], dtype=dtype)
     config.save_pretrained(directory)
     return directory

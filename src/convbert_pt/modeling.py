@@ -22,10 +22,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from convbert_common import shapes
+from convbert_common import checks, heads, shapes
 from convbert_common.config import ConvBertConfig
 from convbert_pt import losses
 from convbert_pt.activations import Activation, get_activation
+from convbert_pt.losses import tensor_info
 from convbert_pt.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -91,15 +92,15 @@ def _is_compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _info(t: torch.Tensor | None) -> checks.TensorInfo | None:
+    return None if t is None else tensor_info(t)
+
+
 def _check_ids(name: str, ids: torch.Tensor, upper: int, upper_name: str) -> None:
     """Value checks on index tensors, before any lookup (eager only: they read the data)."""
     if ids.numel() == 0 or _is_compiling():
         return
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0:
-        raise ValueError(f"{name} contains the negative id {low}; ids must be in [0, {upper_name}={upper})")
-    if high >= upper:
-        raise ValueError(f"{name} contains the id {high}, which is >= {upper_name} ({upper})")
+    checks.check_id_range(name, int(ids.min()), int(ids.max()), upper, upper_name)
 
 
 def _check_inputs(
@@ -109,44 +110,16 @@ def _check_inputs(
     token_type_ids: torch.Tensor | None,
     position_ids: torch.Tensor | None,
     inputs_embeds: torch.Tensor | None,
-) -> tuple[int, int]:
-    """Validate the backbone's inputs (shapes always, id ranges in eager mode); return (B, L)."""
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids and inputs_embeds (got "
-                         + ("both" if input_ids is not None else "neither") + ")")
-    if input_ids is not None:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
-        batch, length = input_ids.shape
-    else:
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.embedding_size:
-            raise ValueError(
-                f"inputs_embeds must have shape (batch, sequence, embedding_size={config.embedding_size}), "
-                f"got {tuple(inputs_embeds.shape)}"
-            )
-        if not inputs_embeds.is_floating_point():
-            raise ValueError(f"inputs_embeds must be a floating-point tensor, got dtype {inputs_embeds.dtype}")
-        batch, length = inputs_embeds.shape[:2]
-    if length > config.max_position_embeddings:
-        raise ValueError(
-            f"sequence length {length} is longer than max_position_embeddings ({config.max_position_embeddings})"
-        )
-    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-        if t is not None and tuple(t.shape) != (batch, length):
-            raise ValueError(f"{name} must have the shape of the input, ({batch}, {length}); got {tuple(t.shape)}")
-    if position_ids is not None and tuple(position_ids.shape) not in ((batch, length), (1, length), (length,)):
-        raise ValueError(
-            f"position_ids must have shape ({batch}, {length}) or ({length},), got {tuple(position_ids.shape)}"
-        )
+) -> None:
+    """Validate the backbone's inputs: shapes and dtypes (``checks``), and id ranges in eager mode."""
+    checks.check_inputs(config, _info(input_ids), _info(attention_mask), _info(token_type_ids), _info(position_ids),
+                        _info(inputs_embeds))
     if input_ids is not None:
         _check_ids("input_ids", input_ids, config.vocab_size, "vocab_size")
     if token_type_ids is not None:
         _check_ids("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
     if position_ids is not None:
         _check_ids("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings")
-    return batch, length
 
 
 # ----------------------------------------------------------------------------------- embeddings
@@ -307,7 +280,8 @@ class GroupedLinearLayer(nn.Module):
         return grouped_linear(hidden_states, self.weight, self.bias)
 
 
-def _dense(config: ConvBertConfig, input_size: int, output_size: int) -> nn.Module:
+def _feed_forward_dense(config: ConvBertConfig, input_size: int, output_size: int) -> nn.Module:
+    """The feed-forward's dense layer: grouped when the config has groups."""
     if config.num_groups == 1:
         return nn.Linear(input_size, output_size)
     return GroupedLinearLayer(input_size, output_size, config.num_groups)
@@ -316,19 +290,18 @@ def _dense(config: ConvBertConfig, input_size: int, output_size: int) -> nn.Modu
 class ConvBertIntermediate(nn.Module):
     def __init__(self, config: ConvBertConfig):
         super().__init__()
-        self.dense = _dense(config, config.hidden_size, config.intermediate_size)
+        self.dense = _feed_forward_dense(config, config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = get_activation(config.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor, activate: bool = True) -> torch.Tensor:
-        """(B, L, H) -> (B, L, I); with ``activate=False`` the pre-activation, for ConvBertOutput to activate."""
-        pre_activation = self.dense(hidden_states)
-        return self.intermediate_act_fn(pre_activation) if activate else pre_activation
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) -> (B, L, I)."""
+        return self.intermediate_act_fn(self.dense(hidden_states))
 
 
 class ConvBertOutput(nn.Module):
     def __init__(self, config: ConvBertConfig):
         super().__init__()
-        self.dense = _dense(config, config.intermediate_size, config.hidden_size)
+        self.dense = _feed_forward_dense(config, config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -365,8 +338,9 @@ class ConvBertLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
         if torch.is_grad_enabled() and not _is_compiling():
-            # Training: keep the feed-forward's pre-activation only (see ConvBertOutput).
-            pre_activation = self.intermediate(attention_output, activate=False)
+            # Training: keep the feed-forward's pre-activation only; ConvBertOutput applies the
+            # activation and recomputes it in backward.
+            pre_activation = self.intermediate.dense(attention_output)
             return self.output(pre_activation, attention_output, self.intermediate.intermediate_act_fn), probs
         return self.output(self.intermediate(attention_output), attention_output), probs
 
@@ -410,7 +384,7 @@ class ConvBertPreTrainedModel(nn.Module):
     """Config handling, initialisation, embeddings helpers, and loading / saving through ``io.py``."""
 
     base_model_prefix = "convbert"
-    head_name = "model"  # the weight_map head of the class
+    task = heads.MODEL  # the task record of the class (convbert_common.heads)
 
     def __init__(self, config: ConvBertConfig):
         super().__init__()
@@ -569,13 +543,8 @@ class ConvBertPreTrainedModel(nn.Module):
         if head_mask is None:
             return None
         layers, n = self.config.num_hidden_layers, self.config.heads.num_heads
-        if tuple(head_mask.shape) == (n,):
+        if not checks.check_head_mask(tuple(head_mask.shape), layers, n):
             head_mask = head_mask.unsqueeze(0).expand(layers, n)
-        elif tuple(head_mask.shape) != (layers, n):
-            raise ValueError(
-                f"head_mask must have shape ({n},) or ({layers}, {n}) (num_attention_heads // head_ratio = {n} "
-                f"heads per layer), got {tuple(head_mask.shape)}"
-            )
         return head_mask.to(self.dtype)[:, None, :, None, None]  # (layers, 1, N', 1, 1)
 
 
@@ -673,7 +642,7 @@ def _labels_batch_shape(input_ids: torch.Tensor | None, inputs_embeds: torch.Ten
 
 
 class ConvBertForMaskedLM(ConvBertPreTrainedModel):
-    head_name = "masked_lm"
+    task = heads.MASKED_LM
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -702,8 +671,7 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> MaskedLMOutput | tuple:
-        if labels is not None:
-            losses.check_token_labels(labels, _labels_batch_shape(input_ids, inputs_embeds))
+        losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         features = self.generator_predictions(out.last_hidden_state)  # (B, L, E)
@@ -732,7 +700,7 @@ class ConvBertClassificationHead(nn.Module):
 
 
 class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
-    head_name = "sequence_classification"
+    task = heads.SEQUENCE_CLASSIFICATION
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -754,10 +722,8 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
-        problem_type = self.config.problem_type
-        if labels is not None:
-            batch = _labels_batch_shape(input_ids, inputs_embeds)[0]
-            problem_type = losses.check_sequence_labels(labels, batch, self.config.num_labels, problem_type)
+        problem_type = losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds),
+                                           self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(out.last_hidden_state)  # (B, num_labels)
@@ -768,7 +734,7 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
 
 
 class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
-    head_name = "multiple_choice"
+    task = heads.MULTIPLE_CHOICE
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -790,17 +756,9 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         return_dict: bool | None = None,
     ) -> MultipleChoiceModelOutput | tuple:
         lead = _labels_batch_shape(input_ids, inputs_embeds)
-        if len(lead) != 3:
-            raise ValueError(
-                "multiple choice inputs must have shape (batch, num_choices, sequence)"
-                + (", embedding" if inputs_embeds is not None else "") + f", got {tuple(lead)}"
-            )
+        checks.check_choice_inputs(lead, inputs_embeds is not None, _info(attention_mask), _info(token_type_ids))
         batch, choices, length = lead
-        if labels is not None:
-            losses.check_choice_labels(labels, batch)
-        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-            if t is not None and tuple(t.shape) != lead:
-                raise ValueError(f"{name} must have the shape of the input, {lead}; got {tuple(t.shape)}")
+        losses.check_labels(self.task, {"labels": labels}, lead, self.config)
 
         def flat(t: torch.Tensor | None) -> torch.Tensor | None:
             return t.reshape(batch * choices, *t.shape[2:]) if t is not None else None  # (B*C, L, ...)
@@ -819,7 +777,7 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
 
 
 class ConvBertForTokenClassification(ConvBertPreTrainedModel):
-    head_name = "token_classification"
+    task = heads.TOKEN_CLASSIFICATION
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -843,8 +801,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
-        if labels is not None:
-            losses.check_token_labels(labels, _labels_batch_shape(input_ids, inputs_embeds))
+        losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
@@ -855,7 +812,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
 
 
 class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
-    head_name = "question_answering"
+    task = heads.QUESTION_ANSWERING
 
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
@@ -882,7 +839,8 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> QuestionAnsweringModelOutput | tuple:
-        losses.check_span_positions(start_positions, end_positions, _labels_batch_shape(input_ids, inputs_embeds)[0])
+        losses.check_labels(self.task, {"start_positions": start_positions, "end_positions": end_positions},
+                            _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, L, 2)
@@ -896,7 +854,7 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
 
 
 MODEL_CLASSES = {
-    cls.head_name: cls
+    cls.task.name: cls
     for cls in (
         ConvBertModel,
         ConvBertForMaskedLM,

@@ -4,9 +4,11 @@ The ``TFConvBert*`` names of Hugging Face's (Keras 2) TensorFlow classes are ali
 classes. Importing this package never imports torch.
 """
 
+from convbert_common import heads
 from convbert_common.config import ConvBertConfig
-from convbert_tf.io import canonical_variables, from_pretrained, save_pretrained
+from convbert_tf.io import canonical_variables, save_pretrained
 from convbert_tf.modeling import (
+    MODEL_CLASSES,
     ConvBertForMaskedLM,
     ConvBertForMultipleChoice,
     ConvBertForQuestionAnswering,
@@ -16,6 +18,14 @@ from convbert_tf.modeling import (
     ConvBertPreTrainedModel,
 )
 from convbert_tf.sdconv import span_dynamic_conv
+
+
+def from_pretrained(pretrained_model_path, **kwargs):
+    """The model class a checkpoint's ``config.json`` names (``ConvBertModel`` if none), loaded from it."""
+    config = ConvBertConfig.from_pretrained(pretrained_model_path)
+    task = heads.of_architectures(config.architectures, source=str(pretrained_model_path)) or heads.MODEL
+    return MODEL_CLASSES[task.name].from_pretrained(pretrained_model_path, **kwargs)
+
 
 TFConvBertModel = ConvBertModel
 TFConvBertForMaskedLM = ConvBertForMaskedLM

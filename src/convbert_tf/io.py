@@ -11,37 +11,20 @@ checkpoint that does not fit leaves the model as it was.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
-from convbert_common import checkpoint
+from convbert_common import checkpoint, heads
 from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import get_layout
 
 
-@contextlib.contextmanager
-def skip_init() -> Iterator[None]:
-    """Build models inside this block with zero-initialised variables (to be overwritten at once).
-
-    For loaders only: ``from_pretrained``, conversion, ``keras.saving.load_model`` of a checkpoint.
-    """
-    from convbert_tf.modeling import SKIP_INIT
-
-    token = SKIP_INIT.set(True)
-    try:
-        yield
-    finally:
-        SKIP_INIT.reset(token)
-
-
-def _head_of(model) -> str:
-    return model.head_name
+def _head_of(model) -> heads.Task:
+    return model.task
 
 
 def _walk(model, path: str):
@@ -137,15 +120,9 @@ def _loading_info(result: checkpoint.LoadResult) -> dict[str, list[str]]:
     return {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
 
 
-def _model_class_for(config: ConvBertConfig):
-    from convbert_tf.modeling import MODEL_CLASSES
-
-    return MODEL_CLASSES[wm.head_of_architectures(config.architectures) or "model"]
-
-
 def from_pretrained(
     pretrained_model_path: str | os.PathLike,
-    model_class=None,
+    model_class,
     *,
     weights_file: str | None = None,
     output_loading_info: bool = False,
@@ -153,8 +130,7 @@ def from_pretrained(
 ):
     """Build a model from ``config.json`` (fields overridden by ``config_overrides``) and its weights.
 
-    ``model_class`` defaults to the class named by the config's ``architectures`` (else
-    ``ConvBertModel``). ``weights_file`` picks one file of the directory (default: the first of
+    ``weights_file`` picks one file of the directory (default: the first of
     model.safetensors, its index, pytorch_model.bin, tf_model.h5). Head weights absent from the
     checkpoint keep their fresh initialisation and are listed in ``missing_keys``; weights the
     class does not use are listed in ``unexpected_keys`` (``output_loading_info=True``).
@@ -164,11 +140,9 @@ def from_pretrained(
         raise FileNotFoundError(f"{path}: not a checkpoint directory (expected config.json and a weights file)")
     ConvBertConfig.check_overrides(config_overrides, "from_pretrained")
     config = ConvBertConfig.from_pretrained(path, **config_overrides)
-    model_class = model_class or _model_class_for(config)
     # Read and check every tensor first: a file that does not fit raises before a model exists.
-    result = checkpoint.load_for_model(config, model_class.head_name, path, weights_file=weights_file)
-    with skip_init():
-        model = model_class(config)
+    result = checkpoint.load_for_model(config, model_class.task, path, weights_file=weights_file)
+    model = model_class(config, initialize=False)  # every variable is assigned right below
     assign_canonical(model, result.tensors, source=result.source, consume=True)
     return (model, _loading_info(result)) if output_loading_info else model
 
@@ -197,6 +171,6 @@ def save_pretrained(model, save_directory: str | os.PathLike, *, tf_h5: bool = F
     if tf_h5:
         checkpoint.write_hf_tf_h5(os.path.join(directory, checkpoint.TF_H5_NAME), model.config, head, tensors)
     dtype = str(next(iter(tensors.values())).dtype)
-    config = model.config.replace(architectures=[wm.HEAD_CLASSES[head]], dtype=dtype)
+    config = model.config.replace(architectures=[head.class_name], dtype=dtype)
     config.save_pretrained(directory)
     return directory

@@ -43,6 +43,7 @@ import h5py
 import keras
 import numpy as np
 
+from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_common.checkpoint import CheckpointError
 from convbert_common.config import ConvBertConfig
@@ -101,15 +102,15 @@ _SKELETONS: dict[tuple[str, str], tuple[dict, dict, dict, dict]] = {}
 
 def _learn(config: ConvBertConfig, head: str) -> tuple[dict, dict, dict, dict]:
     """Save a model of ``config`` with Keras and read back (groups, datasets, dtypes, serialised model)."""
-    key = (head, json.dumps(config.to_dict(), sort_keys=True))
+    head = heads.get(head)
+    key = (head.name, json.dumps(config.to_dict(), sort_keys=True))
     if key in _SKELETONS:
         return _SKELETONS[key]
     from convbert_tf import io as tf_io
     from convbert_tf.modeling import MODEL_CLASSES
 
-    cls = MODEL_CLASSES[head]
-    with tf_io.skip_init():
-        model = cls(config, name=default_name(cls))
+    cls = MODEL_CLASSES[head.name]
+    model = cls(config, name=default_name(cls), initialize=False)
     variables = tf_io.canonical_variables(model, head)
     names = list(variables)
     for i, var in enumerate(variables.values()):
@@ -206,7 +207,7 @@ def keras_layout(config: ConvBertConfig, head: str) -> KerasLayout:
     inner["config"] = config.to_dict()
     expected = [s.name for s in wm.model_specs(config, head)]
     if sorted(datasets) != sorted(expected):
-        raise RuntimeError(f"the Keras layout of {wm.HEAD_CLASSES[head]} does not match the weight table: "
+        raise RuntimeError(f"the Keras layout of {heads.get(head).class_name} does not match the weight table: "
                            f"{sorted(set(datasets) ^ set(expected))}")
     return KerasLayout({g: dict(a) for g, a in sorted(groups.items())},  # parents before children
                        {n: datasets[n] for n in expected}, {n: dtypes[n] for n in expected}, model_config)
@@ -450,7 +451,7 @@ def read_model_config(archive: zipfile.ZipFile, path: str) -> tuple[ConvBertConf
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a loadable .keras file (config.json: {exc})") from None
     registered = serialised.get("registered_name") or ""
-    head = wm.CLASS_HEADS.get(class_name)
+    head = heads.of_class(class_name)
     if head is None or not (registered.startswith("convbert>") or serialised.get("module") == "convbert_tf.modeling"):
         raise ValueError(f"{path}: holds a {class_name}, not a ConvBERT model")
     try:

@@ -9,14 +9,16 @@ sub-layer attribute names are those of ``convbert_pt/modeling.py`` (Keras reserv
 the two sub-layers PyTorch calls ``output`` are ``attention_output`` and ``layer_output`` here).
 Every variable is reached from the model by the attribute path that ``convbert_common.weight_map``
 names (``WeightSpec.keras_layer`` / ``keras_variable``); ``convbert_tf.io`` loads and saves through it.
+Input and label checks are ``convbert_common.checks``, the same words as PyTorch's; the compile,
+loss and export defaults of the task heads are ``tasks.py``.
 
 The math is written with ``keras.ops``; TensorFlow is imported only for the id checks that must
-raise inside a graph and to tell whether XLA is compiling. Fast paths, each chosen in one line with
-the plain path beside it: attention through ``keras.ops.dot_product_attention`` unless attention
-maps, a head mask or attention dropout are needed; the dynamic convolution by shift-and-accumulate
-(``sdconv.py``); under XLA, the depthwise convolution by the same shift-and-accumulate (XLA's
-grouped convolution is an order of magnitude slower on CPU). Softmaxes, LayerNorms
-and logits are float32 under mixed precision; variables are always float32.
+raise inside a TensorFlow graph. Fast paths, each chosen in one line with the plain path beside
+it: attention through ``keras.ops.dot_product_attention`` unless attention maps, a head mask or
+attention dropout are needed; the dynamic convolution by shift-and-accumulate (``sdconv.py``);
+for XLA, the depthwise convolution by the same shift-and-accumulate (XLA's grouped convolution is
+an order of magnitude slower on CPU; ``set_depthwise_impl``). Softmaxes, LayerNorms and logits are
+float32 under mixed precision; variables are always float32.
 
 Every model builds all its variables in ``__init__`` (their shapes depend on the config only),
 so a fresh model can be loaded into, saved, or compiled with XLA before it has seen any data.
@@ -24,50 +26,24 @@ so a fresh model can be loaded into, saved, or compiled with XLA before it has s
 
 from __future__ import annotations
 
-import contextvars
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from convbert_common import shapes
+from convbert_common import checks, heads, shapes
 from convbert_common.config import ConvBertConfig
-from convbert_tf import losses
+from convbert_tf import io
 from convbert_tf._config_layer import ConfigLayer, as_config
+from convbert_tf.activations import _gelu, get_activation
+from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
+from convbert_tf.tasks import TaskModel, integers_from_a_distributed_build
 
 _register = keras.saving.register_keras_serializable(package="convbert")
 
 # ----------------------------------------------------------------------------------- pure functions
-
-
-def _gelu_exact(x):
-    return ops.gelu(x, approximate=False)
-
-
-def _gelu_tanh(x):
-    return ops.gelu(x, approximate=True)
-
-
-ACTIVATIONS = {
-    "gelu": _gelu_exact,  # exact (erf)
-    # gelu_new, gelu_pytorch_tanh and gelu_fast are all 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_fast": _gelu_tanh,
-    "relu": ops.relu,
-    "silu": ops.silu,
-    "swish": ops.silu,
-    "tanh": ops.tanh,
-}
-
-
-def get_activation(name: str):
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unsupported activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
 def grouped_linear(x, kernel, bias):
@@ -112,8 +88,12 @@ def attention(query, key, value, mask, head_mask=None, dropout=None, training=Fa
 # ----------------------------------------------------------------------------------- input checks
 
 
+def _info(x) -> checks.TensorInfo | None:
+    return None if x is None else tensor_info(x)
+
+
 def _concrete(x) -> np.ndarray | None:
-    """The values of ``x`` when they are known now (eager), else None (inside a graph / XLA)."""
+    """The values of ``x`` when they are known now (eager), else None (inside a graph / under jit)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -128,35 +108,19 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
-def _compiling_with_xla() -> bool:
-    """Whether TensorFlow is tracing this call for XLA: ``tf.function(jit_compile=True)``, or ``fit`` after
-    ``compile(jit_compile=True)`` (Keras' default where a GPU is visible)."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    try:  # TF's own test for "inside an XLA context"; it has no public equivalent
-        from tensorflow.python.framework import ops as tf_ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - a TensorFlow that moved it: the plain path is correct, only slower
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
-
-
 def _checked_ids(ids, upper: int, name: str, upper_name: str):
     """Validate index tensor values before a lookup; return (ids, valid) with valid None if nothing to mask.
 
-    Eager: ValueError naming the offending id. Graph (tf.function, tf.data): an assert that raises
-    InvalidArgumentError with the largest and smallest id, ordered before the lookup. XLA ignores
-    asserts, so the caller also replaces the embeddings of invalid ids by NaN: a wrong id shows in
-    the outputs instead of silently reading a clamped row (CPU) or zeros (GPU).
+    Eager: ValueError naming the offending id (``checks.check_id_range``). TensorFlow graph
+    (tf.function, tf.data): an assert that raises InvalidArgumentError with the largest and
+    smallest id, ordered before the lookup. XLA ignores asserts, so the caller also replaces the
+    embeddings of invalid ids by NaN: a wrong id shows in the outputs instead of silently reading
+    a clamped row (CPU) or zeros (GPU).
     """
     values = _concrete(ids)
     if values is not None:
         if values.size:
-            low, high = int(values.min()), int(values.max())
-            if high >= upper:
-                raise ValueError(f"{name} contains the id {high}, which is >= {upper_name} ({upper})")
-            if low < 0:
-                raise ValueError(f"{name} contains the negative id {low}; ids must be in [0, {upper_name}={upper})")
+            checks.check_id_range(name, int(values.min()), int(values.max()), upper, upper_name)
         return ids, None
     if keras.backend.backend() != "tensorflow":
         return ids, None
@@ -166,7 +130,7 @@ def _checked_ids(ids, upper: int, name: str, upper_name: str):
     valid = tf.logical_and(ids >= 0, ids < upper)
     check = tf.debugging.Assert(
         tf.reduce_all(valid),
-        [f"{name} must hold ids in [0, {upper_name}={upper}); largest id:", tf.reduce_max(ids),
+        [checks.id_range_message(name, upper, upper_name) + "; largest id:", tf.reduce_max(ids),
          "smallest id:", tf.reduce_min(ids)],
     )
     with tf.control_dependencies([check]):
@@ -174,81 +138,27 @@ def _checked_ids(ids, upper: int, name: str, upper_name: str):
     return ids, valid
 
 
-def _in_symbolic_build() -> bool:
-    """Whether Keras is only computing output specs (``backend.compute_output_spec``), not running."""
-    try:
-        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-    except ImportError:  # pragma: no cover - a Keras without the module
-        return False
-    return in_symbolic_scope()
-
-
-def _static_shape(x) -> tuple:
-    return tuple(x.shape)
-
-
-def _same_shape(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
-
-
 def _check_inputs(config: ConvBertConfig, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
     """Shape and dtype checks of the backbone's inputs (static: they run in every mode)."""
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids and inputs_embeds (got "
-                         + ("both" if input_ids is not None else "neither") + ")")
-    if input_ids is not None:
-        shape = _static_shape(input_ids)
-        if len(shape) != 2:
-            raise ValueError(f"input_ids must have shape (batch, sequence), got {shape}")
-        if "int" not in keras.backend.standardize_dtype(input_ids.dtype):
-            raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
-    else:
-        emb = _static_shape(inputs_embeds)
-        if len(emb) != 3 or emb[-1] not in (None, config.embedding_size):
-            raise ValueError(
-                f"inputs_embeds must have shape (batch, sequence, embedding_size={config.embedding_size}), got {emb}"
-            )
-        if "float" not in keras.backend.standardize_dtype(inputs_embeds.dtype):
-            raise ValueError(f"inputs_embeds must be a floating-point tensor, got dtype {inputs_embeds.dtype}")
-        shape = emb[:2]
-    length = shape[1]
-    if length is not None and length > config.max_position_embeddings:
-        raise ValueError(
-            f"sequence length {length} is longer than max_position_embeddings ({config.max_position_embeddings})"
-        )
-    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-        if t is not None and not _same_shape(_static_shape(t), shape):
-            raise ValueError(f"{name} must have the shape of the input, {shape}; got {_static_shape(t)}")
-    if token_type_ids is not None and "int" not in keras.backend.standardize_dtype(token_type_ids.dtype):
-        raise ValueError(f"token_type_ids must be an integer tensor, got dtype {token_type_ids.dtype}")
-    if position_ids is not None:
-        pshape = _static_shape(position_ids)
-        if not any(_same_shape(pshape, s) for s in (shape, (1, length), (length,))):
-            raise ValueError(
-                f"position_ids must have shape {shape}, (1, {length}) or ({length},), got {pshape}"
-            )
-        if "int" not in keras.backend.standardize_dtype(position_ids.dtype):
-            raise ValueError(f"position_ids must be an integer tensor, got dtype {position_ids.dtype}")
+    checks.check_inputs(config, _info(input_ids), _info(attention_mask), _info(token_type_ids), _info(position_ids),
+                        _info(inputs_embeds))
 
 
-# Set (only) by ``convbert_tf.io.skip_init()`` around building a model whose every variable is
-# overwritten right after: drawing ~110M random numbers for ConvBERT-base costs seconds.
-SKIP_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("convbert_skip_init", default=False)
-
-
-def _initializer(config: ConvBertConfig):
-    if SKIP_INIT.get():
+def _initializer(layer: ConfigLayer):
+    if not layer.initialize:
         return keras.initializers.Zeros()
     # A fresh initializer per variable: Keras gives a reused unseeded instance the same values.
-    return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+    return keras.initializers.TruncatedNormal(stddev=layer.config.initializer_range)
 
 
-def _dense(config: ConvBertConfig, units: int, name: str, dtype) -> keras.layers.Dense:
-    return keras.layers.Dense(units, kernel_initializer=_initializer(config), name=name, dtype=dtype)
+def _dense(layer: ConfigLayer, units: int, name: str) -> keras.layers.Dense:
+    """A plain dense layer, a sub-layer of ``layer`` (its config, dtype policy and init choice)."""
+    return keras.layers.Dense(units, kernel_initializer=_initializer(layer), name=name, dtype=layer.dtype_policy)
 
 
-def _layer_norm(config: ConvBertConfig, dtype) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="LayerNorm", dtype=dtype)
+def _layer_norm(layer: ConfigLayer) -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm",
+                                           dtype=layer.dtype_policy)
 
 
 # ----------------------------------------------------------------------------------- embeddings
@@ -262,13 +172,13 @@ class ConvBertEmbeddings(ConfigLayer):
         super().__init__(config, **kwargs)
         c, E, dt = self.config, self.config.embedding_size, self.dtype_policy
         self.word_embeddings = keras.layers.Embedding(
-            c.vocab_size, E, embeddings_initializer=_initializer(c), name="word_embeddings", dtype=dt)
+            c.vocab_size, E, embeddings_initializer=_initializer(self), name="word_embeddings", dtype=dt)
         self.position_embeddings = keras.layers.Embedding(
-            c.max_position_embeddings, E, embeddings_initializer=_initializer(c), name="position_embeddings",
+            c.max_position_embeddings, E, embeddings_initializer=_initializer(self), name="position_embeddings",
             dtype=dt)
         self.token_type_embeddings = keras.layers.Embedding(
-            c.type_vocab_size, E, embeddings_initializer=_initializer(c), name="token_type_embeddings", dtype=dt)
-        self.LayerNorm = _layer_norm(c, dt)
+            c.type_vocab_size, E, embeddings_initializer=_initializer(self), name="token_type_embeddings", dtype=dt)
+        self.LayerNorm = _layer_norm(self)
         self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
     def build(self, input_shape=None):
@@ -277,7 +187,7 @@ class ConvBertEmbeddings(ConfigLayer):
         self.token_type_embeddings.build()
         self.LayerNorm.build((None, None, self.config.embedding_size))
         pad = self.config.pad_token_id
-        if pad is not None and not SKIP_INIT.get():
+        if pad is not None and self.initialize:
             # As PyTorch's nn.Embedding(padding_idx=...): a fresh model starts with a zero [PAD] row.
             table = self.word_embeddings.embeddings
             row = ops.zeros((1, self.config.embedding_size), dtype=table.dtype)
@@ -325,35 +235,42 @@ class ConvBertEmbeddings(ConfigLayer):
 # ----------------------------------------------------------------------------------- mixed attention
 
 
+# Depthwise-convolution implementations: "conv" (the backend's depthwise kernel), "shift" (K shifted
+# multiply-adds, which XLA fuses into one loop), "auto" ("shift" where every call is compiled by XLA).
+DEPTHWISE_IMPLS = ("auto", "conv", "shift")
+
+
 @_register
-class SeparableConv1D(keras.layers.Layer):
+class SeparableConv1D(ConfigLayer):
     """Depthwise (K taps per channel) then pointwise (H -> A) convolution over the sequence, plus bias.
 
     Variables: depthwise_kernel (K, H, 1), pointwise_kernel (1, H, A), bias (A,).
     """
 
     def __init__(self, config, input_filters: int, output_filters: int, kernel_size: int, **kwargs):
-        super().__init__(**kwargs)
-        self.config = as_config(config)
+        super().__init__(config, **kwargs)
         self.input_filters = input_filters
         self.output_filters = output_filters
         self.kernel_size = kernel_size
+        self.depthwise_impl = "auto"
 
     def build(self, input_shape=None):
         self.depthwise_kernel = self.add_weight(
-            shape=(self.kernel_size, self.input_filters, 1), initializer=_initializer(self.config),
-            name="depthwise_kernel")
+            shape=(self.kernel_size, self.input_filters, 1), initializer=_initializer(self), name="depthwise_kernel")
         self.pointwise_kernel = self.add_weight(
-            shape=(1, self.input_filters, self.output_filters), initializer=_initializer(self.config),
+            shape=(1, self.input_filters, self.output_filters), initializer=_initializer(self),
             name="pointwise_kernel")
         self.bias = self.add_weight(shape=(self.output_filters,), initializer="zeros", name="bias")
 
     def call(self, hidden_states):
         """(B, L, H) -> (B, L, A); 'same' padding, (K - 1) / 2 zeros on each side."""
-        if _compiling_with_xla():
-            # XLA lowers a depthwise convolution to a grouped one, on CPU ~13x slower than K shifted
-            # multiply-adds that it fuses into one loop (31 ms vs 2.4 ms at 8x128x768, K=9: a third of
-            # a second per ConvBERT-base forward); TF's own depthwise kernel beats both outside XLA.
+        impl = self.depthwise_impl
+        if impl == "auto":
+            impl = "shift" if keras.backend.backend() == "jax" else "conv"
+        if impl == "shift":
+            # XLA lowers a depthwise convolution to a grouped one, on CPU an order of magnitude slower
+            # than K shifted multiply-adds that it fuses into one loop; TF's own depthwise kernel beats
+            # both outside XLA.
             x = depthwise_conv1d(hidden_states, self.depthwise_kernel)  # (B, L, H)
             x = ops.matmul(x, self.pointwise_kernel[0])  # (B, L, A)
         else:
@@ -362,8 +279,8 @@ class SeparableConv1D(keras.layers.Layer):
         return x + self.bias
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "config": self.config.to_dict(), "input_filters": self.input_filters,
-                "output_filters": self.output_filters, "kernel_size": self.kernel_size}
+        return {**super().get_config(), "input_filters": self.input_filters, "output_filters": self.output_filters,
+                "kernel_size": self.kernel_size}
 
 
 @_register
@@ -376,12 +293,12 @@ class ConvBertSelfAttention(ConfigLayer):
         self.heads = c.heads
         H, A, K = c.hidden_size, self.heads.all_head_size, c.conv_kernel_size
         self.kernel_size = K
-        self.query = _dense(c, A, "query", dt)
-        self.key = _dense(c, A, "key", dt)
-        self.value = _dense(c, A, "value", dt)
-        self.key_conv_attn_layer = SeparableConv1D(c, H, A, K, name="key_conv_attn_layer", dtype=dt)
-        self.conv_kernel_layer = _dense(c, shapes.conv_kernel_width(self.heads.num_heads, K), "conv_kernel_layer", dt)
-        self.conv_out_layer = _dense(c, A, "conv_out_layer", dt)
+        self.query = _dense(self, A, "query")
+        self.key = _dense(self, A, "key")
+        self.value = _dense(self, A, "value")
+        self.key_conv_attn_layer = SeparableConv1D(c, H, A, K, **self.sub("key_conv_attn_layer"))
+        self.conv_kernel_layer = _dense(self, shapes.conv_kernel_width(self.heads.num_heads, K), "conv_kernel_layer")
+        self.conv_out_layer = _dense(self, A, "conv_out_layer")
         self.dropout = keras.layers.Dropout(c.attention_probs_dropout_prob, name="dropout", dtype=dt)
         # span_dynamic_conv implementation: "auto" | "native" | "reference"
         self.sdconv_impl = "auto"
@@ -419,8 +336,8 @@ class ConvBertSelfOutput(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         c, dt = self.config, self.dtype_policy
-        self.dense = _dense(c, c.hidden_size, "dense", dt)
-        self.LayerNorm = _layer_norm(c, dt)
+        self.dense = _dense(self, c.hidden_size, "dense")
+        self.LayerNorm = _layer_norm(self)
         self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
     def build(self, input_shape=None):
@@ -436,8 +353,8 @@ class ConvBertSelfOutput(ConfigLayer):
 class ConvBertAttention(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        self.self = ConvBertSelfAttention(self.config, name="self", dtype=self.dtype_policy)
-        self.attention_output = ConvBertSelfOutput(self.config, name="attention_output", dtype=self.dtype_policy)
+        self.self = ConvBertSelfAttention(self.config, **self.sub("self"))
+        self.attention_output = ConvBertSelfOutput(self.config, **self.sub("attention_output"))
 
     def build(self, input_shape=None):
         self.self.build()
@@ -453,40 +370,32 @@ class ConvBertAttention(ConfigLayer):
 
 
 @_register
-class GroupedLinearLayer(keras.layers.Layer):
+class GroupedLinearLayer(ConfigLayer):
     """A dense layer split into G groups along the input and output channels: kernel (G, I/G, O/G), bias (O,)."""
 
-    def __init__(self, input_size: int, output_size: int, num_groups: int, initializer_range: float = 0.02,
-                 **kwargs):
-        super().__init__(**kwargs)
-        if input_size % num_groups or output_size % num_groups:
-            raise ValueError(f"num_groups ({num_groups}) must divide input_size ({input_size}) "
-                             f"and output_size ({output_size})")
+    def __init__(self, config, input_size: int, output_size: int, **kwargs):
+        super().__init__(config, **kwargs)
         self.input_size = input_size
         self.output_size = output_size
-        self.num_groups = num_groups
-        self.initializer_range = initializer_range
 
     def build(self, input_shape=None):
-        G = self.num_groups
-        self.kernel = self.add_weight(
-            shape=(G, self.input_size // G, self.output_size // G),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range), name="kernel")
+        G = self.config.num_groups
+        self.kernel = self.add_weight(shape=(G, self.input_size // G, self.output_size // G),
+                                      initializer=_initializer(self), name="kernel")
         self.bias = self.add_weight(shape=(self.output_size,), initializer="zeros", name="bias")
 
     def call(self, hidden_states):
         return grouped_linear(hidden_states, self.kernel, self.bias)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "input_size": self.input_size, "output_size": self.output_size,
-                "num_groups": self.num_groups, "initializer_range": self.initializer_range}
+        return {**super().get_config(), "input_size": self.input_size, "output_size": self.output_size}
 
 
-def _feed_forward_dense(config: ConvBertConfig, input_size: int, output_size: int, dtype):
-    if config.num_groups == 1:
-        return _dense(config, output_size, "dense", dtype)
-    return GroupedLinearLayer(input_size, output_size, config.num_groups, config.initializer_range, name="dense",
-                              dtype=dtype)
+def _feed_forward_dense(layer: ConfigLayer, input_size: int, output_size: int):
+    """The feed-forward's dense layer "dense" of ``layer``: grouped when the config has groups."""
+    if layer.config.num_groups == 1:
+        return _dense(layer, output_size, "dense")
+    return GroupedLinearLayer(layer.config, input_size, output_size, **layer.sub("dense"))
 
 
 @_register
@@ -494,7 +403,7 @@ class ConvBertIntermediate(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
-        self.dense = _feed_forward_dense(c, c.hidden_size, c.intermediate_size, self.dtype_policy)
+        self.dense = _feed_forward_dense(self, c.hidden_size, c.intermediate_size)
         self.intermediate_act_fn = get_activation(c.hidden_act)
 
     def build(self, input_shape=None):
@@ -510,8 +419,8 @@ class ConvBertOutput(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         c, dt = self.config, self.dtype_policy
-        self.dense = _feed_forward_dense(c, c.intermediate_size, c.hidden_size, dt)
-        self.LayerNorm = _layer_norm(c, dt)
+        self.dense = _feed_forward_dense(self, c.intermediate_size, c.hidden_size)
+        self.LayerNorm = _layer_norm(self)
         self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
     def build(self, input_shape=None):
@@ -527,10 +436,9 @@ class ConvBertOutput(ConfigLayer):
 class ConvBertLayer(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        dt = self.dtype_policy
-        self.attention = ConvBertAttention(self.config, name="attention", dtype=dt)
-        self.intermediate = ConvBertIntermediate(self.config, name="intermediate", dtype=dt)
-        self.layer_output = ConvBertOutput(self.config, name="layer_output", dtype=dt)
+        self.attention = ConvBertAttention(self.config, **self.sub("attention"))
+        self.intermediate = ConvBertIntermediate(self.config, **self.sub("intermediate"))
+        self.layer_output = ConvBertOutput(self.config, **self.sub("layer_output"))
 
     def build(self, input_shape=None):
         self.attention.build()
@@ -548,7 +456,7 @@ class ConvBertLayer(ConfigLayer):
 class ConvBertEncoder(ConfigLayer):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        self.layer = [ConvBertLayer(self.config, name=f"layer_{i}", dtype=self.dtype_policy)
+        self.layer = [ConvBertLayer(self.config, **self.sub(f"layer_{i}"))
                       for i in range(self.config.num_hidden_layers)]
 
     def build(self, input_shape=None):
@@ -575,38 +483,36 @@ class ConvBertEncoder(ConfigLayer):
 
 # The seed API's inputs, in its positional order (a list input follows it).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "head_mask", "inputs_embeds")
-def _is_auto(value) -> bool:
-    return isinstance(value, str) and value == "auto"
-
-
-_ID_INPUTS = ("input_ids", "token_type_ids", "position_ids", "labels", "start_positions", "end_positions")
 
 
 @_register
-class ConvBertPreTrainedModel(keras.Model):
-    """Config handling, input parsing, ``compile`` defaults, and loading / saving through ``io.py``.
+class ConvBertPreTrainedModel(TaskModel, keras.Model):
+    """Config handling, input parsing, and loading / saving through ``io.py``; task defaults from ``tasks.py``.
 
     Every model takes its inputs as a dict (HF names, labels included), a list in the order of
     ``INPUT_NAMES``, or a single ``input_ids`` tensor, and returns a dict of tensors with HF's
-    keys. ``compile(optimizer=...)`` picks the task's loss (see ``losses.py``): ``fit`` works with
-    labels in ``y`` or HF-style inside ``x``.
+    keys. ``compile(optimizer=...)`` picks the task's loss (see ``tasks.py``): ``fit`` works with
+    labels in ``y`` or HF-style inside ``x``. ``initialize=False`` (loaders) builds zero variables.
     """
 
-    head_name = "model"  # the weight_map head of the class
+    task = heads.MODEL
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, initialize: bool = True, **kwargs):
         config = as_config(config)
         super().__init__(**kwargs)
         self.config = config
-        self._task_loss = losses.TaskLoss(self.head_name, config)
-        self._uses_task_loss = False
-        self._uses_default_metrics = False
+        self.initialize = initialize
+        self._init_task(config)
+
+    def sub(self, name: str) -> dict:
+        """Constructor keywords of a sub-layer (see ``ConfigLayer.sub``)."""
+        return {"name": name, "dtype": self.dtype_policy, "initialize": self.initialize}
 
     def _make_backbone(self) -> ConvBertModel:
         # The nested model builds itself in its __init__; under this model's name scope its variable
         # paths read "<model>/convbert/...", like the head's own "<model>/<head layer>/...".
         with keras.name_scope(self.name):
-            return ConvBertModel(self.config, name="convbert", dtype=self.dtype_policy)
+            return ConvBertModel(self.config, **self.sub(heads.BASE_PREFIX))
 
     def _finish_init(self) -> None:
         # Variables' shapes depend on the config only: build them now, deterministically.
@@ -627,15 +533,16 @@ class ConvBertPreTrainedModel(keras.Model):
     @classmethod
     def from_pretrained(cls, pretrained_model_path, **kwargs):
         """Config and weights from a checkpoint directory; see ``convbert_tf.io.from_pretrained``."""
-        from convbert_tf import io
-
         return io.from_pretrained(pretrained_model_path, model_class=cls, **kwargs)
 
     def save_pretrained(self, save_directory, **kwargs) -> str:
         """``config.json`` + ``model.safetensors`` in HF's layout; see ``convbert_tf.io.save_pretrained``."""
-        from convbert_tf import io
-
         return io.save_pretrained(self, save_directory, **kwargs)
+
+    # -------------------------------------------------------------- implementation choices
+    def _self_attention_layers(self) -> list:
+        base = getattr(self, heads.BASE_PREFIX, self)
+        return [layer.attention.self for layer in base.encoder.layer]
 
     def set_sdconv_impl(self, impl: str) -> None:
         """Choose the span_dynamic_conv implementation of every layer ("auto", "native", "reference")."""
@@ -643,14 +550,25 @@ class ConvBertPreTrainedModel(keras.Model):
 
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-        base = self.convbert if self.head_name != "model" else self
-        for layer in base.encoder.layer:
-            layer.attention.self.sdconv_impl = impl
+        for layer in self._self_attention_layers():
+            layer.sdconv_impl = impl
+
+    def set_depthwise_impl(self, impl: str) -> None:
+        """Choose the depthwise convolution of every layer: "conv", "shift" (for XLA) or "auto".
+
+        ``compile(jit_compile=True)`` selects "shift"; call this before tracing the model with
+        ``tf.function(jit_compile=True)`` yourself. "auto" is "shift" on JAX (always XLA), else "conv".
+        Both give the same numbers; only their speed differs.
+        """
+        if impl not in DEPTHWISE_IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(DEPTHWISE_IMPLS)}, got {impl!r}")
+        for layer in self._self_attention_layers():
+            layer.key_conv_attn_layer.depthwise_impl = impl
 
     # -------------------------------------------------------------- inputs
     def _unpack(self, input_ids, **given) -> dict:
         """Merge a dict / list / tensor first argument with the keyword arguments; None means absent."""
-        names = INPUT_NAMES + self._task_loss.label_names
+        names = INPUT_NAMES + self.task.label_names
         given = {k: v for k, v in given.items() if v is not None}
         first = {}
         if isinstance(input_ids, dict):
@@ -672,34 +590,25 @@ class ConvBertPreTrainedModel(keras.Model):
         both = sorted(set(first) & set(given))
         if both:
             raise ValueError(f"{type(self).__name__}: {both} given both in the inputs and as keyword arguments")
-        out = {**first, **given}
-        for k, v in out.items():
-            out[k] = ops.convert_to_tensor(v)
-            if (k in _ID_INPUTS and _in_symbolic_build()
-                    and "float" in keras.backend.standardize_dtype(out[k].dtype)):
-                # Keras' symbolic build under tf.distribute averages an input batch over replicas,
-                # turning int ids into floats; only shapes matter there.
-                out[k] = ops.cast(out[k], "int32")
-        return out
+        integers = self._integer_arguments()
+        out = {k: ops.convert_to_tensor(v) for k, v in {**first, **given}.items()}
+        return {k: integers_from_a_distributed_build(k, v) if k in integers else v for k, v in out.items()}
 
     def _split_labels(self, inputs: dict) -> dict | None:
-        names = self._task_loss.label_names
-        labels = {n: inputs.pop(n) for n in names if n in inputs}
-        return labels or None
+        """Take the label arguments out of ``inputs`` and check them against the input's shape."""
+        labels = {n: inputs.pop(n) for n in self.task.label_names if n in inputs}
+        if not labels:
+            return None
+        self._task_loss.check(labels, self._batch_shape(inputs))
+        return labels
 
     def _head_mask(self, head_mask):
         """(N',) or (layers, N') -> (layers, 1, N', 1, 1), broadcastable onto (B, N', L, L)."""
         if head_mask is None:
             return None
         layers, n = self.config.num_hidden_layers, self.config.heads.num_heads
-        shape = _static_shape(head_mask)
-        if shape == (n,):
+        if not checks.check_head_mask(tuple(head_mask.shape), layers, n):
             head_mask = ops.broadcast_to(ops.expand_dims(head_mask, 0), (layers, n))
-        elif shape != (layers, n):
-            raise ValueError(
-                f"head_mask must have shape ({n},) or ({layers}, {n}) (num_attention_heads // head_ratio = {n} "
-                f"heads per layer), got {shape}"
-            )
         return ops.reshape(ops.cast(head_mask, self.compute_dtype), (layers, 1, n, 1, 1))  # (layers, 1, N', 1, 1)
 
     def _outputs(self, head: dict, base: dict, labels: dict | None) -> dict:
@@ -720,117 +629,14 @@ class ConvBertPreTrainedModel(keras.Model):
     @staticmethod
     def _batch_shape(inputs: dict) -> tuple:
         if "input_ids" in inputs:
-            return _static_shape(inputs["input_ids"])
+            return tuple(inputs["input_ids"].shape)
         if "inputs_embeds" in inputs:
-            return _static_shape(inputs["inputs_embeds"])[:-1]
+            return tuple(inputs["inputs_embeds"].shape)[:-1]
         raise ValueError("pass exactly one of input_ids and inputs_embeds (got neither)")
 
     @staticmethod
     def _return(result: dict, return_dict):
         return result if return_dict is None or return_dict else tuple(result.values())
-
-    # -------------------------------------------------------------- training (compile / fit)
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
-        """Keras ``compile`` with task defaults.
-
-        ``optimizer="auto"``: Adam(5e-5). ``loss="auto"``: the task's loss (``losses.TaskLoss``), labels
-        taken from ``y`` or, HF-style, from ``labels`` / ``start_positions`` / ``end_positions`` in ``x``.
-        ``metrics="auto"``: accuracy (or MAE for regression), masked like the loss. Any other value is
-        passed to Keras unchanged (a user loss then sees the output dict as ``y_pred``).
-        """
-        if _is_auto(optimizer):
-            optimizer = keras.optimizers.Adam(learning_rate=5e-5)
-        if _is_auto(loss) and self.head_name == "model":
-            raise ValueError("ConvBertModel has no task loss: pass loss=... to compile(), or use a head class")
-        self._uses_task_loss = _is_auto(loss)
-        self._uses_default_metrics = _is_auto(metrics) and self._uses_task_loss
-        if self._uses_task_loss:
-            loss = None
-        if _is_auto(metrics):
-            metrics = None
-            if self._uses_default_metrics and weighted_metrics is None:
-                weighted_metrics = self._task_loss.default_metrics()
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
-        # The model is built, so the optimizer can create its slots now: created inside the first
-        # traced train step instead, they would make tf.function trace that step twice.
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
-
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config is not None and self._uses_task_loss:
-            config = dict(config)
-            config["loss"] = "auto"
-            if self._uses_default_metrics:
-                config["metrics"] = "auto"
-                config["weighted_metrics"] = None
-        return config
-
-    def serving_input_signature(self) -> dict:
-        """Named int32 specs of ``input_ids``, ``attention_mask`` and ``token_type_ids`` (B, L) / (B, C, L)."""
-        import tensorflow as tf
-
-        shape = (None, None, None) if self.head_name == "multiple_choice" else (None, None)
-        return {name: tf.TensorSpec(shape, tf.int32, name=name)
-                for name in ("input_ids", "attention_mask", "token_type_ids")}
-
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
-        """Keras ``export``; a SavedModel's serving signature defaults to ``serving_input_signature()``."""
-        if input_signature is None and format == "tf_saved_model":
-            input_signature = [self.serving_input_signature()]
-        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
-
-    def compile_from_config(self, config) -> None:
-        """Re-compile after ``keras.saving.load_model`` (the compile config holds "auto" for the defaults)."""
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)  # also builds the optimizer, so that its saved state can be loaded
-
-    def _labels_for_loss(self, x, y) -> tuple[dict, bool]:
-        """The labels by HF name, from ``y`` or from ``x``; and whether they came from ``x``."""
-        names = self._task_loss.label_names
-        if y is not None:
-            if isinstance(y, dict):
-                missing = [n for n in names if n not in y]
-                if missing:
-                    raise ValueError(f"y is a dict without {missing}; expected the keys {list(names)}")
-                return {n: y[n] for n in names}, False
-            if len(names) == 2:
-                if not isinstance(y, (list, tuple)) or len(y) != 2:
-                    raise ValueError("question answering needs y = (start_positions, end_positions) or a dict")
-                return dict(zip(names, y, strict=True)), False
-            return {names[0]: y}, False
-        if isinstance(x, dict) and all(n in x for n in names):
-            return {n: x[n] for n in names}, True
-        raise ValueError(
-            f"{type(self).__name__}: no labels; pass y to fit/evaluate, or put {list(names)} in the input dict"
-        )
-
-    def _task_labels(self, x, y) -> tuple[dict, bool]:
-        labels, from_x = self._labels_for_loss(x, y)
-        if _in_symbolic_build() and self._task_loss.expects_integer_labels():
-            # See _unpack: Keras' symbolic build under tf.distribute hands over float-averaged labels.
-            labels = {k: ops.cast(v, "int32") for k, v in labels.items()}
-        return labels, from_x
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not self._uses_task_loss:
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        labels, from_x = self._task_labels(x, y)
-        if from_x and sample_weight is None and "loss" in y_pred:
-            loss = y_pred["loss"]  # call() computed it with the same Loss objects
-        else:
-            self._task_loss.check(labels, self._batch_shape(x if isinstance(x, dict) else {"input_ids": x}))
-            loss = self._task_loss(labels, y_pred, sample_weight)
-        if self.losses:  # add_loss / regularisers: Keras adds them when no compiled loss is set
-            loss = loss + super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if self._uses_task_loss:
-            labels, _ = self._task_labels(x, y)
-            y, y_pred, sample_weight = self._task_loss.metric_arguments(labels, y_pred, sample_weight)
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -842,13 +648,13 @@ class ConvBertModel(ConvBertPreTrainedModel):
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
-        self.embeddings = ConvBertEmbeddings(c, name="embeddings", dtype=dt)
+        c = self.config
+        self.embeddings = ConvBertEmbeddings(c, **self.sub("embeddings"))
         if c.embedding_size != c.hidden_size:
-            self.embeddings_project = _dense(c, c.hidden_size, "embeddings_project", dt)
+            self.embeddings_project = _dense(self, c.hidden_size, "embeddings_project")
         else:
             self.embeddings_project = None
-        self.encoder = ConvBertEncoder(c, name="encoder", dtype=dt)
+        self.encoder = ConvBertEncoder(c, **self.sub("encoder"))
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -895,9 +701,8 @@ class ConvBertGeneratorPredictions(ConfigLayer):
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
-        self.dense = _dense(c, c.embedding_size, "dense", dt)
-        self.LayerNorm = _layer_norm(c, dt)
+        self.dense = _dense(self, self.config.embedding_size, "dense")
+        self.LayerNorm = _layer_norm(self)
 
     def build(self, input_shape=None):
         self.dense.build((None, None, self.config.hidden_size))
@@ -905,7 +710,7 @@ class ConvBertGeneratorPredictions(ConfigLayer):
 
     def call(self, hidden_states):
         """(B, L, H) -> (B, L, E)."""
-        return self.LayerNorm(_gelu_exact(self.dense(hidden_states)))
+        return self.LayerNorm(_gelu(self.dense(hidden_states)))
 
 
 @_register
@@ -924,18 +729,18 @@ class ConvBertMaskedLMHead(ConfigLayer):
 
 @_register
 class ConvBertForMaskedLM(ConvBertPreTrainedModel):
-    head_name = "masked_lm"
+    task = heads.MASKED_LM
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
+        c = self.config
         if not c.tie_word_embeddings:
             raise ValueError(
                 "ConvBertForMaskedLM: untied output embeddings (tie_word_embeddings=False) are not supported"
             )
         self.convbert = self._make_backbone()
-        self.generator_predictions = ConvBertGeneratorPredictions(c, name="generator_predictions", dtype=dt)
-        self.generator_lm_head = ConvBertMaskedLMHead(c, name="generator_lm_head", dtype=dt)
+        self.generator_predictions = ConvBertGeneratorPredictions(c, **self.sub("generator_predictions"))
+        self.generator_lm_head = ConvBertMaskedLMHead(c, **self.sub("generator_lm_head"))
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -949,8 +754,6 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
                               position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                               labels=labels)
         labels = self._split_labels(inputs)
-        if labels is not None:
-            self._task_loss.check(labels, self._batch_shape(inputs))
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         features = self.generator_predictions(base["last_hidden_state"])  # (B, L, E)
         table = self.convbert.embeddings.word_embeddings.embeddings  # (V, E), tied
@@ -966,9 +769,9 @@ class ConvBertClassificationHead(ConfigLayer):
         super().__init__(config, **kwargs)
         c, dt = self.config, self.dtype_policy
         rate = c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
-        self.dense = _dense(c, c.hidden_size, "dense", dt)
+        self.dense = _dense(self, c.hidden_size, "dense")
         self.dropout = keras.layers.Dropout(rate, name="dropout", dtype=dt)
-        self.out_proj = _dense(c, c.num_labels, "out_proj", dt)
+        self.out_proj = _dense(self, c.num_labels, "out_proj")
         self.act = get_activation(c.hidden_act)
 
     def build(self, input_shape=None):
@@ -984,13 +787,12 @@ class ConvBertClassificationHead(ConfigLayer):
 
 @_register
 class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
-    head_name = "sequence_classification"
+    task = heads.SEQUENCE_CLASSIFICATION
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
         self.convbert = self._make_backbone()
-        self.classifier = ConvBertClassificationHead(c, name="classifier", dtype=dt)
+        self.classifier = ConvBertClassificationHead(self.config, **self.sub("classifier"))
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -1003,8 +805,6 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
                               position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                               labels=labels)
         labels = self._split_labels(inputs)
-        if labels is not None:
-            self._task_loss.check(labels, self._batch_shape(inputs))
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         logits = self.classifier(base["last_hidden_state"], training=training)  # (B, num_labels)
         return self._return(self._outputs({"logits": logits}, base, labels), return_dict)
@@ -1012,13 +812,12 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
 
 @_register
 class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
-    head_name = "multiple_choice"
+    task = heads.MULTIPLE_CHOICE
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
         self.convbert = self._make_backbone()
-        self.classifier = _dense(c, 1, "classifier", dt)
+        self.classifier = _dense(self, 1, "classifier")
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -1030,18 +829,10 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                               position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                               labels=labels)
-        labels = self._split_labels(inputs)
         lead = self._batch_shape(inputs)
-        if len(lead) != 3:
-            raise ValueError(
-                "multiple choice inputs must have shape (batch, num_choices, sequence)"
-                + (", embedding" if "inputs_embeds" in inputs else "") + f", got {lead}"
-            )
-        if labels is not None:
-            self._task_loss.check(labels, lead)
-        for name in ("attention_mask", "token_type_ids"):
-            if name in inputs and not _same_shape(_static_shape(inputs[name]), lead):
-                raise ValueError(f"{name} must have the shape of the input, {lead}; got {_static_shape(inputs[name])}")
+        checks.check_choice_inputs(lead, "inputs_embeds" in inputs, _info(inputs.get("attention_mask")),
+                                   _info(inputs.get("token_type_ids")))
+        labels = self._split_labels(inputs)
         key = "input_ids" if "input_ids" in inputs else "inputs_embeds"
         choices = ops.shape(inputs[key])[1]
 
@@ -1063,7 +854,7 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
 
 @_register
 class ConvBertForTokenClassification(ConvBertPreTrainedModel):
-    head_name = "token_classification"
+    task = heads.TOKEN_CLASSIFICATION
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
@@ -1071,7 +862,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         rate = c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
         self.convbert = self._make_backbone()
         self.dropout = keras.layers.Dropout(rate, name="dropout", dtype=dt)
-        self.classifier = _dense(c, c.num_labels, "classifier", dt)
+        self.classifier = _dense(self, c.num_labels, "classifier")
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -1084,8 +875,6 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
                               position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                               labels=labels)
         labels = self._split_labels(inputs)
-        if labels is not None:
-            self._task_loss.check(labels, self._batch_shape(inputs))
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         hidden = self.dropout(base["last_hidden_state"], training=training)
         logits = ops.cast(self.classifier(hidden), "float32")  # (B, L, num_labels)
@@ -1094,17 +883,17 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
 
 @_register
 class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
-    head_name = "question_answering"
+    task = heads.QUESTION_ANSWERING
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
+        c = self.config
         if c.num_labels != 2:
             raise ValueError(
                 f"ConvBertForQuestionAnswering needs num_labels=2 (start and end logits), got {c.num_labels}"
             )
         self.convbert = self._make_backbone()
-        self.qa_outputs = _dense(c, c.num_labels, "qa_outputs", dt)
+        self.qa_outputs = _dense(self, c.num_labels, "qa_outputs")
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -1117,8 +906,6 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
                               position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                               start_positions=start_positions, end_positions=end_positions)
         labels = self._split_labels(inputs)
-        if labels is not None:
-            self._task_loss.check(labels, self._batch_shape(inputs))
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         logits = ops.cast(self.qa_outputs(base["last_hidden_state"]), "float32")  # (B, L, 2)
         head = {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}  # (B, L) each
@@ -1126,7 +913,7 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
 
 
 MODEL_CLASSES = {
-    cls.head_name: cls
+    cls.task.name: cls
     for cls in (
         ConvBertModel,
         ConvBertForMaskedLM,

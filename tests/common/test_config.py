@@ -66,7 +66,10 @@ def test_num_labels_override_regenerates_label_maps():
         ("hidden_size", "768", "hidden_size must be an int"),
         ("pad_token_id", 40000, "pad_token_id .40000. must be < vocab_size"),
         ("problem_type", "ranking", "problem_type"),
-        ("layer_norm_eps", 0, "layer_norm_eps must be a positive number"),
+        ("layer_norm_eps", 0, "layer_norm_eps must be a positive finite number"),
+        ("layer_norm_eps", float("nan"), "layer_norm_eps must be a positive finite number"),
+        ("initializer_range", float("inf"), "initializer_range must be a positive finite number"),
+        ("architectures", "ConvBertModel", "architectures must be a list of class names"),
     ],
 )
 def test_invalid_field_raises_value_error_naming_it(field, value, message):

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from convbert_common import checkpoint as ck
-from convbert_common import convert as conv
-from convbert_common.cli import main
 from convbert_common.config import ConvBertConfig
+from convbert_common.formats import head_from_config
+from convbert_tools import convert as conv
+from convbert_tools.cli import main
 from tests.conftest import fixture_file
 
 
 def read_all(folder):
     config = ConvBertConfig.from_pretrained(folder)
-    return ck.load_for_model(config, conv.head_from_config(config), folder).tensors
+    return ck.load_for_model(config, head_from_config(config), folder).tensors
 
 
 @pytest.mark.parametrize("chain", [["pytorch-bin", "safetensors"], ["hf-tf-h5", "safetensors"],
@@ -105,7 +106,7 @@ def tf1_dir():
 
 def test_tf1_discriminator_import_maps_every_variable_and_reports_the_rest(tmp_path):
     loaded = conv.convert(str(tf1_dir()), str(tmp_path / "disc"), progress=False)
-    assert loaded.head == "model" and len(loaded.tensors) == 53
+    assert loaded.head.name == "model" and len(loaded.tensors) == 53
     whys = {}
     for why in loaded.skipped.values():
         whys[why] = whys.get(why, 0) + 1
@@ -124,7 +125,7 @@ def test_tf1_discriminator_import_maps_every_variable_and_reports_the_rest(tmp_p
 
 def test_tf1_generator_import_shares_the_discriminator_embeddings(tmp_path):
     loaded = conv.convert(str(tf1_dir()), str(tmp_path / "gen"), generator=True, progress=False)
-    assert loaded.head == "masked_lm" and len(loaded.tensors) == 56
+    assert loaded.head.name == "masked_lm" and len(loaded.tensors) == 56
     raw = ck.read_tf1_checkpoint(tf1_dir())
     written = read_all(tmp_path / "gen")
     np.testing.assert_array_equal(written["convbert.embeddings.word_embeddings.weight"],

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -129,13 +127,3 @@ def test_hf_tf_h5_written_from_canonical_reads_back_bit_identically(tmp_path):
     back = ck.load_for_model(config, "sequence_classification", tmp_path / "tf_model.h5").tensors
     for k in tensors:
         np.testing.assert_array_equal(back[k], tensors[k], err_msg=k)
-
-
-def test_importing_convbert_common_imports_no_framework():
-    code = ("import sys, convbert_common, convbert_common.config, convbert_common.weight_map, "
-            "convbert_common.checkpoint, convbert_common.layouts, convbert_common.presets, convbert_common.cli\n"
-            "try:\n    import convbert_common.tokenizer\nexcept ImportError:\n    pass\n"
-            "bad = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]\n"
-            "print(','.join(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ""

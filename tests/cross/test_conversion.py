@@ -16,17 +16,19 @@ pytest.importorskip("tensorflow")
 import convbert_pt  # noqa: E402
 import convbert_tf  # noqa: E402
 from convbert_common import checkpoint as ck  # noqa: E402
-from convbert_common import convert as conv  # noqa: E402
-from convbert_common import demo, verify  # noqa: E402
-from convbert_common.cli import demo_checkpoint_dir, main  # noqa: E402
+from convbert_common.config import ConvBertConfig  # noqa: E402
+from convbert_common.formats import head_from_config  # noqa: E402
+from convbert_tools import convert as conv  # noqa: E402
+from convbert_tools import demo, verify  # noqa: E402
+from convbert_tools.cli import demo_checkpoint_dir, main  # noqa: E402
 from tests.conftest import fixture_file  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.tolerances import REFERENCE_FP32_ATOL  # noqa: E402
 
 
 def canonical(folder) -> dict[str, np.ndarray]:
-    config = conv.ConvBertConfig.from_pretrained(folder)
-    return ck.load_for_model(config, conv.head_from_config(config), folder).tensors
+    config = ConvBertConfig.from_pretrained(folder)
+    return ck.load_for_model(config, head_from_config(config), folder).tensors
 
 
 def assert_bit_identical(a: dict, b: dict) -> None:

@@ -16,11 +16,12 @@ tf = pytest.importorskip("tensorflow")
 
 import convbert_pt  # noqa: E402
 import convbert_tf  # noqa: E402
+from convbert_common import heads  # noqa: E402
 from convbert_common import weight_map as wm  # noqa: E402
 from convbert_common.config import ConvBertConfig  # noqa: E402
 from convbert_common.layouts import get_layout  # noqa: E402
-from convbert_common.verify import fixed_batch, labels_for  # noqa: E402
 from convbert_tf import io as tf_io  # noqa: E402
+from convbert_tools.verify import fixed_batch, labels_for  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.tolerances import CROSS_FP32_ATOL, CROSS_GRAD_RTOL, ZERO_GRAD_ATOL  # noqa: E402
 
@@ -56,13 +57,13 @@ def config_for(grid: str, head: str) -> ConvBertConfig:
 
 
 def build_pair(config: ConvBertConfig, head: str, seed: int = 0):
-    pt = getattr(convbert_pt, wm.HEAD_CLASSES[head])(config)
+    pt = getattr(convbert_pt, heads.get(head).class_name)(config)
     _randomise(pt, seed)
     pt.eval()
     names = {s.name for s in wm.model_specs(config, head)}
     tensors = {k: v.detach().numpy().copy() for k, v in pt.state_dict().items() if k in names}
     assert set(tensors) == names
-    tfm = getattr(convbert_tf, wm.HEAD_CLASSES[head])(config)
+    tfm = getattr(convbert_tf, heads.get(head).class_name)(config)
     tf_io.assign_canonical(tfm, tensors, source="test")
     return pt, tfm
 
@@ -98,7 +99,7 @@ def compare_outputs(pt_out, tf_out, prefix: str) -> None:
             assert_close(f"{prefix}{group}[{i}]", np.asarray(b), a.detach().numpy(), CROSS_FP32_ATOL)
 
 
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 @pytest.mark.parametrize("grid", sorted(GRID))
 def test_same_weights_give_the_same_outputs_and_losses(grid, head):
     config = config_for(grid, head)
@@ -127,7 +128,7 @@ def _relative_close(name: str, a: np.ndarray, b: np.ndarray, rtol: float) -> Non
     assert_close(name, a, b, rtol * float(np.max(np.abs(b))))
 
 
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 @pytest.mark.parametrize("grid", ["emb!=hidden,g1,r2,k9,gelu", "emb==hidden,g2,r2,k7,gelu_new"])
 def test_gradients_of_every_parameter_agree_and_one_sgd_step_matches(grid, head):
     if head == "model":

@@ -29,15 +29,35 @@ RENAMED = {
 # Classes on one side only, with the reason.
 PT_ONLY: dict[str, str] = {}
 TF_ONLY: dict[str, str] = {}
-# Attributes that are framework plumbing, not sub-layers.
+# Attributes that are framework plumbing, not sub-layers (each must match an attribute of some class).
 IGNORED_ATTRIBUTES = {
-    "config", "gradient_checkpointing", "supports_masking", "_head", "head_name", "_built_model",
-    "num_heads", "head_size", "all_head_size", "conv_kernel_size", "padding", "num_groups",
-    "group_in_dim", "group_out_dim", "input_size", "output_size", "kernel_size", "input_filters",
-    "output_filters", "initializer_range", "num_labels", "vocab_size", "embedding_size", "hidden_size",
-    "layer_norm_eps", "max_position_embeddings", "type_vocab_size", "pad_token_id", "initializer",
-    "embeddings_table", "word_embeddings_layer", "sdconv_impl", "attention_impl", "mixed_size",
-    "problem_type", "_problem_type", "hidden_act", "dropout_rate", "_config", "training_loss",
+    "config": "the ConvBertConfig every class keeps",
+    "gradient_checkpointing": "PyTorch's per-encoder switch",
+    "num_groups": "GroupedLinearLayer's group count (PyTorch; Keras reads its config)",
+    "input_size": "GroupedLinearLayer's sizes (Keras builds its variables in build())",
+    "output_size": "as input_size",
+    "kernel_size": "a size, not a layer",
+    "input_filters": "a size, not a layer",
+    "output_filters": "a size, not a layer",
+    "num_labels": "HF's attribute on the PyTorch heads",
+    "sdconv_impl": "the dynamic-convolution implementation switch",
+    "depthwise_impl": "the Keras depthwise-convolution switch (XLA)",
+    "initialize": "Keras' zero-initialised build for loaders",
+    "heads": "the head arithmetic record",
+}
+# Module-level functions on one side only, with the reason.
+PT_ONLY_FUNCTIONS = {
+    "_is_compiling": "torch.compile skips the eager id checks",
+    "_check_ids": "PyTorch checks id ranges eagerly; Keras does it in the embeddings, graph-aware (_checked_ids)",
+    "_labels_batch_shape": "Keras has it as ConvBertPreTrainedModel._batch_shape on its dict inputs",
+}
+TF_ONLY_FUNCTIONS = {
+    "_large_negative": "the masking value of Keras' fused attention, for the explicit path",
+    "_concrete": "values of an eager tensor, None inside a graph (any backend)",
+    "_checked_ids": "the graph-aware id check (see PT_ONLY_FUNCTIONS)",
+    "_initializer": "PyTorch initialises in ConvBertPreTrainedModel._init_weights",
+    "_dense": "PyTorch uses nn.Linear directly",
+    "_layer_norm": "PyTorch uses nn.LayerNorm directly",
 }
 
 
@@ -55,18 +75,25 @@ def _classes(path: pathlib.Path) -> list[tuple[str, list[str]]]:
                         [sub.target] if isinstance(sub, (ast.AnnAssign, ast.AugAssign)) else [])
                     for t in targets:
                         if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
-                                and not t.attr.startswith("_") and t.attr not in IGNORED_ATTRIBUTES
-                                and t.attr not in attrs):
+                                and not t.attr.startswith("_") and t.attr not in attrs):
                             attrs.append(t.attr)
         out.append((node.name, attrs))
     return out
+
+
+def _sub_layers(classes: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    return [(name, [a for a in attrs if a not in IGNORED_ATTRIBUTES]) for name, attrs in classes]
+
+
+def _functions(path: pathlib.Path) -> list[str]:
+    return [node.name for node in ast.parse(path.read_text()).body if isinstance(node, ast.FunctionDef)]
 
 
 @pytest.fixture(scope="module")
 def both():
     if not PT_FILE.exists() or not TF_FILE.exists():
         pytest.fail("both modeling files must exist")
-    return _classes(PT_FILE), _classes(TF_FILE)
+    return _sub_layers(_classes(PT_FILE)), _sub_layers(_classes(TF_FILE))
 
 
 def test_same_classes_in_the_same_order(both):
@@ -88,11 +115,22 @@ def test_same_sub_layer_attributes_in_the_same_order(both):
     assert not drift, f"sub-layer attributes drifted apart: {drift}"
 
 
+def test_same_module_level_functions_in_the_same_order():
+    pt = [f for f in _functions(PT_FILE) if f not in PT_ONLY_FUNCTIONS]
+    tf = [f for f in _functions(TF_FILE) if f not in TF_ONLY_FUNCTIONS]
+    assert pt == tf
+
+
 def test_the_exception_lists_are_not_stale(both):
     pt, tf = dict(both[0]), dict(both[1])
     for (cls, attr), renamed in RENAMED.items():
         assert attr in pt.get(cls, []) and renamed in tf.get(cls, []), (cls, attr)
     assert all(c in pt for c in PT_ONLY) and all(c in tf for c in TF_ONLY)
+    seen = {a for _, attrs in _classes(PT_FILE) + _classes(TF_FILE) for a in attrs}
+    assert sorted(a for a in IGNORED_ATTRIBUTES if a not in seen) == []
+    pt_functions, tf_functions = set(_functions(PT_FILE)), set(_functions(TF_FILE))
+    assert sorted(f for f in PT_ONLY_FUNCTIONS if f not in pt_functions or f in tf_functions) == []
+    assert sorted(f for f in TF_ONLY_FUNCTIONS if f not in tf_functions or f in pt_functions) == []
 
 
 def test_checker_detects_a_drifted_attribute(tmp_path):

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from convbert_common import weight_map as wm
+from convbert_common import heads
 from convbert_pt.modeling import MODEL_CLASSES
 from tests.parity import assert_close
 from tests.pt.conftest import random_inputs, small_config
@@ -24,13 +24,13 @@ VARIANTS = [{}, {"head_ratio": 1}, {"num_groups": 2}, {"embedding_size": 32}, {"
 
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 def test_hf_transformers_loads_what_we_save_with_identical_outputs(head, overrides, tmp_path):
     transformers = importlib.import_module("transformers")
     config = small_config(**overrides)
     ours = MODEL_CLASSES[head](config).eval()
     ours.save_pretrained(tmp_path)
-    theirs, info = getattr(transformers, wm.HEAD_CLASSES[head]).from_pretrained(tmp_path, output_loading_info=True)
+    theirs, info = getattr(transformers, heads.get(head).class_name).from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     theirs.eval()
     inputs = random_inputs(config)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_common.checkpoint import CheckpointError
 from convbert_pt.modeling import (
@@ -42,7 +43,7 @@ def _assert_same_params(a, b):
 
 
 @pytest.mark.parametrize("variant", sorted(CONFIG_VARIANTS))
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 def test_state_dict_keys_and_shapes_are_the_canonical_names_of_the_weight_table(head, variant):
     config = small_config(**CONFIG_VARIANTS[variant])
     model = MODEL_CLASSES[head](config)
@@ -55,7 +56,7 @@ def test_state_dict_keys_and_shapes_are_the_canonical_names_of_the_weight_table(
         assert tuple(state[s.name].shape) == s.shape, s.name
 
 
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 def test_save_then_load_is_bit_identical(head, tmp_path):
     config = small_config()
     model = MODEL_CLASSES[head](config).eval()
@@ -72,11 +73,11 @@ def test_save_then_load_is_bit_identical(head, tmp_path):
         for xi, yi in zip(x if isinstance(x, tuple) else (x,), y if isinstance(y, tuple) else (y,), strict=True):
             assert torch.equal(xi, yi)
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["architectures"] == [wm.HEAD_CLASSES[head]] and saved["model_type"] == "convbert"
-    assert loaded.config == model.config.replace(architectures=[wm.HEAD_CLASSES[head]], dtype="float32")
+    assert saved["architectures"] == [heads.get(head).class_name] and saved["model_type"] == "convbert"
+    assert loaded.config == model.config.replace(architectures=[heads.get(head).class_name], dtype="float32")
 
 
-@pytest.mark.parametrize("head", wm.HEADS)
+@pytest.mark.parametrize("head", heads.NAMES)
 def test_saved_safetensors_equal_the_reference_file_key_for_key(head, tmp_path):
     """What we write is what HF writes: same names, shapes, values, ``format: pt``, no tied LM matrix."""
     source = head_dir(head) / "model.safetensors"

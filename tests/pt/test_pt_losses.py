@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from convbert_common import heads
+from convbert_common.config import ConvBertConfig
 from convbert_pt import losses
 from convbert_pt.modeling import (
     ConvBertForMaskedLM,
@@ -93,7 +95,8 @@ def test_multiple_choice_loss_is_cross_entropy_over_choices():
          "must be a floating-point tensor"),
         (lambda: losses.question_answering_loss(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long),
                                                 torch.zeros(3, dtype=torch.long)), r"end_positions must have shape"),
-        (lambda: losses.check_span_positions(torch.zeros(2, dtype=torch.long), None, 2), "give both"),
+        (lambda: losses.check_labels(heads.QUESTION_ANSWERING, {"start_positions": torch.zeros(2, dtype=torch.long)},
+                                     (2, 4), ConvBertConfig(num_labels=2)), "give both"),
         (lambda: losses.multiple_choice_loss(torch.zeros(2, 4), torch.zeros(2)), "must be an integer tensor"),
         (lambda: losses.resolve_problem_type("ranking", 2, torch.zeros(2)), "problem_type must be one of"),
     ],

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from convbert_common.config import ACTIVATIONS
 from convbert_pt import ConvBertForSequenceClassification
-from convbert_pt.activations import ACTIVATIONS
+from convbert_pt.activations import get_activation
 from convbert_pt.modeling import grouped_linear
 from convbert_pt.recompute import activation_dense, dropout_attention
 from tests.parity import assert_close, assert_three_way
@@ -50,7 +51,7 @@ def _ffn_inputs(grouped: bool, seed: int = 0, M: int = 24, I: int = 16, O: int =
 @pytest.mark.parametrize("grouped", [False, True], ids=["linear", "grouped"])
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_dense_equals_the_plain_path(name, grouped):
-    act = ACTIVATIONS[name]
+    act = get_activation(name)
     dense = grouped_linear if grouped else F.linear
     h, weight, bias, grad = _ffn_inputs(grouped)
     plain_in, lean_in = _leaves(h, weight, bias), _leaves(h, weight, bias)
@@ -65,7 +66,7 @@ def test_activation_dense_equals_the_plain_path(name, grouped):
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["linear", "grouped"])
 def test_activation_dense_keeps_only_the_pre_activation(grouped):
-    act = ACTIVATIONS["gelu"]
+    act = get_activation("gelu")
     dense = grouped_linear if grouped else F.linear
     h, weight, bias, _ = _ffn_inputs(grouped, M=64, I=32)
     h, weight, bias = _leaves(h, weight, bias)
@@ -78,7 +79,7 @@ def test_activation_dense_keeps_only_the_pre_activation(grouped):
 
 
 def test_activation_dense_under_bf16_autocast_follows_the_three_way_rule():
-    act = ACTIVATIONS["gelu_new"]
+    act = get_activation("gelu_new")
     h, weight, bias, grad = _ffn_inputs(False, M=64, I=32, O=16)
     exact_in = _leaves(h.double(), weight.double(), bias.double())
     exact = F.linear(act(exact_in[0]), exact_in[1], exact_in[2])

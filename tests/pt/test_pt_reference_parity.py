@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from convbert_common.weight_map import HEADS
+from convbert_common.heads import NAMES as HEADS
 from convbert_pt.modeling import MODEL_CLASSES
 from tests.conftest import fixture_file
 from tests.parity import assert_close

@@ -25,20 +25,30 @@ def test_xla_compiled_model_equals_eager(head):
         assert_close(f"{head}/{key} xla", compiled[key], eager[key], COMPILED_FP32_ATOL)
 
 
-def test_xla_trace_shifts_and_adds_instead_of_a_depthwise_convolution():
-    """XLA's depthwise convolution is ~13x slower on CPU: SeparableConv1D traces the shift-and-accumulate instead.
+def test_xla_depthwise_impl_traces_shifts_and_adds_instead_of_a_depthwise_convolution():
+    """XLA's depthwise convolution is an order of magnitude slower on CPU: "shift" traces the shift-and-accumulate.
 
-    test_xla_compiled_model_equals_eager checks the numbers of that path; this, that XLA gets it.
+    test_xla_compiled_model_equals_eager checks the numbers of that path; this, which ops each choice traces.
     """
     model = model_class("model")(head_config("model"))
     x = {k: tf.constant(v) for k, v in toy_batch("model")[0].items()}
     traced = {}
-    for name, jit in (("graph", False), ("xla", True)):
-        fn = tf.function(lambda inputs: model(inputs, training=False), jit_compile=jit)
-        fn(x)  # traces inside XLA's context when jit_compile=True
-        traced[name] = {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
-    assert "DepthwiseConv2dNative" in traced["graph"]
-    assert "DepthwiseConv2dNative" not in traced["xla"]
+    for impl in ("conv", "shift"):
+        model.set_depthwise_impl(impl)
+        fn = tf.function(lambda inputs: model(inputs, training=False))
+        traced[impl] = {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+    assert "DepthwiseConv2dNative" in traced["conv"]
+    assert "DepthwiseConv2dNative" not in traced["shift"]
+    with pytest.raises(ValueError, match="impl must be one of auto, conv, shift"):
+        model.set_depthwise_impl("xla")
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_compile_with_jit_compile_selects_the_xla_depthwise_impl(jit):
+    model = model_class("sequence_classification")(head_config("sequence_classification"))
+    model.compile(optimizer="sgd", jit_compile=jit)
+    impls = {layer.attention.self.key_conv_attn_layer.depthwise_impl for layer in model.convbert.encoder.layer}
+    assert impls == ({"shift"} if jit else {"auto"})
 
 
 def test_graph_mode_with_attention_maps_equals_eager():

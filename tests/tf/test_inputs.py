@@ -124,7 +124,7 @@ def test_out_of_range_id_under_xla_gives_nan_instead_of_a_silent_row(model):
         ("masked_lm", np.zeros((8, 7), "int32"), r"labels must have shape \(8, 8\)"),
         ("masked_lm", np.zeros((8, 8), "float32"), r"labels must be an integer tensor"),
         ("sequence_classification", np.zeros((8, 2), "int32"), r"labels \(single_label_classification\) must have"),
-        ("multiple_choice", np.zeros((4,), "float32"), r"labels \(multiple choice\) must be integer choice ids"),
+        ("multiple_choice", np.zeros((4,), "float32"), r"labels \(multiple choice\) must be an integer tensor"),
         ("token_classification", np.zeros((8,), "int32"), r"labels must have shape \(8, 8\)"),
     ],
 )

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from convbert_common import checkpoint
-from convbert_common import convert as conv
 from convbert_tf import keras_file as kf
 from convbert_tf.io import canonical_arrays
+from convbert_tools import convert as conv
 from tests.tf.helpers import head_config, model_class, to_numpy, toy_batch
 
 # (head, config overrides): three and more layers exercise the repeated-layer rule, the others the
@@ -117,7 +117,7 @@ def test_reading_a_compiled_models_file_skips_the_optimizer_state(tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.save(tmp_path / "m.keras")
     config, head, tensors, skipped = kf.read_keras_file(str(tmp_path / "m.keras"))
-    assert head == "token_classification" and config.to_dict() == model.config.to_dict()
+    assert head.name == "token_classification" and config.to_dict() == model.config.to_dict()
     expected = canonical_arrays(model)
     assert tensors.keys() == expected.keys()
     for name in expected:
@@ -135,11 +135,11 @@ def test_a_file_in_another_layout_is_read_through_keras(tmp_path, caplog):
             dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
     with pytest.raises(kf.LayoutMismatch, match="compressed"):
         kf.read_keras_file(str(tmp_path / "deflated.keras"))
-    with caplog.at_level(logging.INFO, logger="convbert_common.convert"):
+    with caplog.at_level(logging.INFO, logger="convbert_tf.formats"):
         loaded = conv.read_source(str(tmp_path / "deflated.keras"))
     assert "keras.saving.load_model" in caplog.text
     expected = canonical_arrays(model)
-    assert loaded.head == "sequence_classification" and loaded.tensors.keys() == expected.keys()
+    assert loaded.head.name == "sequence_classification" and loaded.tensors.keys() == expected.keys()
     for name in expected:
         np.testing.assert_array_equal(loaded.tensors[name], expected[name], err_msg=name)
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import convbert_tf
+from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_common.layouts import get_layout
 from convbert_tf import canonical_variables
@@ -108,8 +109,8 @@ def test_activations_of_the_config_are_applied():
 def test_hf_tf_class_names_are_aliases():
     for head, cls in MODEL_CLASSES.items():
         assert getattr(convbert_tf, "TF" + cls.__name__) is cls
-        assert cls.head_name == head
-        assert wm.HEAD_CLASSES[head] == cls.__name__
+        assert cls.task.name == head
+        assert heads.get(head).class_name == cls.__name__
 
 
 def test_question_answering_needs_two_labels_and_mlm_a_tied_head():

@@ -16,8 +16,8 @@ DEMO_ATOL = 1e-5
 
 
 def run(checkpoint: str, *, text: str, text_pair: str | None, out: TextIO) -> int:
-    from convbert_common import convert as conv
     from convbert_common.tokenizer import ConvBertTokenizerFast
+    from convbert_tools import convert as conv
 
     tok = ConvBertTokenizerFast.from_pretrained(checkpoint)
     enc = tok(text, text_pair, return_tensors="np")

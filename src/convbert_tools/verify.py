@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convbert_common import weight_map as wm
+from convbert_common import heads
 from convbert_common.config import ConvBertConfig
+from convbert_common.formats import head_from_config
 
 DEFAULT_ATOL = 1e-5
 
@@ -55,23 +56,25 @@ def fixed_batch(config: ConvBertConfig, batch: int = 3, length: int = 16, seed: 
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-def labels_for(config: ConvBertConfig, head: str, inputs: dict[str, np.ndarray], seed: int = 1) -> dict:
+def labels_for(config: ConvBertConfig, head, inputs: dict[str, np.ndarray], seed: int = 1) -> dict:
+    """Seeded labels of the task's kind for ``inputs`` (multiple choice: inputs (B, C, L))."""
+    task = heads.get(head)
     rng = np.random.default_rng(seed)
-    b, length = inputs["input_ids"].shape[:2]
-    if head == "masked_lm":
-        labels = np.where(rng.random((b, length)) < 0.3, inputs["input_ids"], -100)
-        labels[:, 0] = inputs["input_ids"][:, 0]
-        return {"labels": labels}
-    if head == "sequence_classification":
-        return {"labels": rng.integers(0, config.num_labels, size=(b,), dtype=np.int64)}
-    if head == "multiple_choice":
-        return {"labels": rng.integers(0, inputs["input_ids"].shape[1], size=(b,), dtype=np.int64)}
-    if head == "token_classification":
-        labels = rng.integers(0, config.num_labels, size=(b, length), dtype=np.int64)
-        return {"labels": np.where(inputs["attention_mask"] == 1, labels, -100)}
-    if head == "question_answering":
-        return {"start_positions": rng.integers(0, length, size=(b,), dtype=np.int64),
-                "end_positions": rng.integers(0, length, size=(b,), dtype=np.int64)}
+    ids = inputs["input_ids"]
+    b, length = ids.shape[0], ids.shape[-1]
+    classes = getattr(config, task.label_classes) if task.label_classes else None
+    if task.label_kind == "token":
+        # Scored at ~half of the real tokens (the first always), ignored elsewhere.
+        labels = rng.integers(0, classes, size=(b, length), dtype=np.int64)
+        scored = (inputs["attention_mask"] == 1) & (rng.random((b, length)) < 0.5)
+        scored[:, 0] = True
+        return {"labels": np.where(scored, labels, heads.IGNORE_INDEX)}
+    if task.label_kind == "sequence":
+        return {"labels": rng.integers(0, classes, size=(b,), dtype=np.int64)}
+    if task.label_kind == "choice":
+        return {"labels": rng.integers(0, ids.shape[1], size=(b,), dtype=np.int64)}
+    if task.label_kind == "span":
+        return {name: rng.integers(0, length, size=(b,), dtype=np.int64) for name in task.label_names}
     return {}
 
 
@@ -88,12 +91,12 @@ def _flatten(outputs: dict) -> dict[str, np.ndarray]:
     return flat
 
 
-def run_pytorch(path: str, head: str, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
+def run_pytorch(path: str, head, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
     import torch
 
     import convbert_pt
 
-    model = getattr(convbert_pt, wm.HEAD_CLASSES[head]).from_pretrained(path)
+    model = getattr(convbert_pt, heads.get(head).class_name).from_pretrained(path)
     model.eval()
     feed = {k: torch.from_numpy(np.asarray(v)) for k, v in {**inputs, **labels}.items()}
     with torch.no_grad():
@@ -102,10 +105,10 @@ def run_pytorch(path: str, head: str, inputs: dict, labels: dict) -> dict[str, n
                      for k, v in out.items() if v is not None})
 
 
-def run_keras(path: str, head: str, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
+def run_keras(path: str, head, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
     import convbert_tf
 
-    model = getattr(convbert_tf, wm.HEAD_CLASSES[head]).from_pretrained(path)
+    model = getattr(convbert_tf, heads.get(head).class_name).from_pretrained(path)
     out = model({**inputs, **labels}, output_hidden_states=True, output_attentions=True, training=False)
     return _flatten({k: (tuple(np.asarray(t) for t in v) if isinstance(v, (tuple, list)) else np.asarray(v))
                      for k, v in out.items() if v is not None})
@@ -125,18 +128,18 @@ def _batches(path: str, config: ConvBertConfig, text: str | None) -> dict[str, d
     return batches
 
 
-def verify(path: str, *, heads: list[str] | None = None, text: str | None = None,
+def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None,
            atol: float = DEFAULT_ATOL) -> Report:
     config = ConvBertConfig.from_pretrained(path)
-    if not heads:
-        heads = [wm.head_of_architectures(config.architectures) or "model"]
+    todo = [heads.get(t) for t in tasks] if tasks else [head_from_config(config, source=path)]
     report = Report(path=path, atol=atol)
-    for head in heads:
+    for task in todo:
+        head = task.name
         for batch_name, inputs in _batches(path, config, text).items():
-            if head == "multiple_choice":
+            if task.input_rank == 3:
                 # Choices along axis 1: the same batch seen as one example with B choices.
                 inputs = {k: v[None] for k, v in inputs.items()}
-            labels = labels_for(config, head, inputs)
+            labels = labels_for(config, task, inputs)
             pt = run_pytorch(path, head, inputs, labels)
             tf = run_keras(path, head, inputs, labels)
             for key in sorted(set(pt) | set(tf)):

@@ -1,4 +1,4 @@
-"""skip_init is for loaders: zero variables inside the block only, random ones again after it."""
+"""initialize=False is for loaders: zero variables for that model only, random ones for the next."""
 
 import numpy as np
 
@@ -10,10 +10,9 @@ TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_he
             embedding_size=8, max_position_embeddings=16, pad_token_id=0)
 
 
-def test_skip_init_zeroes_variables_only_inside_the_block():
+def test_initialize_false_zeroes_the_variables_of_that_model_only():
     config = ConvBertConfig(**TINY)
-    with tf_io.skip_init():
-        skipped = ConvBertModel(config)
+    skipped = ConvBertModel(config, initialize=False)
     fresh = ConvBertModel(config)
     word = "embeddings.word_embeddings.weight"
     assert not np.any(tf_io.canonical_arrays(skipped)[word])
@@ -24,8 +23,7 @@ def test_consuming_assignment_empties_the_dict_and_loads_every_tensor():
     config = ConvBertConfig(**TINY)
     source = tf_io.canonical_arrays(ConvBertModel(config))
     expected = {k: v.copy() for k, v in source.items()}
-    with tf_io.skip_init():
-        target = ConvBertModel(config)
+    target = ConvBertModel(config, initialize=False)
     tf_io.assign_canonical(target, source, consume=True)
     assert source == {}
     got = tf_io.canonical_arrays(target)

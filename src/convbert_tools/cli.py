@@ -12,7 +12,9 @@ import os
 import sys
 from importlib import resources
 
-from convbert_common import convert as conv
+from convbert_common import heads
+from convbert_common.formats import DTYPES
+from convbert_tools import convert as conv
 
 logger = logging.getLogger("convbert")
 
@@ -21,7 +23,7 @@ EXIT_OK, EXIT_ERROR, EXIT_MISMATCH = 0, 1, 2
 
 def demo_checkpoint_dir() -> str:
     """The small checkpoint shipped inside the package (random weights, real vocabulary)."""
-    return str(resources.files("convbert_common") / "data" / "demo")
+    return str(resources.files("convbert_tools") / "data" / "demo")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -32,7 +34,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     for why in loaded.skipped.values():
         groups[why] = groups.get(why, 0) + 1
     sys.stdout.write(f"converted {loaded.source} ({loaded.count} tensors, "
-                     f"{conv.wm.HEAD_CLASSES[loaded.head]}) -> {args.dst} [{args.to}]\n")
+                     f"{loaded.head.class_name}) -> {args.dst} [{args.to}]\n")
     for why, count in sorted(groups.items()):
         sys.stdout.write(f"  skipped {count:4d}: {why}\n")
     return EXIT_OK
@@ -41,13 +43,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from convbert_common import checkpoint as ck
     from convbert_common.config import ConvBertConfig
+    from convbert_common.formats import head_from_config
 
     config = ConvBertConfig.from_pretrained(args.path)
     h = config.heads
-    head = conv.head_from_config(config)
+    head = head_from_config(config, source=args.path)
     lines = [
         f"checkpoint        {args.path}",
-        f"class             {conv.wm.HEAD_CLASSES[head]}",
+        f"class             {head.class_name}",
         f"layers x hidden   {config.num_hidden_layers} x {config.hidden_size} (embedding {config.embedding_size}, "
         f"ffn {config.intermediate_size}, groups {config.num_groups})",
         f"heads             {h.num_heads} attention + {h.num_heads} convolution, size {h.head_size}, "
@@ -66,15 +69,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from convbert_common import verify
+    from convbert_tools import verify
 
-    report = verify.verify(args.path, heads=args.heads, text=args.text, atol=args.atol)
+    report = verify.verify(args.path, tasks=args.heads, text=args.text, atol=args.atol)
     sys.stdout.write(verify.format_report(report) + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from convbert_common import demo
+    from convbert_tools import demo
 
     return demo.run(demo_checkpoint_dir(), text=args.text, text_pair=args.text_pair, out=sys.stdout)
 
@@ -87,19 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint between formats and frameworks")
     p.add_argument("src", help="checkpoint directory, .keras file, or original TF1 checkpoint")
     p.add_argument("dst", help="destination directory (or .keras / .weights.h5 file)")
-    p.add_argument("--to", default="safetensors", choices=conv.FORMATS)
-    p.add_argument("--dtype", default=None, choices=conv.DTYPES)
+    formats = conv.registry()
+    p.add_argument("--to", default="safetensors", choices=formats.writable(), help="destination format")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="store floating tensors in this dtype")
     p.add_argument("--force", action="store_true", help="overwrite an existing destination")
     p.add_argument("--generator", action="store_true",
                    help="TF1 source: import the authors' generator as ConvBertForMaskedLM")
-    p.add_argument("--head", default=None, choices=conv.wm.HEADS, help="model class (default: from config)")
+    p.add_argument("--head", default=None, choices=heads.NAMES, help="model class (default: from config)")
     p.add_argument("--config", default=None, help="config.json to use instead of the one beside SRC")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("verify", help="run a checkpoint in PyTorch and Keras and compare every output")
     p.add_argument("path")
-    p.add_argument("--heads", nargs="*", default=None, choices=conv.wm.HEADS)
+    p.add_argument("--heads", nargs="*", default=None, choices=heads.NAMES)
     p.add_argument("--text", default=None, help="also compare on this text")
     p.add_argument("--atol", type=float, default=1e-5)
     p.set_defaults(func=_cmd_verify)
