@@ -365,7 +365,7 @@ def _file_lines(path: str, stats: CorpusStats, skip_bad_lines: bool, progress: _
         logger.warning("%s: skipped %d lines that were not UTF-8 or not valid JSONL", path, stats.skipped_by_file[path])
 
 
-def _text_documents(path: str, one_doc_per_line: bool, lines: Iterator[tuple[int, str]]) -> Iterator[list[str]]:
+def _text_documents(one_doc_per_line: bool, lines: Iterator[tuple[int, str]]) -> Iterator[list[str]]:
     if one_doc_per_line:
         for _number, text in lines:
             text = text.strip()
@@ -391,7 +391,7 @@ def _jsonl_documents(
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as err:
             _skip_or_raise(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})", path, stats,
                            skip_bad_lines)
@@ -437,7 +437,7 @@ def iter_documents(
             if path.endswith(JSONL_SUFFIXES):
                 documents = _jsonl_documents(path, text_field, lines, stats, skip_bad_lines)
             else:
-                documents = _text_documents(path, one_doc_per_line, lines)
+                documents = _text_documents(one_doc_per_line, lines)
             for document in documents:
                 stats.documents += 1
                 yield document
