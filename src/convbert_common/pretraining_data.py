@@ -18,8 +18,10 @@ Building (``build_dataset``)
    split after ``.``, ``!`` or ``?`` (with any closing quotes or brackets) followed by whitespace;
    ELECTRA would keep such a line whole and cut it at ``max_seq_length``. The cuts fall on
    whitespace, so they never change the tokens, only where segment A may end.
-3. Tokenize with ``ConvBertTokenizerFast``, sentences in batches, without special tokens and
-   without truncation. A sentence that tokenizes to nothing is skipped.
+3. Tokenize with ``ConvBertTokenizerFast``'s pipeline, sentences in batches, without special
+   tokens and without truncation. Special-token strings in the text ("[SEP]", "[MASK]") are read
+   as ordinary text, as ELECTRA's tokenizer did, so no special id lands inside a segment. A
+   sentence that tokenizes to nothing is skipped.
 4. Pack, ELECTRA's ``ExampleBuilder`` rule, never across a document boundary: sentences of one
    document accumulate until their tokens reach the target length (``max_seq_length``), or the
    document ends. The accumulated sentences become one example: with probability
@@ -76,6 +78,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from convbert_common.fileio import atomic_directory
@@ -445,6 +448,23 @@ def iter_documents(
         bar.close()
 
 
+def _text_encoder(tokenizer: ConvBertTokenizerFast):
+    """Encode sentences with the tokenizer's pipeline, reading "[SEP]", "[MASK]"... in the text as text.
+
+    ELECTRA's tokenizer never matched special-token strings in the corpus; matching them would put
+    a [SEP] or [MASK] id inside a segment. A copy of the backend keeps the caller's tokenizer as is.
+    """
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    backend.encode_special_tokens = True
+
+    def encode(sentences: list[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in backend.encode_batch(sentences, add_special_tokens=False)]
+
+    return encode
+
+
 def tokenize_documents(
     documents: Iterable[list[str]], tokenizer: ConvBertTokenizerFast, batch_sentences: int = TOKENIZE_BATCH
 ) -> Iterator[list[list[int]]]:
@@ -452,14 +472,12 @@ def tokenize_documents(
 
     Sentences that tokenize to nothing are left out.
     """
+    encode = _text_encoder(tokenizer)
     pending: list[list[str]] = []
     count = 0
 
-    def encode(docs: list[list[str]]) -> Iterator[list[list[int]]]:
-        flat = [sentence for doc in docs for sentence in doc]
-        ids = tokenizer(
-            flat, add_special_tokens=False, truncation=False, return_attention_mask=False, return_token_type_ids=False
-        )["input_ids"]
+    def flush(docs: list[list[str]]) -> Iterator[list[list[int]]]:
+        ids = encode([sentence for doc in docs for sentence in doc])
         position = 0
         for doc in docs:
             yield [s for s in ids[position : position + len(doc)] if s]
@@ -469,10 +487,10 @@ def tokenize_documents(
         pending.append(doc)
         count += len(doc)
         if count >= batch_sentences:
-            yield from encode(pending)
+            yield from flush(pending)
             pending, count = [], 0
     if pending:
-        yield from encode(pending)
+        yield from flush(pending)
 
 
 # ------------------------------------------------------------------------------ packing

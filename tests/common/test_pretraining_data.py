@@ -173,6 +173,14 @@ def test_examples_are_cls_a_sep_b_sep_with_token_types(tmp_path, words):
     assert 0 < with_b < len(data)
 
 
+def test_special_token_strings_in_the_text_are_plain_text(tmp_path, tokenizer):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("BERT puts [CLS] first and [SEP] between segments.\nA [MASK] hides a word; [PAD] pads.\n")
+    (example,) = pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=64, seed=0)
+    assert not {CLS, SEP, PAD, MASK} & set(example.first + example.second)
+    assert tokenizer.convert_tokens_to_ids(["[", "sep", "]"]) == example.first[8:11]
+
+
 def test_single_segment_probability_and_b_segments(tmp_path, tokenizer, words):
     docs = make_documents(words, 8, n_docs=200, max_words=6, long_every=10**9)
     corpus = write_text(tmp_path / "short.txt", docs)
