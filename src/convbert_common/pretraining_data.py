@@ -9,9 +9,10 @@ Building (``build_dataset``)
    recursively for them (sorted by path; folders whose name starts with ``.`` are skipped). Text
    files hold documents separated by blank lines, or one document per line with
    ``one_doc_per_line=True``. A JSONL line is one object; its ``text_field`` string is one
-   document. Files must be UTF-8: a line that is not raises (naming the file, line and byte
-   offset) or, with ``skip_bad_lines=True``, is skipped and counted, as are malformed JSONL lines.
-   A skipped line is removed, not read as a document boundary.
+   document (``one_doc_per_line`` applies to text files only). Files must be UTF-8: a line that
+   is not raises (naming the file, line and byte offset) or, with ``skip_bad_lines=True``, is
+   skipped and counted, as are malformed JSONL lines. A skipped line is removed, not read as a
+   document boundary.
 2. Sentences. As in ELECTRA's data builder, every non-blank line of a document is one sentence
    (stripped of surrounding whitespace). A document made of a single line (every document of a
    one-document-per-line file, a JSONL text without line breaks, a one-line paragraph) is instead
@@ -34,8 +35,9 @@ Building (``build_dataset``)
    One deliberate difference: once a sentence has gone to B, every later one does too (the
    authors' condition could send a short later sentence back to A, out of order).
 
-   When tokens are dropped: only the tail of an example's last sentence(s). An example closes as
-   soon as its sentences reach the target, so the last one may overshoot: A is cut to
+   When tokens are dropped: only the tail of an example's text, in its last sentence (or last
+   two). An example closes as soon as its sentences reach the target, so the last one may
+   overshoot: A is cut to
    ``max_seq_length - 2`` tokens and B to ``max_seq_length - len(A) - 3`` (which can be 0: B is
    then dropped whole). The cut tokens are not carried into the next example (as in ELECTRA).
    Nothing else is lost; a document that ends early gives a shorter, padded example. The manifest
@@ -1059,7 +1061,8 @@ class PretrainingDataset:
         """This rank's batches of ``epoch`` from ``start_step`` on (see ``batch_indices``).
 
         Each is a dict of ``input_ids``, ``attention_mask``, ``token_type_ids`` ``(B, L)`` int64.
-        The data position for an exact resume is ``(epoch, step)``.
+        The data position for an exact resume is ``(epoch, step)``: a run at global step ``g``
+        resumes with ``epoch, start_step = divmod(g, steps_per_epoch(...))``.
         """
         for indices in self.batch_indices(
             batch_size,
