@@ -25,3 +25,7 @@ LOWP_FACTOR = 2.0
 LOWP_ATOL = {"float16": 1e-3, "bfloat16": 1e-2, "float32": 1e-6}
 # bf16 autocast model logits vs our fp32 logits (issue target).
 BF16_LOGITS_ATOL = 5e-2
+# Seeded statistical checks (masking rates and splits): a count must lie within this many binomial
+# standard deviations of n*p. Five sigma fails a correct sampler with probability < 1e-6 per check,
+# so a failure means a wrong rate, not bad luck; the seeds make every run the same.
+BINOMIAL_Z = 5.0
