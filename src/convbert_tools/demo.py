@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from importlib import resources
 from typing import TextIO
 
 import numpy as np
 
 DEMO_ATOL = 1e-5
+
+
+def checkpoint_dir() -> str:
+    """The small checkpoint shipped inside the package (random weights, real vocabulary)."""
+    return str(resources.files("convbert_tools") / "data" / "demo")
 
 
 def run(checkpoint: str, *, text: str, text_pair: str | None, out: TextIO) -> int:

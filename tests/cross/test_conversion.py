@@ -151,7 +151,7 @@ def test_verify_passes_on_a_good_checkpoint_and_fails_on_a_tampered_keras_side(s
         return out
 
     monkeypatch.setattr(verify, "run_keras", tampered)
-    assert main(["verify", str(seqcls)]) == 2
+    assert main(["verify", str(seqcls)]) == 3
     assert "logits" in capsys.readouterr().out
 
 

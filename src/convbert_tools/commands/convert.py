@@ -1,0 +1,41 @@
+"""``convbert convert SRC DST --to FORMAT``: any supported checkpoint to any other format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from convbert_common import heads
+from convbert_common.formats import DTYPES
+from convbert_tools import convert as conv
+from convbert_tools.commands import EXIT_OK
+
+NAME = "convert"
+HELP = "convert a checkpoint between formats and frameworks"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="checkpoint directory, .keras file, or original TF1 checkpoint")
+    p.add_argument("dst", help="destination directory (or .keras / .weights.h5 file)")
+    p.add_argument("--to", default="safetensors", choices=conv.registry().writable(), help="destination format")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="store floating tensors in this dtype")
+    p.add_argument("--force", action="store_true", help="overwrite an existing destination")
+    p.add_argument("--generator", action="store_true",
+                   help="TF1 source: import the authors' generator as ConvBertForMaskedLM")
+    p.add_argument("--head", default=None, choices=heads.NAMES, help="model class (default: from config)")
+    p.add_argument("--config", default=None, help="config.json to use instead of the one beside SRC")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = conv.convert(args.src, args.dst, to=args.to, dtype=args.dtype, force=args.force,
+                          generator=args.generator, head=args.head, config_path=args.config,
+                          progress=not args.quiet)
+    groups: dict[str, int] = {}
+    for why in loaded.skipped.values():
+        groups[why] = groups.get(why, 0) + 1
+    sys.stdout.write(f"converted {loaded.source} ({loaded.count} tensors, "
+                     f"{loaded.head.class_name}) -> {args.dst} [{args.to}]\n")
+    for why, count in sorted(groups.items()):
+        sys.stdout.write(f"  skipped {count:4d}: {why}\n")
+    return EXIT_OK
