@@ -38,6 +38,8 @@ from convbert_pt.outputs import (
 from convbert_pt.recompute import activation_dense, attention_probs, dropout_attention
 from convbert_pt.sdconv import span_dynamic_conv
 
+Tensor = torch.Tensor | None  # an optional tensor argument
+
 # ----------------------------------------------------------------------------------- pure functions
 
 
@@ -207,13 +209,8 @@ class ConvBertSelfAttention(nn.Module):
         # span_dynamic_conv implementation: "auto" | "reference" | "native" | "triton"
         self.sdconv_impl = "auto"
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
         B, L, _ = hidden_states.shape
         N, D, K = self.heads.num_heads, self.heads.head_size, self.kernel_size
         mixed_query = self.query(hidden_states)  # (B, L, A)
@@ -253,13 +250,8 @@ class ConvBertAttention(nn.Module):
         self.self = ConvBertSelfAttention(config)
         self.output = ConvBertSelfOutput(config)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
         mixed, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions)
         return self.output(mixed, hidden_states), probs
 
@@ -329,13 +321,8 @@ class ConvBertLayer(nn.Module):
         self.intermediate = ConvBertIntermediate(config)
         self.output = ConvBertOutput(config)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
         attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
         if torch.is_grad_enabled() and not _is_compiling():
             # Training: keep the feed-forward's pre-activation only; ConvBertOutput applies the
@@ -547,6 +534,11 @@ class ConvBertPreTrainedModel(nn.Module):
             head_mask = head_mask.unsqueeze(0).expand(layers, n)
         return head_mask.to(self.dtype)[:, None, :, None, None]  # (layers, 1, N', 1, 1)
 
+    @staticmethod
+    def _return(result, return_dict: bool | None):
+        """The output dataclass, or its tuple when ``return_dict=False`` (HF's convention)."""
+        return result if return_dict is None or return_dict else result.to_tuple()
+
 
 # ----------------------------------------------------------------------------------- the model
 
@@ -562,18 +554,10 @@ class ConvBertModel(ConvBertPreTrainedModel):
         self.encoder = ConvBertEncoder(config)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> BaseModelOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> BaseModelOutput | tuple:
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         head_mask = self._head_mask(head_mask)
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, E)
@@ -584,7 +568,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
             hidden_states, mask, head_mask, bool(output_attentions), bool(output_hidden_states)
         )
         out = BaseModelOutput(last_hidden_state=last, hidden_states=all_hidden, attentions=all_attentions)
-        return out if return_dict is None or return_dict else out.to_tuple()
+        return self._return(out, return_dict)
 
 
 # ----------------------------------------------------------------------------------- heads
@@ -658,19 +642,10 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
     def get_output_embeddings(self) -> ConvBertMaskedLMHead:
         return self.generator_lm_head
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> MaskedLMOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                labels: Tensor = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> MaskedLMOutput | tuple:
         losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
@@ -678,7 +653,7 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
         logits = self.generator_lm_head(features, self.get_input_embeddings().weight)  # (B, L, V)
         loss = losses.masked_lm_loss(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
-        return result if return_dict is None or return_dict else result.to_tuple()
+        return self._return(result, return_dict)
 
 
 class ConvBertClassificationHead(nn.Module):
@@ -709,19 +684,10 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
         self.classifier = ConvBertClassificationHead(config)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                labels: Tensor = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> SequenceClassifierOutput | tuple:
         problem_type = losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds),
                                            self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
@@ -730,7 +696,7 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
         loss = losses.sequence_classification_loss(logits, labels, problem_type) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                           attentions=out.attentions)
-        return result if return_dict is None or return_dict else result.to_tuple()
+        return self._return(result, return_dict)
 
 
 class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
@@ -742,19 +708,10 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> MultipleChoiceModelOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                labels: Tensor = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> MultipleChoiceModelOutput | tuple:
         lead = _labels_batch_shape(input_ids, inputs_embeds)
         checks.check_choice_inputs(lead, inputs_embeds is not None, _info(attention_mask), _info(token_type_ids))
         batch, choices, length = lead
@@ -773,7 +730,7 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         loss = losses.multiple_choice_loss(logits, labels) if labels is not None else None
         result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                            attentions=out.attentions)
-        return result if return_dict is None or return_dict else result.to_tuple()
+        return self._return(result, return_dict)
 
 
 class ConvBertForTokenClassification(ConvBertPreTrainedModel):
@@ -788,19 +745,10 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> TokenClassifierOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                labels: Tensor = None, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> TokenClassifierOutput | tuple:
         losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
                             output_attentions, output_hidden_states, return_dict=True)
@@ -808,7 +756,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         loss = losses.token_classification_loss(logits, labels) if labels is not None else None
         result = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                        attentions=out.attentions)
-        return result if return_dict is None or return_dict else result.to_tuple()
+        return self._return(result, return_dict)
 
 
 class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
@@ -825,20 +773,11 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        start_positions: torch.Tensor | None = None,
-        end_positions: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> QuestionAnsweringModelOutput | tuple:
+    def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
+                position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
+                start_positions: Tensor = None, end_positions: Tensor = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> QuestionAnsweringModelOutput | tuple:
         losses.check_labels(self.task, {"start_positions": start_positions, "end_positions": end_positions},
                             _labels_batch_shape(input_ids, inputs_embeds), self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
@@ -850,7 +789,7 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
             loss = losses.question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         result = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
                                               hidden_states=out.hidden_states, attentions=out.attentions)
-        return result if return_dict is None or return_dict else result.to_tuple()
+        return self._return(result, return_dict)
 
 
 MODEL_CLASSES = {
