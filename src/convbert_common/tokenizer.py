@@ -734,6 +734,7 @@ class _WordPieceTokenizer:
         self._added_ids = {token.content: index for index, token in self._added.items()}
         self._added_lines = [self._added[i].content for i in sorted(self._added) if i >= base]
         self._special_ids = frozenset(self.all_special_ids)
+        self._special_added_ids = frozenset(index for index, token in self._added.items() if token.special)
 
     # ------------------------------------------------------------------ options and ids
     do_lower_case = property(lambda self: self._options.do_lower_case)
@@ -1389,8 +1390,11 @@ class ConvBertTokenizerFast(_WordPieceTokenizer):
     def _decode_ids(self, ids: list[int], skip_special_tokens: bool) -> str:
         # HF fast decodes through tokenizer.json's decoder, which always removes the space
         # before . , ! ? (even with clean_up_tokenization_spaces=False), and skips every added
-        # token marked special; so do we.
-        return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        # token marked special; so do we. The tokens come from our table, not the backend's
+        # id_to_token: tokenizers 0.23 spells a normalised added token in normalised form there,
+        # where 0.22 (which transformers 4.x pins) gives its content.
+        skip = self._special_added_ids if skip_special_tokens else frozenset()
+        return self._backend.decoder.decode([self._token_of(i) for i in ids if i not in skip])
 
     def _join_tokens(self, tokens: list[str]) -> str:
         return self._backend.decoder.decode(tokens)
@@ -1412,8 +1416,15 @@ class ConvBertTokenizerFast(_WordPieceTokenizer):
             return self._encode_unchanged(items, request.add_special_tokens, request)
 
     def _check_stride(self, items: list, request: _Request) -> None:
-        """The backend aborts the process (a Rust panic, not an exception) when a window is not
-        longer than the stride; measure each sequence first and say which input it is."""
+        """The backend refuses a stride not smaller than max_length minus a single sequence's
+        special tokens, and aborts the process (a Rust panic, not an exception) when a window is
+        not longer than the stride; check both first, measuring each sequence, and say which input."""
+        single = self.num_special_tokens_to_add(pair=False)
+        if request.stride >= request.max_length - single:
+            raise ValueError(
+                f"stride={request.stride} must be smaller than max_length={request.max_length} minus the "
+                f"{single} special tokens of a sequence: each window repeats that many tokens of the one before"
+            )
         self._configure_backend(None, None)
         firsts = self._encode_unchanged([item[0] if type(item) is tuple else item for item in items], False, request)
         pairs = [item[1] for item in items if type(item) is tuple]
