@@ -42,6 +42,7 @@ Nothing here imports torch or tensorflow until ``return_tensors="pt"`` / ``"tf"`
 from __future__ import annotations
 
 import codecs
+import collections
 import json
 import os
 import threading
@@ -77,6 +78,7 @@ __all__ = [
     "ConvBertTokenizer",
     "ConvBertTokenizerFast",
     "TokenSpan",
+    "load_tokenizer_json_vocab",
     "load_vocab",
     "slow_truncation_lengths",
 ]
@@ -166,6 +168,66 @@ def _check_unique(tokens: list[str], path: str) -> None:
         f"vocab file {path} lists {len(repeats)} token(s) more than once: {'; '.join(shown)}{more}. "
         "Each token must appear on one line only (line n is id n-1)"
     )
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers the keys it was given more than once (json keeps the last)."""
+
+    repeated: list[str]
+
+
+def _object_keeping_repeats(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    obj.repeated = []
+    if len(obj) != len(pairs):
+        counts = collections.Counter(key for key, _ in pairs)
+        obj.repeated = [key for key, count in counts.items() if count > 1]
+    return obj
+
+
+def load_tokenizer_json_vocab(tokenizer_file: str | os.PathLike) -> tuple[list[str], dict[str, Any]]:
+    """The WordPiece vocabulary of an HF tokenizer.json, in id order, and the constructor options
+    its BertNormalizer implies. The same rules as for vocab.txt: each token once, and the ids
+    0..n-1 each used once; a model or setting this pipeline does not build is refused by name."""
+    path = os.fspath(tokenizer_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh, object_pairs_hook=_object_keeping_repeats)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "WordPiece":
+        kind = model.get("type") if isinstance(model, dict) else None
+        raise ValueError(f"{path} holds a {kind!r} model, not the WordPiece model a ConvBERT tokenizer needs")
+    fixed = {"continuing_subword_prefix": CONTINUATION_PREFIX, "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD}
+    for key, want in fixed.items():
+        if key in model and model[key] != want:
+            raise ValueError(f"{path}: model.{key} is {model[key]!r}; this tokenizer only builds {want!r}")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError(f"{path}: model.vocab must be a non-empty object of token -> id")
+    repeated = getattr(vocab, "repeated", [])
+    if repeated:
+        shown = ", ".join(repr(t) for t in repeated)
+        raise ValueError(f"{path}: model.vocab lists these tokens more than once: {shown}")
+    by_id: dict[int, str] = {}
+    for token, index in vocab.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(vocab):
+            raise ValueError(f"{path}: model.vocab gives {token!r} the id {index!r}, not one of 0..{len(vocab) - 1}")
+        if index in by_id:
+            raise ValueError(f"{path}: model.vocab gives the id {index} to both {by_id[index]!r} and {token!r}")
+        by_id[index] = token
+    options: dict[str, Any] = {}
+    normalizer = data.get("normalizer")
+    if isinstance(normalizer, dict) and normalizer.get("type") == "BertNormalizer":
+        options = {
+            "do_lower_case": bool(normalizer.get("lowercase", True)),
+            "strip_accents": normalizer.get("strip_accents"),
+            "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
+        }
+    return [by_id[i] for i in range(len(vocab))], options
 
 
 def _token_content(value: Any, role: str) -> str | None:
@@ -625,7 +687,7 @@ class _WordPieceTokenizer:
 
     def __init__(
         self,
-        vocab_file: str | os.PathLike,
+        vocab_file: str | os.PathLike | None = None,
         do_lower_case: bool = True,
         do_basic_tokenize: bool = True,
         never_split: Iterable[str] | None = None,
@@ -645,11 +707,20 @@ class _WordPieceTokenizer:
         added_tokens_decoder: dict[int | str, AddedToken | dict] | None = None,
         padding_side: str = "right",
         truncation_side: str = "right",
+        tokenizer_file: str | os.PathLike | None = None,
     ) -> None:
-        if vocab_file is None:
-            raise ValueError("vocab_file is required (a WordPiece vocab.txt, one token per line)")
-        self.vocab_file = os.fspath(vocab_file)
-        self._vocab_lines = load_vocab(self.vocab_file)
+        if vocab_file is not None:
+            self.vocab_file = os.fspath(vocab_file)
+            self._vocab_lines = load_vocab(self.vocab_file)
+        elif tokenizer_file is not None:
+            # HF's fast tokenizers load from tokenizer.json alone; its WordPiece vocab is ours then.
+            self.vocab_file = os.fspath(tokenizer_file)
+            self._vocab_lines = load_tokenizer_json_vocab(self.vocab_file)[0]
+        else:
+            raise ValueError(
+                "vocab_file is required (a WordPiece vocab.txt, one token per line), or tokenizer_file "
+                "(an HF tokenizer.json with a WordPiece model)"
+            )
         self._vocab = {token: index for index, token in enumerate(self._vocab_lines)}
         roles = _special_tokens_from(
             dict(
@@ -1327,12 +1398,24 @@ class _WordPieceTokenizer:
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"tokenizer directory not found: {directory}")
         kwargs = _saved_options(directory)
+        vocab_path, json_path = os.path.join(directory, VOCAB_FILE), os.path.join(directory, TOKENIZER_FILE)
+        if "vocab_file" not in overrides and "tokenizer_file" not in overrides:
+            if os.path.isfile(vocab_path) or not os.path.isfile(json_path):
+                kwargs["vocab_file"] = vocab_path
+            else:
+                # No vocab.txt: the vocabulary and the normaliser's options come from tokenizer.json.
+                kwargs["tokenizer_file"] = json_path
+                for key, value in load_tokenizer_json_vocab(json_path)[1].items():
+                    kwargs.setdefault(key, value)
         kwargs.update(overrides)
-        kwargs.setdefault("vocab_file", os.path.join(directory, VOCAB_FILE))
         if "added_tokens_decoder" not in kwargs:
             decoder, origin = _saved_added_tokens(directory, kwargs.get(ADDITIONAL_SPECIAL_TOKENS) or [])
             if decoder:
-                _check_added_ids(decoder, load_vocab(kwargs["vocab_file"]), origin)
+                if kwargs.get("vocab_file") is not None:
+                    lines = load_vocab(kwargs["vocab_file"])
+                else:
+                    lines = load_tokenizer_json_vocab(kwargs["tokenizer_file"])[0]
+                _check_added_ids(decoder, lines, origin)
             kwargs["added_tokens_decoder"] = decoder
         return cls(**kwargs)
 

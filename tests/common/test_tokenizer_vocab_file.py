@@ -112,3 +112,46 @@ def test_an_empty_line_is_a_token_but_two_are_a_duplicate(tmp_path):
     path.write_text("[PAD]\n\nx\n\n", encoding="utf-8")
     with pytest.raises(ValueError, match="'' on lines 2, 4"):
         load_vocab(path)
+
+
+# ------------------------------------------------------------------ tokenizer.json without vocab.txt
+def json_only_folder(tmp_path: Path, edit=None) -> Path:
+    ConvBertTokenizerFast(VOCAB).save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").unlink()
+    if edit is not None:
+        text = (tmp_path / "tokenizer.json").read_text(encoding="utf-8")
+        (tmp_path / "tokenizer.json").write_text(edit(text), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_folder_with_tokenizer_json_but_no_vocab_txt_loads_its_vocabulary(tmp_path, cls):
+    tok = cls.from_pretrained(json_only_folder(tmp_path))
+    plain = cls(VOCAB)
+    texts = ["Hello, world!", "Ünïcödé [MASK] 中文"]
+    assert tok.vocab_size == 30522 and tok(texts)["input_ids"] == plain(texts)["input_ids"]
+    tok.save_pretrained(tmp_path / "again")
+    assert (tmp_path / "again" / "vocab.txt").read_bytes() == VOCAB.read_bytes()
+
+
+def test_tokenizer_json_normaliser_options_are_taken_when_the_config_has_none(tmp_path):
+    folder = json_only_folder(tmp_path, lambda t: t.replace('"lowercase": true', '"lowercase": false'))
+    (folder / "tokenizer_config.json").unlink()
+    assert ConvBertTokenizerFast.from_pretrained(folder).do_lower_case is False
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"[UNK]": 100,', '"[UNK]": 100,\n      "[UNK]": 100,'), r"more than once: '\[UNK\]'"),
+        (lambda t: t.replace('"[UNK]": 100,', '"[UNK]": 101,'), "id 101 to both"),
+        (lambda t: t.replace('"[UNK]": 100,', '"[UNK]": 40000,'), "the id 40000, not one of 0..30521"),
+        (lambda t: t.replace('"type": "WordPiece"', '"type": "BPE"'), "'BPE' model, not the WordPiece"),
+        (lambda t: t.replace('"max_input_chars_per_word": 100', '"max_input_chars_per_word": 50'), "max_input_chars"),
+    ],
+)
+def test_a_bad_tokenizer_json_vocabulary_is_refused_naming_the_file(tmp_path, edit, message):
+    folder = json_only_folder(tmp_path, edit)
+    with pytest.raises(ValueError, match=message) as err:
+        ConvBertTokenizerFast.from_pretrained(folder)
+    assert "tokenizer.json" in str(err.value)
