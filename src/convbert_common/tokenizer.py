@@ -806,6 +806,10 @@ class _WordPieceTokenizer:
         self._added_lines = [self._added[i].content for i in sorted(self._added) if i >= base]
         self._special_ids = frozenset(self.all_special_ids)
         self._special_added_ids = frozenset(index for index, token in self._added.items() if token.special)
+        # What the slow reference's decode keeps apart from the runs around it.
+        special = set(self.all_special_tokens)
+        alone = {t for t in self._added_ids if t not in special}
+        self._decoded_alone = frozenset(alone | {t for t in self._additional if self._token_id(t) >= base})
 
     # ------------------------------------------------------------------ options and ids
     do_lower_case = property(lambda self: self._options.do_lower_case)
@@ -1681,10 +1685,9 @@ class ConvBertTokenizer(_WordPieceTokenizer):
         """The reference's decode: added tokens stand alone, the runs between them are joined by
         ``convert_tokens_to_string``, and the pieces are joined by spaces."""
         tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
-        base = len(self._vocab_lines)
-        special = set(self.all_special_tokens)
-        alone = {t for t in self._added_ids if t not in special}
-        alone |= {t for t in self._additional if self._token_id(t) >= base}
+        alone = self._decoded_alone
+        if not alone:
+            return self._join_tokens(tokens)
         pieces: list[str] = []
         run: list[str] = []
         for token in tokens:
