@@ -743,6 +743,7 @@ class _WordPieceTokenizer:
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self._padding_side = check_padding_side(padding_side)
         self.truncation_side = truncation_side
+        self.model_input_names = list(type(self).model_input_names)
 
         added = self._decoder_from(added_tokens_decoder)
         known = {token.content: index for index, token in added.items()}
@@ -1075,9 +1076,13 @@ class _WordPieceTokenizer:
             padding_side=padding_side,
             pretokenized=bool(is_split_into_words),
         )
+        # None means "what the model takes", as in HF.
+        names = self.model_input_names
+        type_ids = ("token_type_ids" in names) if return_token_type_ids is None else bool(return_token_type_ids)
+        mask = ("attention_mask" in names) if return_attention_mask is None else bool(return_attention_mask)
         wanted = _Wanted(
-            token_type_ids=return_token_type_ids is not False,
-            attention_mask=return_attention_mask is not False,
+            token_type_ids=type_ids,
+            attention_mask=mask,
             special_tokens_mask=bool(return_special_tokens_mask),
             offset_mapping=bool(return_offsets_mapping),
             length=bool(return_length),
