@@ -180,14 +180,26 @@ def test_broken_json_raises_naming_the_file(tmp_path, name):
         ConvBertTokenizer.from_pretrained(tmp_path)
 
 
-def test_tokens_added_beyond_the_vocab_raise_naming_the_file_and_token(tmp_path):
+def _hf_folder_adding(tmp_path, index: int, content: str = "<new>") -> Path:
     for name in SAVED_FILES:
         shutil.copy(HF_FOLDER / name, tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["added_tokens_decoder"]["30522"] = {"content": "<new>", "special": False}
+    config["added_tokens_decoder"][str(index)] = {"content": content, "special": False}
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(ValueError, match="tokenizer_config.json.*'<new>'"):
-        ConvBertTokenizerFast.from_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("cls", TOKENIZER_CLASSES)
+def test_tokens_added_beyond_the_vocab_load_with_their_ids(tmp_path, cls):
+    tok = cls.from_pretrained(_hf_folder_adding(tmp_path, 30522))
+    assert len(tok) == 30523 and tok.vocab_size == 30522
+    assert tok("a <new> b")["input_ids"] == [101, 1037, 30522, 1038, 102]
+
+
+@pytest.mark.parametrize(("index", "content"), [(30524, "<new>"), (30522, "hello"), (5, "<new>")])
+def test_added_token_ids_that_leave_a_gap_or_clash_raise_naming_the_file_and_token(tmp_path, index, content):
+    with pytest.raises(ValueError, match=f"tokenizer_config.json.*'{content}'"):
+        ConvBertTokenizerFast.from_pretrained(_hf_folder_adding(tmp_path, index, content))
 
 
 def test_special_token_missing_from_a_loaded_vocab_raises_naming_file_and_token(tmp_path):
