@@ -43,7 +43,17 @@ def fixture_file(relative: str) -> pathlib.Path:
     pytest.skip(f"reference fixture {relative} is neither in tests/fixtures nor in ../shared/fixtures")
 
 
+# The Keras backend this run uses (KERAS_BACKEND, as Keras reads it); tests marked
+# ``tensorflow_backend`` exercise TensorFlow's own features and are skipped on the others.
+KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
 def pytest_collection_modifyitems(config, items):
+    if KERAS_BACKEND != "tensorflow":
+        skip_tf = pytest.mark.skip(reason=f"needs Keras on TensorFlow; this run is KERAS_BACKEND={KERAS_BACKEND}")
+        for item in items:
+            if "tensorflow_backend" in item.keywords:
+                item.add_marker(skip_tf)
     try:
         import torch
 

@@ -32,7 +32,8 @@ from convbert_common.config import CONFIG_NAME, ConvBertConfig
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 
 @dataclass

@@ -111,23 +111,22 @@ def _concrete(x) -> np.ndarray | None:
 def _checked_ids(ids, upper: int, name: str, upper_name: str):
     """Validate index tensor values before a lookup; return (ids, valid) with valid None if nothing to mask.
 
-    Eager: ValueError naming the offending id (``checks.check_id_range``). TensorFlow graph
-    (tf.function, tf.data): an assert that raises InvalidArgumentError with the largest and
-    smallest id, ordered before the lookup. XLA ignores asserts, so the caller also replaces the
-    embeddings of invalid ids by NaN: a wrong id shows in the outputs instead of silently reading
-    a clamped row (CPU) or zeros (GPU).
+    Eager: ValueError naming the offending id (``checks.check_id_range``). Traced (tf.function,
+    tf.data, XLA, ``jax.jit``, ``torch.compile``), where no value is known: the caller replaces the
+    embeddings of invalid ids by NaN, so that a wrong id shows in the outputs instead of silently
+    reading a clamped row (CPU) or zeros (GPU). A TensorFlow graph also carries an assert that
+    raises InvalidArgumentError with the largest and smallest id before the lookup (XLA drops it).
     """
     values = _concrete(ids)
     if values is not None:
         if values.size:
             checks.check_id_range(name, int(values.min()), int(values.max()), upper, upper_name)
         return ids, None
+    valid = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, upper))
     if keras.backend.backend() != "tensorflow":
-        return ids, None
+        return ids, valid
     import tensorflow as tf
 
-    ids = tf.convert_to_tensor(ids)
-    valid = tf.logical_and(ids >= 0, ids < upper)
     check = tf.debugging.Assert(
         tf.reduce_all(valid),
         [checks.id_range_message(name, upper, upper_name) + "; largest id:", tf.reduce_max(ids),

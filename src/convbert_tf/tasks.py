@@ -8,10 +8,12 @@ with labels in ``y`` or, Hugging Face style, inside ``x``.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from convbert_common import heads
-from convbert_tf import losses
+from convbert_tf import backend, losses
 
 
 def _is_auto(value) -> bool:
@@ -76,7 +78,8 @@ class TaskModel:
         # The model is built, so the optimizer can create its slots now: created inside the first
         # traced train step instead, they would make tf.function trace that step twice.
         if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
+            strategy = getattr(self, "distribute_strategy", None)  # TensorFlow's trainer only
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 self.optimizer.build(self.trainable_variables)
 
     def get_compile_config(self):
@@ -147,6 +150,7 @@ class TaskModel:
     # -------------------------------------------------------------- export
     def serving_input_signature(self) -> dict:
         """Named int32 specs of ``input_ids``, ``attention_mask`` and ``token_type_ids`` (B, L) / (B, C, L)."""
+        backend.require_tensorflow("serving_input_signature (a SavedModel's signature)")
         import tensorflow as tf
 
         shape = (None,) * self.task.input_rank
@@ -155,6 +159,8 @@ class TaskModel:
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """Keras ``export``; a SavedModel's serving signature defaults to ``serving_input_signature()``."""
-        if input_signature is None and format == "tf_saved_model":
-            input_signature = [self.serving_input_signature()]
+        if format == "tf_saved_model":
+            backend.require_tensorflow("export(format='tf_saved_model')")
+            if input_signature is None:
+                input_signature = [self.serving_input_signature()]
         return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)

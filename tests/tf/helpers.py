@@ -7,6 +7,7 @@ import pytest
 
 from convbert_common.config import ConvBertConfig
 from tests.conftest import REPO_FIXTURES, SHARED_FIXTURES
+from tests.parity import to_numpy as array
 
 TINY = "hf-convbert-tiny"
 
@@ -82,14 +83,17 @@ def toy_batch(head: str, batch: int = 8, length: int = 8, seed: int = 0):
     raise ValueError(head)
 
 
-def to_numpy(outputs: dict) -> dict[str, np.ndarray]:
-    """Model outputs as arrays; tuples of hidden states / attentions stacked on a new first axis."""
+def to_numpy(outputs):
+    """A tensor (any backend) as an array; an output dict as arrays, with the tuples of hidden states /
+    attentions stacked on a new first axis."""
+    if not isinstance(outputs, dict):
+        return array(outputs)
     out = {}
     for key, value in outputs.items():
         if isinstance(value, (tuple, list)):
-            out[key] = np.stack([np.asarray(v) for v in value])
+            out[key] = np.stack([array(v) for v in value])
         else:
-            out[key] = np.asarray(value)
+            out[key] = array(value)
     return out
 
 

@@ -11,6 +11,8 @@ from tests.parity import assert_close
 from tests.tf.helpers import head_config, model_class, to_numpy, toy_batch
 from tests.tolerances import COMPILED_FP32_ATOL
 
+pytestmark = pytest.mark.tensorflow_backend  # tf.function, XLA, tf.data, SavedModel
+
 
 @pytest.mark.parametrize("head", HEADS)
 def test_xla_compiled_model_equals_eager(head):

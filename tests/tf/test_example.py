@@ -8,6 +8,8 @@ import pathlib
 import keras
 import pytest
 
+pytestmark = pytest.mark.tensorflow_backend  # tf.function, XLA, tf.data, SavedModel
+
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "keras_fit.py"
 
 

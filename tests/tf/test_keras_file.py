@@ -76,7 +76,7 @@ def test_written_keras_file_is_the_archive_keras_writes(head, overrides, tmp_pat
     loaded = keras.saving.load_model(tmp_path / "ours.keras")
     assert type(loaded) is type(model)
     for a, b in zip(model.weights, loaded.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
     x = toy_batch(head)[0]
     for key, value in to_numpy(model(x)).items():
         np.testing.assert_array_equal(to_numpy(loaded(x))[key], value, err_msg=key)
@@ -90,7 +90,7 @@ def test_written_weights_file_is_what_save_weights_writes_and_loads_back(tmp_pat
     fresh = _model("masked_lm", dict(num_hidden_layers=3))
     fresh.load_weights(tmp_path / "ours.weights.h5")
     for a, b in zip(model.weights, fresh.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
 
 
 def test_layout_of_repeated_layers_equals_the_layout_of_a_full_depth_skeleton(monkeypatch):

@@ -19,6 +19,8 @@ from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv, span_dynamic
 from tests.parity import assert_close, assert_three_way
 from tests.tolerances import COMPILED_FP32_ATOL, LOWP_ATOL, LOWP_FACTOR, SDCONV_NATIVE_FP32_ATOL
 
+pytestmark = pytest.mark.tensorflow_backend  # tf.function, XLA, tf.data, SavedModel
+
 
 def _inputs(b, l, n, d, k, seed=0, dtype="float32"):
     rng = np.random.default_rng(seed)

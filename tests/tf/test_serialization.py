@@ -34,7 +34,7 @@ def _inputs(head):
 def _assert_same_weights(a, b):
     assert [v.path.split("/", 1)[1] for v in a.weights] == [v.path.split("/", 1)[1] for v in b.weights]
     for x, y in zip(a.weights, b.weights, strict=True):
-        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+        np.testing.assert_array_equal(to_numpy(x), to_numpy(y), err_msg=x.path)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -86,7 +86,7 @@ def test_reloaded_keras_file_keeps_training(tmp_path):
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    assert loaded.optimizer.iterations.numpy() == 1
+    assert to_numpy(loaded.optimizer.iterations) == 1
     a = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history["loss"]
     b = loaded.fit(x, y, epochs=1, batch_size=8, verbose=0).history["loss"]
     np.testing.assert_allclose(a, b, rtol=1e-6)

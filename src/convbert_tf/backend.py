@@ -1,0 +1,25 @@
+"""Which Keras backend runs, and a clear refusal for the features that only TensorFlow has.
+
+``convbert_tf`` is written on ``keras.ops`` and runs on every Keras 3 backend (TensorFlow, JAX,
+PyTorch). A few features are TensorFlow's own (SavedModel export, the in-graph tokenizer,
+``tf.data`` helpers, ``tf.distribute`` strategies); on another backend they raise ``BackendError``
+naming the backend they need, instead of failing somewhere inside TensorFlow.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+class BackendError(RuntimeError):
+    """A feature was asked for on a Keras backend that does not have it."""
+
+
+def name() -> str:
+    return keras.backend.backend()
+
+
+def require_tensorflow(feature: str) -> None:
+    if name() != "tensorflow":
+        raise BackendError(f"{feature} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this process "
+                           f"runs Keras on {name()}")
