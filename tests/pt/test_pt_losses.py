@@ -17,7 +17,8 @@ from convbert_pt.modeling import (
     ConvBertForSequenceClassification,
     ConvBertForTokenClassification,
 )
-from tests.pt.conftest import random_inputs, small_config
+from tests.configs import tiny_config
+from tests.pt.conftest import random_inputs
 
 
 def _ce(logits_row, target):
@@ -107,7 +108,7 @@ def test_labels_of_the_wrong_shape_or_dtype_raise_clear_errors(call, message):
 
 
 def test_models_compute_the_same_losses_as_the_loss_functions():
-    config = small_config()
+    config = tiny_config()
     inputs = random_inputs(config)
     B, L = inputs["input_ids"].shape
 
@@ -128,7 +129,7 @@ def test_models_compute_the_same_losses_as_the_loss_functions():
     out = m(**inputs, labels=labels)
     assert out.loss.item() == pytest.approx(losses.token_classification_loss(out.logits, labels).item(), rel=1e-6)
 
-    m = ConvBertForQuestionAnswering(config).eval()
+    m = ConvBertForQuestionAnswering(config.replace(num_labels=2)).eval()
     out = m(**inputs, start_positions=torch.tensor([0, 3, 50]), end_positions=torch.tensor([1, 4, 5]))
     ref = losses.question_answering_loss(out.start_logits, out.end_logits, torch.tensor([0, 3, 50]),
                                          torch.tensor([1, 4, 5]))
@@ -142,7 +143,7 @@ def test_models_compute_the_same_losses_as_the_loss_functions():
 
 
 def test_models_reject_bad_labels_before_running():
-    config = small_config()
+    config = tiny_config()
     inputs = random_inputs(config)
     with pytest.raises(ValueError, match=r"labels must have shape \(3, 11\)"):
         ConvBertForMaskedLM(config)(**inputs, labels=torch.zeros(3, 10, dtype=torch.long))
@@ -151,7 +152,8 @@ def test_models_reject_bad_labels_before_running():
     with pytest.raises(ValueError, match=r"must have shape \(3,\)"):
         ConvBertForSequenceClassification(config)(**inputs, labels=torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="give both start_positions and end_positions"):
-        ConvBertForQuestionAnswering(config)(**inputs, start_positions=torch.zeros(3, dtype=torch.long))
+        qa = ConvBertForQuestionAnswering(config.replace(num_labels=2))
+        qa(**inputs, start_positions=torch.zeros(3, dtype=torch.long))
     mc = {k: v.unsqueeze(1) for k, v in inputs.items()}
     with pytest.raises(ValueError, match=r"labels \(multiple choice\) must have shape \(3,\)"):
         ConvBertForMultipleChoice(config)(**mc, labels=torch.zeros(2, dtype=torch.long))

@@ -15,8 +15,9 @@ from convbert_pt.modeling import (
     GroupedLinearLayer,
     SeparableConv1D,
 )
+from tests.configs import tiny_config
 from tests.parity import assert_close
-from tests.pt.conftest import expected_outputs, head_dir, random_inputs, small_config, torch_inputs
+from tests.pt.conftest import expected_outputs, head_dir, random_inputs, torch_inputs
 from tests.tolerances import BF16_LOGITS_ATOL, REFERENCE_FP32_ATOL
 
 VARIANTS = [
@@ -44,7 +45,7 @@ def _inputs_for(head, config, **kw):
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_config_variants_run_forward_and_backward_with_a_gradient_for_every_parameter(overrides):
-    config = small_config(**overrides)
+    config = tiny_config(**overrides)
     model = ConvBertForMaskedLM(config).train()
     inputs = random_inputs(config, length=11)
     out = model(**inputs, labels=inputs["input_ids"], output_attentions=True, output_hidden_states=True)
@@ -61,7 +62,7 @@ def test_config_variants_run_forward_and_backward_with_a_gradient_for_every_para
 
 @pytest.mark.parametrize("head", sorted(MODEL_CLASSES))
 def test_every_head_runs_forward_and_backward(head):
-    config = small_config(num_labels=2)
+    config = tiny_config(num_labels=2)
     model = MODEL_CLASSES[head](config).train()
     out = model(**_inputs_for(head, config))
     first = out[0]
@@ -70,7 +71,7 @@ def test_every_head_runs_forward_and_backward(head):
 
 
 def test_fresh_initialisation_follows_the_reference():
-    config = small_config(hidden_size=256, embedding_size=128, intermediate_size=512, num_groups=2,
+    config = tiny_config(hidden_size=256, embedding_size=128, intermediate_size=512, num_groups=2,
                           initializer_range=0.02, vocab_size=2000, num_attention_heads=8)
     model = ConvBertForMaskedLM(config)
     std = lambda t: t.detach().float().std().item()  # noqa: E731
@@ -94,7 +95,7 @@ def test_fresh_initialisation_follows_the_reference():
 
 
 def test_outputs_have_attribute_key_index_access_and_omit_none_fields():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForSequenceClassification(config).eval()
     inputs = random_inputs(config)
     out = model(**inputs)
@@ -131,7 +132,7 @@ def test_head_mask_of_either_shape_masks_the_named_heads():
 
 
 def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_inputs():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertModel(config).eval()
     inputs = random_inputs(config)
     with torch.no_grad():
@@ -153,7 +154,7 @@ def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_i
 
 
 def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynamic_conv():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertModel(config).eval()
     inputs = random_inputs(config)
     with torch.no_grad():
@@ -168,7 +169,7 @@ def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynam
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    config = small_config()
+    config = tiny_config()
     inputs = random_inputs(config)
     labels = torch.tensor([0, 1, 0])
     grads = []
@@ -185,7 +186,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_dropout_is_active_in_training_and_off_in_eval():
-    config = small_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.3)
+    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.3)
     model = ConvBertModel(config)
     inputs = random_inputs(config)
     a, b = model(**inputs).last_hidden_state, model(**inputs).last_hidden_state
@@ -213,7 +214,7 @@ def test_autocast_bfloat16_runs_forward_and_backward_close_to_fp32():
 def test_a_toy_training_loop_drives_the_loss_down():
     """Label = whether token 7 occurs in the sequence."""
     torch.manual_seed(0)
-    config = small_config(num_labels=2, vocab_size=20)
+    config = tiny_config(num_labels=2, vocab_size=20)
     model = ConvBertForSequenceClassification(config).train()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(8, 20, (64, 10), generator=g)
@@ -232,7 +233,7 @@ def test_a_toy_training_loop_drives_the_loss_down():
 
 
 def test_num_parameters_counts_shared_tensors_once():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForMaskedLM(config)
     total = sum(p.numel() for p in model.parameters())
     assert model.num_parameters() == total
@@ -255,7 +256,7 @@ def test_num_parameters_counts_shared_tensors_once():
         (lambda i: {**i, "token_type_ids": i["token_type_ids"] * 2},
          r"token_type_ids contains the id 2, which is >= type_vocab_size \(2\)"),
         (lambda i: {k: v.repeat(1, 4) for k, v in i.items()},
-         r"sequence length 44 is longer than max_position_embeddings \(40\)"),
+         r"sequence length 44 is longer than max_position_embeddings \(32\)"),
         (lambda i: {**i, "attention_mask": i["attention_mask"][:, :-1]},
          r"attention_mask must have the shape of the input, \(3, 11\); got \(3, 10\)"),
         (lambda i: {**i, "token_type_ids": i["token_type_ids"][:2]},
@@ -272,14 +273,14 @@ def test_num_parameters_counts_shared_tensors_once():
     ],
 )
 def test_bad_inputs_raise_clear_errors_before_running(change, message):
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForMaskedLM(config)
     with pytest.raises(ValueError, match=message):
         model(**change(random_inputs(config)))
 
 
 def test_multiple_choice_needs_three_dimensional_inputs():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForMultipleChoice(config)
     inputs = random_inputs(config)
     with pytest.raises(ValueError, match=r"must have shape \(batch, num_choices, sequence\)"):

@@ -11,8 +11,9 @@ from convbert_pt import ConvBertForSequenceClassification
 from convbert_pt.activations import get_activation
 from convbert_pt.modeling import grouped_linear
 from convbert_pt.recompute import activation_dense, dropout_attention
+from tests.configs import tiny_config
 from tests.parity import assert_close, assert_three_way
-from tests.pt.conftest import random_inputs, small_config
+from tests.pt.conftest import random_inputs
 from tests.tolerances import LOWP_ATOL, LOWP_FACTOR, RECOMPUTE_FP32_ATOL
 
 
@@ -166,7 +167,7 @@ def test_dropout_attention_keeps_a_byte_mask_instead_of_the_probabilities():
 
 
 def _config(dropout: float, **overrides):
-    return small_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=3, **overrides)
+    return tiny_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=3, **overrides)
 
 
 @pytest.mark.parametrize("num_groups", [1, 2])

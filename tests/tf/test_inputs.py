@@ -12,9 +12,10 @@ import tensorflow as tf
 
 from convbert_common.checkpoint import CheckpointError
 from convbert_tf.io import load_pretrained_weights
+from tests.configs import head_config, tiny_config
 from tests.conftest import fixture_file
 from tests.parity import assert_close
-from tests.tf.helpers import TINY, head_config, model_class, tiny_config, toy_batch
+from tests.tf.helpers import TINY, model_class, toy_batch
 
 IDS = np.array([[5, 7, 9, 11, 13, 2], [3, 4, 6, 8, 0, 0]], dtype="int32")
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype="int32")

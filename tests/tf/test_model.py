@@ -16,9 +16,10 @@ from convbert_common import weight_map as wm
 from convbert_common.layouts import get_layout
 from convbert_tf import canonical_variables
 from convbert_tf.modeling import MODEL_CLASSES, grouped_linear
+from tests.configs import head_config, tiny_config
 from tests.conftest import HEADS
 from tests.parity import assert_close
-from tests.tf.helpers import head_config, model_class, tiny_config, to_numpy, toy_batch
+from tests.tf.helpers import model_class, to_numpy, toy_batch
 
 
 def _expected_path(model, spec) -> str:

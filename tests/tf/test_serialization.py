@@ -12,8 +12,9 @@ from convbert_common import checkpoint, heads
 from convbert_common import weight_map as wm
 from convbert_tf import modeling
 from convbert_tf.io import canonical_arrays
+from tests.configs import head_config, tiny_config
 from tests.conftest import HEADS
-from tests.tf.helpers import fit_config, head_config, model_class, tiny_config, to_numpy, toy_batch
+from tests.tf.helpers import fit_config, model_class, to_numpy, toy_batch
 
 LAYER_CLASSES = [
     modeling.ConvBertEmbeddings, modeling.ConvBertSelfAttention, modeling.ConvBertSelfOutput,

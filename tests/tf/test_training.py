@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import pytest
 
+from tests.configs import head_config, tiny_config
 from tests.parity import assert_close
-from tests.tf.helpers import fit_config, head_config, model_class, tiny_config, toy_batch
+from tests.tf.helpers import fit_config, model_class, toy_batch
 
 TRAIN_HEADS = ["masked_lm", "sequence_classification", "multiple_choice", "token_classification",
                "question_answering"]
