@@ -22,7 +22,7 @@ from convbert_pt.modeling import (
 from tests.configs import head_config, tiny_config
 from tests.parity import assert_close
 from tests.pt.conftest import expected_outputs, head_dir, random_inputs, torch_inputs
-from tests.tolerances import REFERENCE_FP32_ATOL
+from tests.tolerances import REFERENCE_FP32_ATOL, TIED_HEAD_ATOL, TIED_HEAD_RTOL
 
 CONFIG_VARIANTS = {
     "projected": {},
@@ -161,7 +161,8 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
     with torch.no_grad():
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
         logits = model(**inputs).logits
-        assert torch.allclose(logits, features @ emb.T + model.generator_lm_head.bias, atol=1e-5)
+        assert torch.allclose(logits, features @ emb.T + model.generator_lm_head.bias, rtol=TIED_HEAD_RTOL,
+                              atol=TIED_HEAD_ATOL)
     # A gradient through the LM head lands on the embedding matrix (one parameter, not a copy).
     model.train()
     model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -179,8 +180,9 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
         out = model(**inputs).logits
         assert out.shape[-1] == 30530
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
-        assert torch.allclose(out, features @ new.weight.T + model.generator_lm_head.bias, atol=1e-5)
-        assert torch.allclose(out[..., :30522], logits, atol=1e-5)
+        assert torch.allclose(out, features @ new.weight.T + model.generator_lm_head.bias, rtol=TIED_HEAD_RTOL,
+                              atol=TIED_HEAD_ATOL)
+        assert torch.allclose(out[..., :30522], logits, rtol=TIED_HEAD_RTOL, atol=TIED_HEAD_ATOL)
     model.save_pretrained(tmp_path)
     again = ConvBertForMaskedLM.from_pretrained(tmp_path)
     assert again.config.vocab_size == 30530
@@ -193,11 +195,13 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
 def test_set_input_embeddings_keeps_the_lm_head_tied():
     model = ConvBertForMaskedLM(tiny_config()).eval()
     inputs = random_inputs(model.config)
-    replacement = torch.nn.Embedding(99, 16, padding_idx=0)
+    config = model.config
+    replacement = torch.nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     model.set_input_embeddings(replacement)
     with torch.no_grad():
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
-        assert torch.allclose(model(**inputs).logits, features @ replacement.weight.T + model.generator_lm_head.bias)
+        expected = features @ replacement.weight.T + model.generator_lm_head.bias
+        assert torch.allclose(model(**inputs).logits, expected, rtol=TIED_HEAD_RTOL, atol=TIED_HEAD_ATOL)
 
 
 def test_hf_state_dict_with_the_tied_matrix_loads_with_load_state_dict():

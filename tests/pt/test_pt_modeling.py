@@ -18,7 +18,15 @@ from convbert_pt.modeling import (
 from tests.configs import tiny_config
 from tests.parity import assert_close
 from tests.pt.conftest import expected_outputs, head_dir, random_inputs, torch_inputs
-from tests.tolerances import BF16_LOGITS_ATOL, REFERENCE_FP32_ATOL
+from tests.tolerances import (
+    BF16_LOGITS_ATOL,
+    DISTINCT_ATOL,
+    DISTINCT_RTOL,
+    INIT_STD_RTOL,
+    MODEL_PATHS_FP32_ATOL,
+    REFERENCE_FP32_ATOL,
+    SAME_COMPUTATION_FP32_ATOL,
+)
 
 VARIANTS = [
     {"head_ratio": 1},
@@ -77,20 +85,20 @@ def test_fresh_initialisation_follows_the_reference():
     std = lambda t: t.detach().float().std().item()  # noqa: E731
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            assert std(module.weight) == pytest.approx(0.02, rel=0.1), name
+            assert std(module.weight) == pytest.approx(config.initializer_range, rel=INIT_STD_RTOL), name
             assert torch.count_nonzero(module.bias) == 0, name
         elif isinstance(module, torch.nn.LayerNorm):
             assert torch.all(module.weight == 1) and torch.count_nonzero(module.bias) == 0, name
         elif isinstance(module, SeparableConv1D):
-            assert std(module.depthwise.weight) == pytest.approx(0.02, rel=0.1), name
-            assert std(module.pointwise.weight) == pytest.approx(0.02, rel=0.1), name
+            assert std(module.depthwise.weight) == pytest.approx(config.initializer_range, rel=INIT_STD_RTOL), name
+            assert std(module.pointwise.weight) == pytest.approx(config.initializer_range, rel=INIT_STD_RTOL), name
             assert torch.count_nonzero(module.bias) == 0, name
         elif isinstance(module, GroupedLinearLayer):
-            assert std(module.weight) == pytest.approx(0.02, rel=0.1), name
+            assert std(module.weight) == pytest.approx(config.initializer_range, rel=INIT_STD_RTOL), name
             assert torch.count_nonzero(module.bias) == 0, name
     emb = model.get_input_embeddings()
     assert torch.count_nonzero(emb.weight[config.pad_token_id]) == 0
-    assert std(emb.weight) == pytest.approx(0.02, rel=0.1)
+    assert std(emb.weight) == pytest.approx(config.initializer_range, rel=INIT_STD_RTOL)
     assert torch.count_nonzero(model.generator_lm_head.bias) == 0
 
 
@@ -126,7 +134,7 @@ def test_head_mask_of_either_shape_masks_the_named_heads():
         masked = model(**inputs, head_mask=per_layer, output_attentions=True)
     assert torch.count_nonzero(masked.attentions[0][:, 1]) == 0 and torch.count_nonzero(masked.attentions[1][:, 0]) == 0
     assert torch.equal(masked.attentions[0][:, 0], plain.attentions[0][:, 0])
-    assert not torch.allclose(masked.last_hidden_state, plain.last_hidden_state)
+    assert not torch.allclose(masked.last_hidden_state, plain.last_hidden_state, rtol=DISTINCT_RTOL, atol=DISTINCT_ATOL)
     with pytest.raises(ValueError, match=r"head_mask must have shape \(2,\) or \(2, 2\)"):
         model(**inputs, head_mask=torch.ones(4))
 
@@ -149,8 +157,8 @@ def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_i
         ones_mask = model(inputs["input_ids"], torch.ones_like(inputs["input_ids"])).last_hidden_state
     assert torch.equal(via_embeds, ref)
     assert torch.equal(via_positions, ref)
-    assert_close("token types default", no_types, zero_types, 1e-6)
-    assert_close("mask default", no_mask, ones_mask, 1e-6)
+    assert_close("token types default", no_types, zero_types, SAME_COMPUTATION_FP32_ATOL)
+    assert_close("mask default", no_mask, ones_mask, SAME_COMPUTATION_FP32_ATOL)
 
 
 def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynamic_conv():
@@ -162,8 +170,8 @@ def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynam
         explicit = model(**inputs, output_attentions=True).last_hidden_state
         model.set_sdconv_impl("reference")
         reference = model(**inputs, output_attentions=True).last_hidden_state
-    assert_close("fused vs explicit", fused, explicit, 1e-5)
-    assert_close("native vs reference sdconv", fused, reference, 1e-5)
+    assert_close("fused vs explicit", fused, explicit, MODEL_PATHS_FP32_ATOL)
+    assert_close("native vs reference sdconv", fused, reference, MODEL_PATHS_FP32_ATOL)
     with pytest.raises(ValueError, match="impl must be one of"):
         model.set_sdconv_impl("cuda")
 
@@ -182,7 +190,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model(**inputs, labels=labels).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
-        assert_close(name, grads[1][name], grads[0][name], 1e-6)
+        assert_close(name, grads[1][name], grads[0][name], SAME_COMPUTATION_FP32_ATOL)
 
 
 def test_dropout_is_active_in_training_and_off_in_eval():
