@@ -4,7 +4,7 @@ import pytest
 
 from convbert_common import heads
 from convbert_common import weight_map as wm
-from convbert_common.config import ConvBertConfig
+from tests.configs import tiny_config
 
 
 def test_every_task_is_found_by_name_class_and_tf_class():
@@ -27,18 +27,19 @@ def test_architectures_that_would_lose_a_head_are_refused():
 
 
 def test_head_specs_come_from_the_records_with_every_format_name():
-    config = ConvBertConfig(vocab_size=50, hidden_size=16, embedding_size=8, num_hidden_layers=1,
-                            num_attention_heads=2, intermediate_size=16, num_labels=3, pad_token_id=0)
+    config = tiny_config()
+    E, H, V = config.embedding_size, config.hidden_size, config.vocab_size
     mlm = {s.name: s for s in wm.head_specs(config, heads.MASKED_LM)}
-    assert mlm["generator_predictions.dense.weight"].shape == (8, 16)
+    assert mlm["generator_predictions.dense.weight"].shape == (E, H)
     assert mlm["generator_predictions.dense.weight"].tf1 == "generator_predictions/dense/kernel"
     assert mlm["generator_predictions.LayerNorm.weight"].hf_tf == "generator_predictions/LayerNorm/gamma"
     assert mlm["generator_lm_head.bias"].tf1 == "generator_predictions/output_bias"
-    assert mlm["generator_lm_head.bias"].shape == (50,)
+    assert mlm["generator_lm_head.bias"].shape == (V,)
     seq = {s.name: s for s in wm.head_specs(config, "sequence_classification")}
-    assert seq["classifier.out_proj.weight"].shape == (3, 16)
+    assert seq["classifier.out_proj.weight"].shape == (config.num_labels, H)
     assert seq["classifier.out_proj.weight"].keras_layer == "classifier/out_proj"
     assert all(s.is_head and s.tf1 is None for s in seq.values())
     assert wm.head_specs(config, heads.MODEL) == []
     # The masked LM's backbone imports from the authors' generator scope.
-    assert wm.model_specs(config, heads.MASKED_LM)[-7].tf1.startswith("generator/encoder/layer_0/")
+    last_layer = f"generator/encoder/layer_{config.num_hidden_layers - 1}/"
+    assert wm.model_specs(config, heads.MASKED_LM)[-7].tf1.startswith(last_layer)

@@ -19,7 +19,7 @@ import pytest
 
 from convbert_common import pretraining_data as pdata
 from convbert_common.tokenizer import ConvBertTokenizerFast
-from tests.tolerances import BINOMIAL_Z
+from tests.tolerances import BINOMIAL_SLACK, BINOMIAL_Z
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer" / "hf_tokenizer_uncased"
 CLS, SEP, PAD, MASK, UNK = 101, 102, 0, 103, 100
@@ -106,7 +106,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
 
 def within_binomial(count, n, p):
     sigma = np.sqrt(n * p * (1 - p))
-    return abs(count - n * p) <= BINOMIAL_Z * sigma + 1e-9
+    return abs(count - n * p) <= BINOMIAL_Z * sigma + BINOMIAL_SLACK
 
 
 # ------------------------------------------------------------------------------ packing

@@ -6,13 +6,8 @@ from convbert_common import checkpoint as ck
 from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import LAYOUTS, LayoutError, get_layout
+from tests.configs import head_config
 from tests.conftest import HEADS, fixture_file
-
-
-def tiny(**kw):
-    base = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                embedding_size=16, max_position_embeddings=20, pad_token_id=0)
-    return ConvBertConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
@@ -44,7 +39,7 @@ def test_depthwise_and_pointwise_layouts_match_the_documented_permutations():
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("kw", [{}, {"num_groups": 2}, {"embedding_size": 32}, {"head_ratio": 1}])
 def test_specs_are_a_bijection_in_every_format(head, kw):
-    specs = wm.model_specs(tiny(**kw), head)
+    specs = wm.model_specs(head_config(head, **kw), head)
     for attr in ("name", "hf_tf", "keras_layer"):
         keys = [getattr(s, attr) + ("/" + s.keras_variable if attr == "keras_layer" else "") for s in specs]
         assert len(keys) == len(set(keys)), attr

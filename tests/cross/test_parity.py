@@ -22,21 +22,20 @@ from convbert_common.config import ConvBertConfig  # noqa: E402
 from convbert_common.layouts import get_layout  # noqa: E402
 from convbert_tf import io as tf_io  # noqa: E402
 from convbert_tools.verify import fixed_batch, labels_for  # noqa: E402
+from tests.configs import head_config  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.tolerances import CROSS_FP32_ATOL, CROSS_GRAD_RTOL, ZERO_GRAD_ATOL  # noqa: E402
 
-BASE = dict(vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=36,
-            embedding_size=12, max_position_embeddings=32, pad_token_id=0, initializer_range=0.2,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
-
-# A covering grid: every value of every axis of the issue appears at least once, with padded rows.
+# A covering grid over the shared tiny config (E 16 != H 32, one group, head_ratio 2, gelu): every
+# value of every axis of the issue appears at least once, with padded rows.
 GRID = {
-    "emb!=hidden,g1,r2,k9,gelu": {},
-    "emb==hidden,g2,r2,k7,gelu_new": dict(embedding_size=24, num_groups=2, conv_kernel_size=7, hidden_act="gelu_new"),
+    "emb!=hidden,g1,r2,k9,gelu": dict(conv_kernel_size=9),
+    "emb==hidden,g2,r2,k7,gelu_new": dict(embedding_size=32, num_groups=2, conv_kernel_size=7, hidden_act="gelu_new"),
     "emb!=hidden,g2,r1,k3,relu": dict(num_groups=2, head_ratio=1, conv_kernel_size=3, hidden_act="relu"),
-    "emb==hidden,g1,r3,k9,relu": dict(embedding_size=24, head_ratio=3, hidden_act="relu"),
+    "emb==hidden,g1,r3,k9,relu": dict(embedding_size=32, head_ratio=3, conv_kernel_size=9, hidden_act="relu"),
     "emb!=hidden,g1,r3,k7,gelu": dict(head_ratio=3, conv_kernel_size=7),
-    "emb==hidden,g2,r1,k9,gelu_new": dict(embedding_size=24, num_groups=2, head_ratio=1, hidden_act="gelu_new"),
+    "emb==hidden,g2,r1,k9,gelu_new": dict(embedding_size=32, num_groups=2, head_ratio=1, conv_kernel_size=9,
+                                          hidden_act="gelu_new"),
 }
 
 
@@ -52,8 +51,7 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
 
 
 def config_for(grid: str, head: str) -> ConvBertConfig:
-    extra = {"num_labels": 2} if head == "question_answering" else {}  # start and end logits
-    return ConvBertConfig(**{**BASE, **GRID[grid], **extra})
+    return head_config(head, **GRID[grid])
 
 
 def build_pair(config: ConvBertConfig, head: str, seed: int = 0):

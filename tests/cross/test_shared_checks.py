@@ -17,8 +17,8 @@ from convbert_pt import activations as pt_activations  # noqa: E402
 from convbert_pt import modeling as pt_modeling  # noqa: E402
 from convbert_tf import activations as tf_activations  # noqa: E402
 from convbert_tf import modeling as tf_modeling  # noqa: E402
+from tests.configs import head_config  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
-from tests.tf.helpers import head_config  # noqa: E402
 from tests.tolerances import CROSS_FP32_ATOL  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""PyTorch test set-up: thread limits, small configs, fixture loading."""
+"""PyTorch test set-up: thread limits, random inputs, fixture loading."""
 
 from __future__ import annotations
 
@@ -15,18 +15,6 @@ torch.set_num_threads(1)
 TINY = "hf-convbert-tiny"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def small_config(**overrides) -> ConvBertConfig:
-    """A fast random-weight config: vocab 99, H 32, E 16, 2 layers, 2+2 heads of 8, K 5."""
-    fields = dict(
-        vocab_size=99, hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
-        head_ratio=2, intermediate_size=40, conv_kernel_size=5, num_groups=1, max_position_embeddings=40,
-        type_vocab_size=2, pad_token_id=0, initializer_range=0.2, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    fields.update(overrides)
-    return ConvBertConfig(**fields)
 
 
 def random_inputs(config: ConvBertConfig, batch: int = 3, length: int = 11, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -31,8 +31,15 @@ import pytest
 import torch
 
 from convbert_pt.kernels.reference import span_dynamic_conv_reference
-from tests.parity import ParityError, assert_three_way
-from tests.tolerances import LOWP_ATOL, LOWP_FACTOR
+from tests.parity import ParityError, assert_close, assert_three_way
+from tests.tolerances import (
+    LOWP_ATOL,
+    LOWP_FACTOR,
+    SDCONV_FP64_ATOL,
+    SDCONV_NATIVE_FP32_ATOL,
+    SOFTMAX_KERNEL_FP32_ATOL,
+    SOFTMAX_KERNEL_FP32_RTOL,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 INTERPRETED_RUN = os.environ.get("TRITON_INTERPRET") == "1"
@@ -131,7 +138,8 @@ def check_every_element_written(shape, dtype, device):
         margin[:, 1 : L + 1, 1:, 2 : view.shape[-1] + 2] = False
         assert torch.isnan(big[margin]).all(), f"{name} {shape} {dtype}: written outside the output"
         if name == "probs":
-            torch.testing.assert_close(view, want, rtol=1e-6, atol=1e-7, msg=f"{name} {shape}")
+            torch.testing.assert_close(view, want, rtol=SOFTMAX_KERNEL_FP32_RTOL, atol=SOFTMAX_KERNEL_FP32_ATOL,
+                                       msg=f"{name} {shape}")
         else:  # the same kernel on the same inputs, only the output strides differ: bit for bit
             assert torch.equal(view, want), f"{name} {shape} {dtype}: differs from the op's result"
 
@@ -266,7 +274,7 @@ def test_reference_matches_the_definition_elementwise():
             if 0 <= s < L:
                 expected[b, t, n] += probs[b, t, n, j] * values[b, s, n]
         got = span_dynamic_conv_reference(torch.from_numpy(values), torch.from_numpy(logits)).numpy()
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+        assert_close(f"reference vs definition {(B, L, N, D, K)}", got, expected, SDCONV_FP64_ATOL)
 
 
 @default_run_only
@@ -319,7 +327,8 @@ class TestKernelsUnderInterpreter:
         values, kernel_logits, _ = make_inputs((2, 7, 2, 5, 5), torch.float32, "cpu")
         got = span_dynamic_conv(values, kernel_logits, impl="triton")
         want = span_dynamic_conv(values, kernel_logits, impl="native")
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert got.dtype == want.dtype
+        assert_close("triton vs native", got, want, SDCONV_NATIVE_FP32_ATOL)
 
     def test_unsupported_calls_raise_with_the_reason(self):
         check_unsupported_calls("cpu")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from convbert_pt.modeling import ConvBertForSequenceClassification, ConvBertModel
+from tests.configs import tiny_config
 from tests.parity import assert_close
-from tests.pt.conftest import expected_outputs, head_dir, random_inputs, small_config, torch_inputs
+from tests.pt.conftest import expected_outputs, head_dir, random_inputs, torch_inputs
 from tests.tolerances import COMPILED_FP32_ATOL
 
 
@@ -20,7 +21,7 @@ def _fresh_dynamo():
 
 @pytest.mark.parametrize("training", [False, True])
 def test_convbert_model_forward_has_no_graph_breaks_on_the_default_path(training):
-    config = small_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     model = ConvBertModel(config).train(training)
     explanation = torch._dynamo.explain(model)(**random_inputs(config))
     assert explanation.graph_break_count == 0, explanation.break_reasons
@@ -28,7 +29,7 @@ def test_convbert_model_forward_has_no_graph_breaks_on_the_default_path(training
 
 
 def test_fullgraph_compiled_training_step_matches_eager_gradients():
-    config = small_config(num_labels=3)
+    config = tiny_config(num_labels=3)
     inputs = random_inputs(config)
     labels = torch.tensor([0, 2, 1])
     model = ConvBertForSequenceClassification(config).train()

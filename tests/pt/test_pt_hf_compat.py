@@ -11,8 +11,9 @@ import torch
 
 from convbert_common import heads
 from convbert_pt.modeling import MODEL_CLASSES
+from tests.configs import head_config
 from tests.parity import assert_close
-from tests.pt.conftest import random_inputs, small_config
+from tests.pt.conftest import random_inputs
 from tests.tolerances import REFERENCE_FP32_ATOL
 
 pytestmark = pytest.mark.skipif(
@@ -27,7 +28,7 @@ VARIANTS = [{}, {"head_ratio": 1}, {"num_groups": 2}, {"embedding_size": 32}, {"
 @pytest.mark.parametrize("head", heads.NAMES)
 def test_hf_transformers_loads_what_we_save_with_identical_outputs(head, overrides, tmp_path):
     transformers = importlib.import_module("transformers")
-    config = small_config(**overrides)
+    config = head_config(head, **overrides)
     ours = MODEL_CLASSES[head](config).eval()
     ours.save_pretrained(tmp_path)
     theirs, info = getattr(transformers, heads.get(head).class_name).from_pretrained(tmp_path, output_loading_info=True)

@@ -19,9 +19,10 @@ from convbert_pt.modeling import (
     ConvBertForSequenceClassification,
     ConvBertModel,
 )
+from tests.configs import head_config, tiny_config
 from tests.parity import assert_close
-from tests.pt.conftest import expected_outputs, head_dir, random_inputs, small_config, torch_inputs
-from tests.tolerances import REFERENCE_FP32_ATOL
+from tests.pt.conftest import expected_outputs, head_dir, random_inputs, torch_inputs
+from tests.tolerances import REFERENCE_FP32_ATOL, TIED_HEAD_ATOL, TIED_HEAD_RTOL
 
 CONFIG_VARIANTS = {
     "projected": {},
@@ -45,7 +46,7 @@ def _assert_same_params(a, b):
 @pytest.mark.parametrize("variant", sorted(CONFIG_VARIANTS))
 @pytest.mark.parametrize("head", heads.NAMES)
 def test_state_dict_keys_and_shapes_are_the_canonical_names_of_the_weight_table(head, variant):
-    config = small_config(**CONFIG_VARIANTS[variant])
+    config = head_config(head, **CONFIG_VARIANTS[variant])
     model = MODEL_CLASSES[head](config)
     specs = wm.model_specs(config, head)
     state = model.state_dict()
@@ -58,7 +59,7 @@ def test_state_dict_keys_and_shapes_are_the_canonical_names_of_the_weight_table(
 
 @pytest.mark.parametrize("head", heads.NAMES)
 def test_save_then_load_is_bit_identical(head, tmp_path):
-    config = small_config()
+    config = head_config(head)
     model = MODEL_CLASSES[head](config).eval()
     inputs = random_inputs(config)
     if head == "multiple_choice":
@@ -96,7 +97,7 @@ def test_saved_safetensors_equal_the_reference_file_key_for_key(head, tmp_path):
 
 
 def test_pytorch_bin_save_option_round_trips(tmp_path):
-    model = ConvBertForMaskedLM(small_config())
+    model = ConvBertForMaskedLM(tiny_config())
     model.save_pretrained(tmp_path, safe_serialization=False)
     assert not (tmp_path / "model.safetensors").exists()
     loaded = ConvBertForMaskedLM.from_pretrained(tmp_path)
@@ -104,7 +105,7 @@ def test_pytorch_bin_save_option_round_trips(tmp_path):
 
 
 def test_bfloat16_model_saves_and_loads_with_torch_dtype(tmp_path):
-    model = ConvBertModel(small_config()).to(torch.bfloat16)
+    model = ConvBertModel(tiny_config()).to(torch.bfloat16)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
     loaded = ConvBertModel.from_pretrained(tmp_path, torch_dtype="auto")
@@ -160,7 +161,8 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
     with torch.no_grad():
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
         logits = model(**inputs).logits
-        assert torch.allclose(logits, features @ emb.T + model.generator_lm_head.bias, atol=1e-5)
+        assert torch.allclose(logits, features @ emb.T + model.generator_lm_head.bias, rtol=TIED_HEAD_RTOL,
+                              atol=TIED_HEAD_ATOL)
     # A gradient through the LM head lands on the embedding matrix (one parameter, not a copy).
     model.train()
     model(**inputs, labels=inputs["input_ids"]).loss.backward()
@@ -178,8 +180,9 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
         out = model(**inputs).logits
         assert out.shape[-1] == 30530
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
-        assert torch.allclose(out, features @ new.weight.T + model.generator_lm_head.bias, atol=1e-5)
-        assert torch.allclose(out[..., :30522], logits, atol=1e-5)
+        assert torch.allclose(out, features @ new.weight.T + model.generator_lm_head.bias, rtol=TIED_HEAD_RTOL,
+                              atol=TIED_HEAD_ATOL)
+        assert torch.allclose(out[..., :30522], logits, rtol=TIED_HEAD_RTOL, atol=TIED_HEAD_ATOL)
     model.save_pretrained(tmp_path)
     again = ConvBertForMaskedLM.from_pretrained(tmp_path)
     assert again.config.vocab_size == 30530
@@ -190,17 +193,19 @@ def test_lm_head_is_tied_to_the_word_embeddings_and_stays_tied_after_resizing(tm
 
 
 def test_set_input_embeddings_keeps_the_lm_head_tied():
-    model = ConvBertForMaskedLM(small_config()).eval()
+    model = ConvBertForMaskedLM(tiny_config()).eval()
     inputs = random_inputs(model.config)
-    replacement = torch.nn.Embedding(99, 16, padding_idx=0)
+    config = model.config
+    replacement = torch.nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
     model.set_input_embeddings(replacement)
     with torch.no_grad():
         features = model.generator_predictions(model.convbert(**inputs).last_hidden_state)
-        assert torch.allclose(model(**inputs).logits, features @ replacement.weight.T + model.generator_lm_head.bias)
+        expected = features @ replacement.weight.T + model.generator_lm_head.bias
+        assert torch.allclose(model(**inputs).logits, expected, rtol=TIED_HEAD_RTOL, atol=TIED_HEAD_ATOL)
 
 
 def test_hf_state_dict_with_the_tied_matrix_loads_with_load_state_dict():
-    model = ConvBertForMaskedLM(small_config())
+    model = ConvBertForMaskedLM(tiny_config())
     state = dict(model.state_dict())
     state["generator_lm_head.weight"] = state["convbert.embeddings.word_embeddings.weight"]
     model.load_state_dict(state, strict=True)
@@ -213,7 +218,7 @@ def test_shape_mismatch_names_key_and_both_shapes_and_leaves_the_model_untouched
     with pytest.raises(CheckpointError, match=r"intermediate\.dense\.weight: checkpoint shape \(37, 32\), "
                                               r"model expects \(36, 32\)"):
         ConvBertModel.from_pretrained(head_dir("model"), intermediate_size=36)
-    model = ConvBertModel(small_config(vocab_size=30522, embedding_size=8, intermediate_size=36,
+    model = ConvBertModel(tiny_config(vocab_size=30522, embedding_size=8, intermediate_size=36,
                                        max_position_embeddings=64, conv_kernel_size=9))
     before = _params(model)
     with pytest.raises(CheckpointError, match=r"checkpoint shape \(37, 32\), model expects \(36, 32\)"):

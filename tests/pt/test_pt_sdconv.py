@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from convbert_pt.sdconv import span_dynamic_conv
 from tests.parity import assert_close, assert_three_way
-from tests.tolerances import LOWP_ATOL, LOWP_FACTOR, SDCONV_NATIVE_FP32_ATOL
+from tests.tolerances import EXACT, LOWP_ATOL, LOWP_FACTOR, SDCONV_FP64_ATOL, SDCONV_NATIVE_FP32_ATOL
 
 
 def _pair(B, L, N, D, K, seed=0, dtype=torch.float32):
@@ -57,7 +57,7 @@ def test_native_equals_reference_on_random_shapes(B, L, N, D, K, seed):
 def test_native_matches_reference_in_float64_to_rounding():
     values, logits = _pair(2, 13, 3, 4, 9, dtype=torch.float64)
     ref = span_dynamic_conv(values, logits, impl="reference")
-    assert (span_dynamic_conv(values, logits, impl="native") - ref).abs().max() < 1e-13
+    assert_close("native vs reference, fp64", span_dynamic_conv(values, logits, impl="native"), ref, SDCONV_FP64_ATOL)
     v, k = values.clone().requires_grad_(), logits.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: span_dynamic_conv(a, b, impl="native"), (v, k))
 
@@ -116,7 +116,7 @@ def test_triton_impl_refuses_cpu_tensors_naming_the_reason_and_auto_stays_native
     with pytest.raises(RuntimeError, match=r"impl='triton'\) cannot run: .*(CUDA|Triton)"):
         span_dynamic_conv(values, logits, impl="triton")
     auto = span_dynamic_conv(values, logits, impl="auto")
-    torch.testing.assert_close(auto, span_dynamic_conv(values, logits, impl="native"), rtol=0, atol=0)
+    torch.testing.assert_close(auto, span_dynamic_conv(values, logits, impl="native"), rtol=EXACT, atol=EXACT)
 
 
 @pytest.mark.parametrize(
@@ -138,4 +138,4 @@ def test_taps_beyond_the_sequence_see_only_zero_padding():
     values, logits = _pair(3, 1, 2, 4, 7)
     centre = torch.softmax(logits, -1)[..., 3:4]
     for impl in ("native", "reference"):
-        assert_close(impl, span_dynamic_conv(values, logits, impl=impl), centre * values, 1e-6)
+        assert_close(impl, span_dynamic_conv(values, logits, impl=impl), centre * values, SDCONV_NATIVE_FP32_ATOL)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO_FIXTURES, SHARED_FIXTURES
 from tests.parity import assert_close
+from tests.tolerances import SAME_COMPUTATION_FP32_ATOL, SAME_COMPUTATION_FP32_RTOL
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "pt_train.py"
@@ -55,10 +56,10 @@ def test_two_ddp_processes_give_the_gradients_and_weights_of_one_process(tmp_pat
     assert one.keys() == two.keys() and len(one) > 10
     scale = max(g.abs().max().item() for g in one.values())
     for name in one:
-        assert_close(f"grad {name}", two[name], one[name], 1e-6 * scale)
+        assert_close(f"grad {name}", two[name], one[name], SAME_COMPUTATION_FP32_RTOL * scale)
     w1, w2 = _weights(single), _weights(double)
     for name in w1:
-        assert_close(f"weight {name}", w2[name], w1[name], 1e-6)
+        assert_close(f"weight {name}", w2[name], w1[name], SAME_COMPUTATION_FP32_ATOL)
 
 
 def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_run_does(tmp_path):
@@ -72,7 +73,7 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_run_does(tmp_p
     example.main([*common, "--output-dir", str(tmp_path / "resumed"), "--resume"])
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     for name in a:
-        assert_close(name, b[name], a[name], 1e-6)
+        assert_close(name, b[name], a[name], SAME_COMPUTATION_FP32_ATOL)
 
 
 def test_the_example_learns_the_toy_sentiment_task(tmp_path):

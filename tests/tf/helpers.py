@@ -1,4 +1,4 @@
-"""Shared set-up of the Keras tests: tiny configs, toy batches, output conversion, fixture lookup."""
+"""Shared set-up of the Keras tests: the toy-fit config, toy batches, output conversion, fixture lookup."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from convbert_common.config import ConvBertConfig
+from tests.configs import head_config
 from tests.conftest import REPO_FIXTURES, SHARED_FIXTURES
 from tests.parity import to_numpy as array
 
@@ -28,23 +29,10 @@ def model_class(head: str):
     return getattr(convbert_tf, CLASS_NAMES[head])
 
 
-def tiny_config(**overrides) -> ConvBertConfig:
-    """A config small enough that a fit step traces in seconds; dropout off unless asked for."""
-    base = dict(vocab_size=99, hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=36, max_position_embeddings=32, pad_token_id=0, conv_kernel_size=5,
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
-    return ConvBertConfig(**{**base, **overrides})
-
-
-def head_config(head: str, **overrides) -> ConvBertConfig:
-    if head == "question_answering":
-        overrides.setdefault("num_labels", 2)
-    return tiny_config(**overrides)
-
-
 def fit_config(head: str, **overrides) -> ConvBertConfig:
-    """One layer, larger initial weights: plain SGD learns the toy tasks in a few steps (fast to trace)."""
-    return head_config(head, **{"num_hidden_layers": 1, "initializer_range": 0.2, **overrides})
+    """One layer of the tiny config (its large initial weights included): plain SGD learns the toy
+    tasks in a few steps, and one layer is fast to trace."""
+    return head_config(head, **{"num_hidden_layers": 1, **overrides})
 
 
 def toy_batch(head: str, batch: int = 8, length: int = 8, seed: int = 0):

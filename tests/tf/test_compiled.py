@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.configs import head_config
 from tests.conftest import HEADS
 from tests.parity import assert_close
-from tests.tf.helpers import head_config, model_class, to_numpy, toy_batch
+from tests.tf.helpers import model_class, to_numpy, toy_batch
 from tests.tolerances import COMPILED_FP32_ATOL
 
 pytestmark = pytest.mark.tensorflow_backend  # tf.function, XLA, tf.data, SavedModel

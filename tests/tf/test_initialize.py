@@ -2,25 +2,23 @@
 
 import numpy as np
 
-from convbert_common.config import ConvBertConfig
 from convbert_tf import ConvBertModel
 from convbert_tf import io as tf_io
-
-TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-            embedding_size=8, max_position_embeddings=16, pad_token_id=0)
+from tests.configs import tiny_config
+from tests.tolerances import INIT_STD_MIN_FRACTION
 
 
 def test_initialize_false_zeroes_the_variables_of_that_model_only():
-    config = ConvBertConfig(**TINY)
+    config = tiny_config()
     skipped = ConvBertModel(config, initialize=False)
     fresh = ConvBertModel(config)
     word = "embeddings.word_embeddings.weight"
     assert not np.any(tf_io.canonical_arrays(skipped)[word])
-    assert np.std(tf_io.canonical_arrays(fresh)[word]) > 0.5 * config.initializer_range
+    assert np.std(tf_io.canonical_arrays(fresh)[word]) > INIT_STD_MIN_FRACTION * config.initializer_range
 
 
 def test_consuming_assignment_empties_the_dict_and_loads_every_tensor():
-    config = ConvBertConfig(**TINY)
+    config = tiny_config()
     source = tf_io.canonical_arrays(ConvBertModel(config))
     expected = {k: v.copy() for k, v in source.items()}
     target = ConvBertModel(config, initialize=False)
@@ -31,6 +29,6 @@ def test_consuming_assignment_empties_the_dict_and_loads_every_tensor():
 
 
 def test_fresh_model_starts_with_a_zero_pad_row_as_in_pytorch():
-    config = ConvBertConfig(**{**TINY, "pad_token_id": 3})
+    config = tiny_config(pad_token_id=3)
     table = tf_io.canonical_arrays(ConvBertModel(config))["embeddings.word_embeddings.weight"]
-    assert not np.any(table[3]) and np.all(np.any(table[np.arange(40) != 3] != 0, axis=1))
+    assert not np.any(table[3]) and np.all(np.any(table[np.arange(config.vocab_size) != 3] != 0, axis=1))

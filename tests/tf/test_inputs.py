@@ -12,9 +12,11 @@ import pytest
 
 from convbert_common.checkpoint import CheckpointError
 from convbert_tf.io import load_pretrained_weights
+from tests.configs import head_config, tiny_config
 from tests.conftest import fixture_file
-from tests.parity import assert_close, to_numpy
-from tests.tf.helpers import TINY, head_config, model_class, tiny_config, toy_batch
+from tests.parity import assert_close
+from tests.tf.helpers import TINY, model_class, to_numpy, toy_batch
+from tests.tolerances import EXACT, SAME_COMPUTATION_FP32_ATOL
 
 IDS = np.array([[5, 7, 9, 11, 13, 2], [3, 4, 6, 8, 0, 0]], dtype="int32")
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype="int32")
@@ -34,9 +36,9 @@ def test_dict_list_tensor_and_keyword_inputs_agree(model):
         model({"input_ids": IDS}, attention_mask=MASK, token_type_ids=TYPES),
         model(input_ids=keras.ops.convert_to_tensor(IDS), attention_mask=MASK, token_type_ids=TYPES),
     ):
-        assert_close("last_hidden_state", out["last_hidden_state"], ref, 0.0)
+        assert_close("last_hidden_state", out["last_hidden_state"], ref, EXACT)
     plain = model(IDS)["last_hidden_state"]
-    assert_close("no mask / types", model([IDS, None, None])["last_hidden_state"], plain, 0.0)
+    assert_close("no mask / types", model([IDS, None, None])["last_hidden_state"], plain, EXACT)
     tup = model(IDS, return_dict=False)
     assert isinstance(tup, tuple) and len(tup) == 1
 
@@ -45,10 +47,10 @@ def test_inputs_embeds_and_position_ids_match_the_ids_path(model):
     embeds = keras.ops.take(model.embeddings.word_embeddings.embeddings, IDS, axis=0)
     a = model(inputs_embeds=embeds, attention_mask=MASK)["last_hidden_state"]
     b = model(IDS, attention_mask=MASK)["last_hidden_state"]
-    assert_close("inputs_embeds", a, b, 1e-6)
+    assert_close("inputs_embeds", a, b, SAME_COMPUTATION_FP32_ATOL)
     positions = np.broadcast_to(np.arange(6, dtype="int32"), IDS.shape)
     c = model(IDS, attention_mask=MASK, position_ids=positions)["last_hidden_state"]
-    assert_close("explicit positions", c, b, 0.0)
+    assert_close("explicit positions", c, b, EXACT)
 
 
 def test_head_mask_zeroes_the_attention_of_a_head(model):
@@ -59,7 +61,7 @@ def test_head_mask_zeroes_the_attention_of_a_head(model):
     assert float(np.abs(to_numpy(out["attentions"][0])[:, 0]).max()) == 0.0
     assert float(np.abs(to_numpy(out["attentions"][0])[:, 1]).max()) > 0.0
     ones = model(IDS, head_mask=np.ones((2, n), "float32"))["last_hidden_state"]
-    assert_close("all-ones head mask", ones, model(IDS)["last_hidden_state"], 1e-6)
+    assert_close("all-ones head mask", ones, model(IDS)["last_hidden_state"], SAME_COMPUTATION_FP32_ATOL)
 
 
 @pytest.mark.parametrize(

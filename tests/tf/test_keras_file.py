@@ -17,7 +17,8 @@ from convbert_common import checkpoint
 from convbert_tf import keras_file as kf
 from convbert_tf.io import canonical_arrays
 from convbert_tools import convert as conv
-from tests.tf.helpers import head_config, model_class, to_numpy, toy_batch
+from tests.configs import head_config
+from tests.tf.helpers import model_class, to_numpy, toy_batch
 
 # (head, config overrides): three and more layers exercise the repeated-layer rule, the others the
 # embedding projection (E != H, the tiny default), no projection (E == H), grouped linear layers.

@@ -16,9 +16,11 @@ from convbert_common import weight_map as wm
 from convbert_common.layouts import get_layout
 from convbert_tf import canonical_variables
 from convbert_tf.modeling import MODEL_CLASSES, grouped_linear
+from tests.configs import head_config, tiny_config
 from tests.conftest import HEADS
 from tests.parity import assert_close
-from tests.tf.helpers import head_config, model_class, tiny_config, to_numpy, toy_batch
+from tests.tf.helpers import model_class, to_numpy, toy_batch
+from tests.tolerances import DISTINCT_ATOL, DISTINCT_RTOL, NUMPY_FORMULA_FP32_ATOL
 
 
 def _expected_path(model, spec) -> str:
@@ -55,7 +57,7 @@ def test_masked_lm_output_layer_is_the_word_embedding_matrix():
     hidden = model.generator_predictions(model.convbert(x)["last_hidden_state"])
     table = to_numpy(model.convbert.embeddings.word_embeddings.embeddings)
     expected = np.einsum("ble,ve->blv", to_numpy(hidden), table) + to_numpy(model.generator_lm_head.bias)
-    assert_close("logits", model(x)["logits"], expected, 1e-5)
+    assert_close("logits", model(x)["logits"], expected, NUMPY_FORMULA_FP32_ATOL)
     assert "generator_lm_head.weight" not in canonical_variables(model)
 
 
@@ -83,7 +85,7 @@ def test_grouped_feed_forward_splits_channels_into_independent_groups():
     x = np.random.default_rng(0).standard_normal((2, 3, 32)).astype("float32")
     kernel, bias = to_numpy(dense.kernel), to_numpy(dense.bias)
     expected = np.concatenate([x[..., 8 * g : 8 * (g + 1)] @ kernel[g] for g in range(4)], axis=-1) + bias
-    assert_close("grouped", grouped_linear(x, kernel, bias), expected, 1e-5)
+    assert_close("grouped", grouped_linear(x, kernel, bias), expected, NUMPY_FORMULA_FP32_ATOL)
     out = model(toy_batch("model")[0], output_hidden_states=True)
     assert np.all(np.isfinite(to_numpy(out)["hidden_states"]))
 
@@ -102,8 +104,8 @@ def test_activations_of_the_config_are_applied():
     for act in ("gelu", "gelu_new", "relu", "silu", "tanh"):
         keras.utils.set_random_seed(0)
         outs[act] = to_numpy(model_class("model")(tiny_config(hidden_act=act))(x)["last_hidden_state"])
-    assert not np.allclose(outs["gelu"], outs["relu"])
-    assert not np.allclose(outs["gelu"], outs["gelu_new"])
+    assert not np.allclose(outs["gelu"], outs["relu"], rtol=DISTINCT_RTOL, atol=DISTINCT_ATOL)
+    assert not np.allclose(outs["gelu"], outs["gelu_new"], rtol=DISTINCT_RTOL, atol=DISTINCT_ATOL)
 
 
 def test_hf_tf_class_names_are_aliases():

@@ -12,8 +12,10 @@ from convbert_common import checkpoint, heads
 from convbert_common import weight_map as wm
 from convbert_tf import modeling
 from convbert_tf.io import canonical_arrays
+from tests.configs import head_config, tiny_config
 from tests.conftest import HEADS
-from tests.tf.helpers import fit_config, head_config, model_class, tiny_config, to_numpy, toy_batch
+from tests.tf.helpers import fit_config, model_class, to_numpy, toy_batch
+from tests.tolerances import SAME_COMPUTATION_FP32_RTOL
 
 LAYER_CLASSES = [
     modeling.ConvBertEmbeddings, modeling.ConvBertSelfAttention, modeling.ConvBertSelfOutput,
@@ -89,7 +91,7 @@ def test_reloaded_keras_file_keeps_training(tmp_path):
     assert to_numpy(loaded.optimizer.iterations) == 1
     a = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history["loss"]
     b = loaded.fit(x, y, epochs=1, batch_size=8, verbose=0).history["loss"]
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=SAME_COMPUTATION_FP32_RTOL)
 
 
 def test_weights_h5_round_trip(tmp_path):
