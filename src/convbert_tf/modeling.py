@@ -332,19 +332,27 @@ class ConvBertSelfAttention(ConfigLayer):
 
 @_register
 class ConvBertSelfOutput(ConfigLayer):
+    """dense -> dropout -> + residual -> LayerNorm; its input is the mixed block's (B, L, 2A)."""
+
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         c, dt = self.config, self.dtype_policy
-        self.dense = _dense(self, c.hidden_size, "dense")
+        self.dense = self._make_dense()
         self.LayerNorm = _layer_norm(self)
         self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
+    def _input_size(self) -> int:
+        return self.config.heads.mixed_size
+
+    def _make_dense(self):
+        return _dense(self, self.config.hidden_size, "dense")
+
     def build(self, input_shape=None):
-        self.dense.build((None, None, self.config.heads.mixed_size))
+        self.dense.build((None, None, self._input_size()))
         self.LayerNorm.build((None, None, self.config.hidden_size))
 
     def call(self, hidden_states, input_tensor, training=None):
-        """(B, L, 2A), residual (B, L, H) -> (B, L, H)."""
+        """(B, L, 2A) (ConvBertOutput: (B, L, I)), residual (B, L, H) -> (B, L, H)."""
         return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
 
 
@@ -414,21 +422,14 @@ class ConvBertIntermediate(ConfigLayer):
 
 
 @_register
-class ConvBertOutput(ConfigLayer):
-    def __init__(self, config, **kwargs):
-        super().__init__(config, **kwargs)
-        c, dt = self.config, self.dtype_policy
-        self.dense = _feed_forward_dense(self, c.intermediate_size, c.hidden_size)
-        self.LayerNorm = _layer_norm(self)
-        self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
+class ConvBertOutput(ConvBertSelfOutput):
+    """The feed-forward's output: the same as ConvBertSelfOutput from (B, L, I), its dense grouped if configured."""
 
-    def build(self, input_shape=None):
-        self.dense.build((None, None, self.config.intermediate_size))
-        self.LayerNorm.build((None, None, self.config.hidden_size))
+    def _input_size(self) -> int:
+        return self.config.intermediate_size
 
-    def call(self, hidden_states, input_tensor, training=None):
-        """(B, L, I), residual (B, L, H) -> (B, L, H)."""
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
+    def _make_dense(self):
+        return _feed_forward_dense(self, self.config.intermediate_size, self.config.hidden_size)
 
 
 @_register
@@ -596,10 +597,20 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
     def _split_labels(self, inputs: dict) -> dict | None:
         """Take the label arguments out of ``inputs`` and check them against the input's shape."""
         labels = {n: inputs.pop(n) for n in self.task.label_names if n in inputs}
+        if self.task.input_rank == 3:
+            checks.check_choice_inputs(self._batch_shape(inputs), "inputs_embeds" in inputs,
+                                       _info(inputs.get("attention_mask")), _info(inputs.get("token_type_ids")))
         if not labels:
             return None
         self._task_loss.check(labels, self._batch_shape(inputs))
         return labels
+
+    def _arguments(self, arguments: dict) -> tuple[dict, dict | None]:
+        """``call``'s inputs by name and its checked labels, from its ``locals()``: the first argument
+        (a dict, list or tensor) merged with the keyword inputs."""
+        given = {name: arguments.get(name) for name in (*INPUT_NAMES[1:], *self.task.label_names)}
+        inputs = self._unpack(arguments["input_ids"], **given)
+        return inputs, self._split_labels(inputs)
 
     def _head_mask(self, head_mask):
         """(N',) or (layers, N') -> (layers, 1, N', 1, 1), broadcastable onto (B, N', L, L)."""
@@ -665,8 +676,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None,
              training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds)
+        inputs, _ = self._arguments(locals())
         input_ids, inputs_embeds = inputs.get("input_ids"), inputs.get("inputs_embeds")
         attention_mask, token_type_ids = inputs.get("attention_mask"), inputs.get("token_type_ids")
         position_ids = inputs.get("position_ids")
@@ -749,10 +759,7 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
              training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              labels=labels)
-        labels = self._split_labels(inputs)
+        inputs, labels = self._arguments(locals())
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         features = self.generator_predictions(base["last_hidden_state"])  # (B, L, E)
         table = self.convbert.embeddings.word_embeddings.embeddings  # (V, E), tied
@@ -800,10 +807,7 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
              training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              labels=labels)
-        labels = self._split_labels(inputs)
+        inputs, labels = self._arguments(locals())
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         logits = self.classifier(base["last_hidden_state"], training=training)  # (B, num_labels)
         return self._return(self._outputs({"logits": logits}, base, labels), return_dict)
@@ -825,13 +829,8 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
              training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              labels=labels)
+        inputs, labels = self._arguments(locals())
         lead = self._batch_shape(inputs)
-        checks.check_choice_inputs(lead, "inputs_embeds" in inputs, _info(inputs.get("attention_mask")),
-                                   _info(inputs.get("token_type_ids")))
-        labels = self._split_labels(inputs)
         key = "input_ids" if "input_ids" in inputs else "inputs_embeds"
         choices = ops.shape(inputs[key])[1]
 
@@ -870,10 +869,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
              training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              labels=labels)
-        labels = self._split_labels(inputs)
+        inputs, labels = self._arguments(locals())
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         hidden = self.dropout(base["last_hidden_state"], training=training)
         logits = ops.cast(self.classifier(hidden), "float32")  # (B, L, num_labels)
@@ -901,10 +897,7 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None,
              start_positions=None, end_positions=None, training=None):
-        inputs = self._unpack(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-                              start_positions=start_positions, end_positions=end_positions)
-        labels = self._split_labels(inputs)
+        inputs, labels = self._arguments(locals())
         base = self._backbone(inputs, output_attentions, output_hidden_states, training)
         logits = ops.cast(self.qa_outputs(base["last_hidden_state"]), "float32")  # (B, L, 2)
         head = {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}  # (B, L) each

@@ -77,6 +77,9 @@ def _classes(path: pathlib.Path) -> list[tuple[str, list[str]]]:
                         if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
                                 and not t.attr.startswith("_") and t.attr not in attrs):
                             attrs.append(t.attr)
+        bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
+        if not attrs and bases and bases[0] in dict(out):
+            attrs = list(dict(out)[bases[0]])  # a subclass that only changes methods keeps its base's sub-layers
         out.append((node.name, attrs))
     return out
 
