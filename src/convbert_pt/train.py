@@ -194,7 +194,7 @@ def _open_data(settings: ptc.TrainingSettings, tokenizer_dir: str, max_seq_lengt
             raise ValueError(f"--data {settings.data} holds examples of {dataset.max_seq_length} tokens, not "
                              f"--max-seq-length {max_seq_length}")
         return dataset
-    length = max_seq_length or DEFAULT_MAX_SEQ_LENGTH
+    length = max_seq_length or min(DEFAULT_MAX_SEQ_LENGTH, config.max_position_embeddings)
     folder = os.path.join(settings.output, ptc.DATA_DIR)
     procs.on_main(lambda: build_dataset(
         settings.corpus, tokenizer_dir, folder, max_seq_length=length, seed=settings.seed,

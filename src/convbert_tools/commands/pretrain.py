@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="the run: log.jsonl, checkpoint-STEP/, and the final discriminator/ and generator/")
     io.add_argument("--resume", action="store_true", help="continue OUTPUT's last checkpoint exactly")
     io.add_argument("--overwrite", action="store_true", help="discard an earlier run in OUTPUT")
-    io.add_argument("--max-seq-length", type=int, default=None, help="tokens per example (default: the data's, or 128)")
+    io.add_argument("--max-seq-length", type=int, default=None,
+                    help="tokens per example (default: the data's, else 128 or the model's positions if fewer)")
     io.add_argument("--one-doc-per-line", action="store_true", help="--corpus: every text line is a document")
     io.add_argument("--text-field", default=d.text_field, help="--corpus: the JSONL field with the text")
     io.add_argument("--skip-bad-lines", action="store_true", help="--corpus: skip and count bad lines")

@@ -46,7 +46,9 @@ class Assets:
 
     def config_file(self, name: str, **overrides) -> pathlib.Path:
         path = self.root / name
-        path.write_text(json.dumps(tiny_config_dict(self.vocab_size, **overrides)), encoding="utf-8")
+        fields = tiny_config_dict(self.vocab_size)
+        fields.update(overrides)
+        path.write_text(json.dumps(fields), encoding="utf-8")
         return path
 
     def tiny_config(self, **overrides) -> ConvBertConfig:
