@@ -238,7 +238,7 @@ def _state_options(**kwargs):
 
 
 def _full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter, whole and on the CPU (a collective under FSDP: every rank calls it)."""
+    """Every parameter, whole and on the CPU, on rank 0 (a collective: every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     return get_model_state_dict(model, options=_state_options(cpu_offload=True))
@@ -250,7 +250,8 @@ def _full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
     state = get_optimizer_state_dict(model, optimizer, options=_state_options(cpu_offload=True))
     out = {}
-    for name, slots in state["state"].items():
+    # With cpu_offload only rank 0 receives the state; the other ranks get an empty dict.
+    for name, slots in state.get("state", {}).items():
         for slot, value in slots.items():
             out[f"{slot}/{name}"] = torch.as_tensor(value, dtype=torch.float32).detach().cpu().contiguous()
     return out
