@@ -211,3 +211,40 @@ def test_training_settings_name_the_flag_they_refuse(tmp_path):
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
             ptc.TrainingSettings(**{**base, **change}).validate()
+
+
+def _scalar_file(folder):
+    from convbert_common import events
+
+    writer = events.ScalarWriter(str(folder))
+    writer.add_scalars(3, {"pretrain/loss": 2.5})
+    writer.close()
+    return writer
+
+
+def test_tensorboard_events_are_crc32c_framed_event_records(tmp_path):
+    import struct
+
+    from convbert_common import events
+
+    assert events.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    writer = _scalar_file(tmp_path)
+    data = open(writer.path, "rb").read()
+    records = []
+    while data:
+        (length,) = struct.unpack("<Q", data[:8])
+        assert struct.unpack("<I", data[8:12])[0] == events._masked(events.crc32c(data[:8]))
+        body = data[12:12 + length]
+        assert struct.unpack("<I", data[12 + length:16 + length])[0] == events._masked(events.crc32c(body))
+        records.append(body)
+        data = data[16 + length:]
+    assert len(records) == 2 and b"brain.Event:2" in records[0] and b"pretrain/loss" in records[1]
+    assert struct.pack("<f", 2.5) in records[1]
+
+
+def test_tensorboard_reads_the_scalars_when_installed(tmp_path):
+    _scalar_file(tmp_path)
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    reader = accumulator.EventAccumulator(str(tmp_path))
+    reader.Reload()
+    assert [(e.step, e.value) for e in reader.Scalars("pretrain/loss")] == [(3, 2.5)]
