@@ -511,3 +511,97 @@ def _tensorboard_writer(logdir: str) -> _TensorBoard | None:
         logger.info("TensorBoard scalars are off: the tensorboard package is not installed")
         return None
     return _TensorBoard(logdir)
+
+
+# ------------------------------------------------------------------------------ a run's settings
+@dataclass
+class TrainingSettings:
+    """Everything ``convbert pretrain`` is told; one field per flag (``--`` + the name with dashes)."""
+
+    output: str
+    tokenizer: str | None = None  # default: the tokenizer files of --init-from / the resumed checkpoint
+    corpus: list[str] = field(default_factory=list)  # text to build the data from (under OUTPUT/data)
+    data: str | None = None  # or a data directory of ``convbert pretrain-data``
+    config: str | None = None  # a preset name or a config.json (default: the "small" preset)
+    generator_config: str | None = None  # a config.json for the generator (default: --generator-size)
+    init_from: str | None = None  # a pretraining directory, or a checkpoint directory as the discriminator
+    resume: bool = False
+    overwrite: bool = False  # start afresh in an OUTPUT that holds an earlier run
+    max_seq_length: int | None = None  # default: the data's, else 128
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum: int = 1
+    steps: int | None = None
+    epochs: int | None = None  # used when --steps is not given (default 1)
+    max_minutes: float | None = None  # stop (checkpoint + final models) after this wall time; the schedule stays
+    learning_rate: float = 5e-4
+    warmup_steps: int | None = None  # default: 10% of the steps
+    weight_decay: float = 0.01
+    clip: float = 1.0  # global gradient norm; 0 turns clipping off
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 3  # 0 keeps every checkpoint
+    bf16: bool = False
+    compile: bool = False
+    fsdp: bool = False
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    progress: bool = True
+    one_doc_per_line: bool = False
+    text_field: str = "text"
+    skip_bad_lines: bool = False
+    knobs: PretrainingConfig = field(default_factory=PretrainingConfig)
+    generator_size_given: bool = False  # whether --generator-size was passed (it then must fit --init-from)
+
+    def validate(self) -> None:
+        def positive(name: str, minimum: int = 1, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+
+        for name in ("batch_size", "grad_accum", "log_every", "save_every"):
+            positive(name)
+        positive("steps", optional=True)
+        positive("epochs", optional=True)
+        positive("max_seq_length", optional=True)
+        positive("warmup_steps", 0, optional=True)
+        positive("keep_checkpoints", 0)
+        positive("seed", 0)
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not isinstance(
+                self.max_minutes, (int, float)) or not 0 < self.max_minutes < math.inf):
+            raise ValueError(f"--max-minutes must be a positive number, got {self.max_minutes!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("pass --steps or --epochs, not both")
+        for name, low, high in (("learning_rate", 0.0, math.inf), ("weight_decay", 0.0, math.inf),
+                                ("clip", 0.0, math.inf), ("adam_beta1", 0.0, 1.0), ("adam_beta2", 0.0, 1.0),
+                                ("adam_epsilon", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                    or not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a number in [{low}, {high}], got {value!r}")
+        if not self.corpus and not self.data:
+            raise ValueError("pass --corpus PATH... (text to build the data from) or --data DIR (built with "
+                             "convbert pretrain-data)")
+        if self.corpus and self.data:
+            raise ValueError("pass --corpus or --data, not both")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues OUTPUT's run and --overwrite discards it: pass one of them")
+        if self.init_from and self.config:
+            raise ValueError("--init-from brings its own config: drop --config")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        self.knobs.validate("pretraining flags")
+
+
+def data_fingerprint(manifest: dict[str, Any]) -> str:
+    """What identifies a data directory's examples (not where it or its sources lie): a sha256."""
+    import hashlib
+
+    sources = [s.get("sha256", s.get("size")) for s in manifest.get("sources", [])]
+    record = {k: manifest.get(k) for k in ("tokenizer", "max_seq_length", "seed", "settings", "counts")}
+    record["sources"] = sources
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()

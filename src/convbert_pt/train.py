@@ -400,7 +400,14 @@ class Trainer:
         if self.total < 1:
             raise ValueError(f"one epoch of {len(self.dataset)} examples is {per_epoch} micro-batches, fewer than "
                              f"--grad-accum {accum}: pass --steps, or lower --grad-accum / --batch-size")
-        self.warmup = s.warmup_steps if s.warmup_steps is not None else int(DEFAULT_WARMUP_FRACTION * self.total)
+        if s.warmup_steps is not None:
+            self.warmup = s.warmup_steps
+        elif self.resume_from:
+            # A resumed run that goes on for longer keeps the warm-up it started with.
+            saved = ptc.read_trainer_state(resume_dir)["run"].get("schedule", {})
+            self.warmup = int(saved.get("warmup_steps", DEFAULT_WARMUP_FRACTION * self.total))
+        else:
+            self.warmup = int(DEFAULT_WARMUP_FRACTION * self.total)
         self.run_record = self._run_record()
 
         model.to(procs.device)
@@ -538,6 +545,8 @@ class Trainer:
         autocast = (torch.autocast(procs.device.type, dtype=torch.bfloat16) if s.bf16
                     else contextlib.nullcontext())
         tick, window_positions = time.perf_counter(), 0.0
+        started = tick
+        done = start
         try:
             for step in range(start, self.total):
                 micro = [next(batches) for _ in range(s.grad_accum)]
@@ -593,17 +602,32 @@ class Trainer:
                     window = dict.fromkeys(ptc.SUM_KEYS, 0.0)
                     tick, window_positions = time.perf_counter(), 0.0
                 bar.update(1)
-                if done % s.save_every == 0 or done == self.total:
+                out_of_time = self._out_of_time(started)
+                if done % s.save_every == 0 or done == self.total or out_of_time:
                     # The sums of a half-full log window travel with the checkpoint (rank 0 holds them).
                     self._save(done, window if procs.main else {})
                 for callback in self.callbacks:
                     callback("step_end", done, self)
+                if out_of_time:
+                    logger.warning("--max-minutes %s reached at step %d of %d: saved; continue with --resume",
+                                   s.max_minutes, done, self.total)
+                    break
             self._save_final()
         finally:
             bar.close()
             if log is not None:
                 log.close()
-        return TrainResult(self.total, self.output, history[-1] if history else {}, history)
+        return TrainResult(done, self.output, history[-1] if history else {}, history)
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether --max-minutes has passed (rank 0's clock decides, so every rank stops together)."""
+        if self.s.max_minutes is None:
+            return False
+        late = torch.tensor([float(time.perf_counter() - started > 60.0 * self.s.max_minutes)], dtype=torch.float64)
+        if self.procs.distributed:
+            late = late.to(self.procs.device)
+            dist.broadcast(late, src=0)
+        return bool(late.item())
 
     def _sync(self, last: bool):
         """Gradient synchronisation only on the last micro-batch of a step."""

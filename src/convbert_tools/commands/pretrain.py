@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
     opt.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs 1)")
     opt.add_argument("--epochs", type=int, default=None, help="passes over the data, when --steps is not given")
+    opt.add_argument("--max-minutes", type=float, default=None,
+                     help="stop after this wall time with a checkpoint and the final models (the learning-rate "
+                          "schedule still spans --steps; --resume goes on)")
     opt.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak AdamW learning rate")
     opt.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 10%% of the steps)")
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
@@ -98,7 +101,8 @@ def settings_from_args(args: argparse.Namespace):
         output=args.output, tokenizer=args.tokenizer, corpus=list(args.corpus), data=args.data, config=args.config,
         generator_config=args.generator_config, init_from=args.init_from, resume=args.resume,
         overwrite=args.overwrite, max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, steps=args.steps, epochs=args.epochs, learning_rate=args.learning_rate,
+        grad_accum=args.grad_accum, steps=args.steps, epochs=args.epochs, max_minutes=args.max_minutes,
+        learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, adam_beta1=args.adam_beta1,
         adam_beta2=args.adam_beta2, adam_epsilon=args.adam_epsilon, seed=args.seed, log_every=args.log_every,
         save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, bf16=args.bf16, compile=args.compile,

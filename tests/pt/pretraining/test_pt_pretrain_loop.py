@@ -155,6 +155,15 @@ def test_resume_refuses_a_missing_checkpoint_and_another_run_s_settings_or_data(
         train(ptc.TrainingSettings(**{**other.__dict__, "steps": 4, "resume": True, "batch_size": 2}))
     with pytest.raises(ValueError, match="is at step 2, the run's end"):
         train(settings(assets, tmp_path / "run", steps=2, resume=True))
+    # A longer run may go on from it (its warm-up kept).
+    assert train(settings(assets, tmp_path / "run", steps=3, resume=True, warmup_steps=None)).step == 3
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_the_final_models(assets, tmp_path):
+    result = train(settings(assets, tmp_path, steps=50, max_minutes=1e-9))
+    assert result.step == 1 and [s for s, _ in ptc.list_checkpoints(tmp_path)] == [1]
+    assert ptc.is_pretraining_dir(tmp_path)
+    assert ptc.read_trainer_state(tmp_path / "checkpoint-1")["run"]["schedule"]["total_steps"] == 50
 
 
 def test_a_tokenizer_and_a_config_that_disagree_are_refused(assets, tmp_path):
