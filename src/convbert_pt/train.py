@@ -22,6 +22,7 @@ dropout masks).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -388,6 +389,10 @@ class Trainer:
             model = ptm.ConvBertForPreTraining(config, gen_config, s.knobs)
         self.model = model
         self.config, self.gen_config = model.config, model.generator_config
+        # The recorded generator size is the generator's own, wherever it came from (a file, --init-from).
+        self.knobs = s.knobs if s.generator_size_given else dataclasses.replace(
+            s.knobs, generator_size=self.gen_config.hidden_size / self.config.hidden_size)
+        model.pretraining_config = self.knobs
         self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
 
         world, accum, batch = procs.world, s.grad_accum, s.batch_size
@@ -433,7 +438,7 @@ class Trainer:
         return {
             "model": _bare(self.config_from_flags),
             "generator": _bare(self.gen_from_flags),
-            "pretraining": s.knobs.to_dict(),
+            "pretraining": self.knobs.to_dict(),
             "data": {"fingerprint": ptc.data_fingerprint(self.dataset.manifest),
                      "max_seq_length": self.dataset.max_seq_length, "examples": len(self.dataset)},
             "global_batch": s.batch_size * s.grad_accum * self.procs.world,
@@ -480,7 +485,7 @@ class Trainer:
             from safetensors.torch import save_file
 
             with atomic_directory(target, overwrite=True) as tmp:
-                ptm.save_pretraining_dir(tmp, model_state, self.config, self.gen_config, self.s.knobs,
+                ptm.save_pretraining_dir(tmp, model_state, self.config, self.gen_config, self.knobs,
                                          tokenizer=self.tokenizer_dir)
                 save_file(optim_state, os.path.join(tmp, ptc.OPTIMIZER_NAME), metadata={"format": "pt"})
                 for rank, rng in enumerate(rngs):
@@ -505,7 +510,7 @@ class Trainer:
     def _save_final(self) -> None:
         state = _full_model_state(self.net)
         self.procs.on_main(lambda: ptm.save_pretraining_dir(self.output, state, self.config, self.gen_config,
-                                                            self.s.knobs, tokenizer=self.tokenizer_dir),
+                                                            self.knobs, tokenizer=self.tokenizer_dir),
                            f"writing the final models into {self.output}")
 
     # -------------------------------------------------------------- the loop
@@ -532,7 +537,7 @@ class Trainer:
         vocab = self.config.vocab_size
         log = ptc.LogWriter(self.output, resume_step=start if self.resume_from else None) if procs.main else None
         history: list[dict[str, Any]] = []
-        batches = ptc.masked_batches(self.dataset, s.knobs, batch_size=s.batch_size, grad_accum=s.grad_accum,
+        batches = ptc.masked_batches(self.dataset, self.knobs, batch_size=s.batch_size, grad_accum=s.grad_accum,
                                      world_size=procs.world, rank=procs.rank, seed=s.seed, start_step=start)
         if procs.main:
             logger.info("pretraining %s steps of %d examples (%d x %d processes x %d micro-batches) of %d tokens",
@@ -568,8 +573,8 @@ class Trainer:
                         # average over the ranks, hence the world factor.
                         masked_here = float((mb.labels != heads.IGNORE_INDEX).sum())
                         real_here = float(mb.attention_mask.sum())
-                        scaled = (s.knobs.generator_weight * out.generator_loss * (masked_here / masked_total)
-                                  + s.knobs.disc_weight * out.discriminator_loss * (real_here / real_total))
+                        scaled = (self.knobs.generator_weight * out.generator_loss * (masked_here / masked_total)
+                                  + self.knobs.disc_weight * out.discriminator_loss * (real_here / real_total))
                         (scaled * procs.world).backward()
                     sums += model.metric_sums(out, labels, mask).to(sums.device)
                 for callback in self.callbacks:
@@ -578,7 +583,7 @@ class Trainer:
                 sums = procs.all_sum(torch.cat([sums, grad_norm.detach().reshape(1).to(sums)]))
                 values = sums.tolist()
                 step_sums, norm = dict(zip(ptc.SUM_KEYS, values[:-1], strict=True)), values[-1]
-                metrics = ptc.metrics_from_sums(step_sums, s.knobs)
+                metrics = ptc.metrics_from_sums(step_sums, self.knobs)
                 if not (math.isfinite(metrics["loss"]) and math.isfinite(norm)):
                     raise self._diverged(step + 1, metrics, norm)
                 lr = s.learning_rate * ptc.learning_rate_factor(step, self.warmup, self.total)
@@ -593,7 +598,7 @@ class Trainer:
                 if done % s.log_every == 0 or done == self.total:
                     elapsed = time.perf_counter() - tick
                     record = {"step": done, "epoch": done * s.grad_accum / self.steps_per_epoch_micro,
-                              **ptc.metrics_from_sums(window, s.knobs), "learning_rate": lr, "grad_norm": norm,
+                              **ptc.metrics_from_sums(window, self.knobs), "learning_rate": lr, "grad_norm": norm,
                               "tokens_per_second": window_positions / max(elapsed, 1e-9)}
                     if log is not None:
                         log.write(record)
