@@ -85,6 +85,9 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
     reg = registry_ or registry()
     fmt = _writable(reg, to)
     dst = os.fspath(dst)
+    if fmt.framework == "keras" and loaded.head is heads.PRETRAINING:
+        raise ValueError(f"--to {to}: ConvBertForPreTraining has no Keras class yet; write a checkpoint directory "
+                         "(--to safetensors), or convert the backbone alone with --head model")
     if dtype is not None and dtype not in fmt.dtypes:
         raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
     if fmt.kind == "file":

@@ -74,6 +74,11 @@ def test_each_command_refuses_a_model_of_the_wrong_kind(trained, capsys):
     assert "the text has no [MASK] token" in capsys.readouterr().err
     assert main(["detect-replaced", str(trained / "generator"), "a text ."]) == 1
     assert "has no replaced-token-detection head" in capsys.readouterr().err
+    assert main(["verify", str(trained / "discriminator")]) == 1
+    assert "ConvBertForPreTraining has no Keras class yet; compare its backbone with --heads model" in (
+        capsys.readouterr().err)
+    assert main(["info", str(trained / "discriminator")]) == 0
+    assert "class             ConvBertForPreTraining" in capsys.readouterr().out
 
 
 def test_bad_corpora_and_flags_are_refused_by_name(assets, tmp_path, capsys):
