@@ -339,7 +339,7 @@ class LoadResult:
 
 def _all_head_names(config) -> set[str]:
     names: set[str] = set()
-    for head in heads.NAMES:
+    for head in heads.ALL_TASKS:
         try:
             names.update(s.name for s in wm.head_specs(config, head))
         except ValueError:

@@ -28,6 +28,7 @@ from convbert_common import checkpoint as ck
 from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_common.config import CONFIG_NAME, ConvBertConfig
+from convbert_common.pretraining import PretrainingConfig, PretrainingDir, check_shareable, read_pretraining_dir
 
 logger = logging.getLogger(__name__)
 
@@ -176,28 +177,40 @@ def _hf_tf_h5(folder: str, config, task, tensors) -> None:
 _TF1_SKIPPED = (
     (re.compile(r".*/adam_[mv]$"), "optimizer slot"),
     (re.compile(r"^global_step$"), "training step counter"),
-    (re.compile(r"^discriminator_predictions/"), "replaced-token-detection head (no model class has it)"),
-    (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator)"),
+    (re.compile(r"^discriminator_predictions/"), "replaced-token-detection head (import it with --pretraining)"),
+    (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator or --pretraining)"),
     (re.compile(r"^electra/"), "discriminator (the generator import does not use it)"),
 )
+TF1_GENERATOR_CONFIG = "generator_config.json"
 
 
-def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str | None = None,
-             generator: bool = False) -> Loaded:
-    """An original TF1 checkpoint: the discriminator as ``ConvBertModel``, or the generator as a masked LM."""
-    task = heads.MASKED_LM if generator else heads.MODEL
-    if head is not None and heads.get(head) is not task:
-        raise ValueError(f"{src}: a TF1 checkpoint imports as {task.class_name}"
-                         + ("" if generator else " (or its generator with --generator)"))
-    folder = src if os.path.isdir(src) else os.path.dirname(src) or "."
-    default_config = os.path.join(folder, "generator_config.json" if generator else CONFIG_NAME)
+def _tf1_folder(src: str) -> str:
+    return src if os.path.isdir(src) else os.path.dirname(src) or "."
+
+
+def _tf1_config(src: str, config_path: str | None, generator: bool) -> ConvBertConfig:
+    default_config = os.path.join(_tf1_folder(src), TF1_GENERATOR_CONFIG if generator else CONFIG_NAME)
     config_file = config_path or default_config
     if not os.path.exists(config_file):
         raise FileNotFoundError(
             f"{src}: a TF1 checkpoint carries no config; expected {default_config} (or pass --config)"
         )
-    config = ConvBertConfig.from_pretrained(config_file)
-    raw = ck.read_tf1_checkpoint(src)
+    return ConvBertConfig.from_pretrained(config_file)
+
+
+def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str | None = None,
+             generator: bool = False, raw: dict[str, np.ndarray] | None = None) -> Loaded:
+    """An original TF1 checkpoint: the discriminator as ``ConvBertModel`` (or ``ConvBertForPreTraining``,
+    its replaced-token-detection head included, with ``head="pretraining"``), or the generator as a
+    masked LM. ``raw``: the checkpoint's variables, when already read."""
+    allowed = (heads.MASKED_LM,) if generator else (heads.MODEL, heads.PRETRAINING)
+    task = heads.get(head) if head is not None else allowed[0]
+    if task not in allowed:
+        raise ValueError(f"{src}: a TF1 checkpoint imports as {allowed[0].class_name}"
+                         + ("" if generator else " (its generator with --generator, both with --pretraining)"))
+    folder = _tf1_folder(src)
+    config = _tf1_config(src, config_path, generator)
+    raw = ck.read_tf1_checkpoint(src) if raw is None else raw
     canonical, _rest = ck.from_format(config, task, raw, "tf1", source=src)
     specs = wm.model_specs(config, task)
     missing = [s.tf1 for s in specs if s.name not in canonical]
@@ -221,6 +234,69 @@ def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str
             " (does the config match the checkpoint?)"
         )
     return Loaded(config.replace(architectures=[task.class_name]), task, canonical, src, skipped, folder)
+
+
+# ------------------------------------------------------------------ pretraining directories
+@dataclass
+class PretrainingLoaded:
+    """Both models of replaced-token detection, as read from a TF1 checkpoint or a pretraining directory."""
+
+    discriminator: Loaded  # ConvBertForPreTraining (backbone + RTD head)
+    generator: Loaded  # ConvBertForMaskedLM, its embeddings equal to the discriminator's
+    knobs: PretrainingConfig
+    source: str
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """What neither model used."""
+        both = set(self.discriminator.skipped) & set(self.generator.skipped)
+        return {k: self.discriminator.skipped[k] for k in sorted(both)}
+
+    @property
+    def count(self) -> int:
+        return self.discriminator.count + self.generator.count
+
+
+def read_tf1_pretraining(src: str, *, config_path: str | None = None,
+                         generator_config_path: str | None = None) -> PretrainingLoaded:
+    """An original TF1 pre-training checkpoint as a pretraining directory's two models.
+
+    The discriminator comes with its replaced-token-detection head (``discriminator_predictions``),
+    the generator reads the shared ``electra/embeddings``. The knobs are the authors' defaults,
+    with the generator size the two configs imply.
+    """
+    if generator_config_path is None:
+        generator_config_path = os.path.join(_tf1_folder(src), TF1_GENERATOR_CONFIG)
+        if not os.path.exists(generator_config_path):
+            raise FileNotFoundError(f"{src}: a TF1 checkpoint carries no config; expected the generator's in "
+                                    f"{generator_config_path} (or pass --generator-config)")
+    raw = ck.read_tf1_checkpoint(src)
+    disc = read_tf1(src, head=heads.PRETRAINING, config_path=config_path, raw=raw)
+    gen = read_tf1(src, generator=True, config_path=generator_config_path, raw=raw)
+    check_shareable(disc.config, gen.config, source=generator_config_path or src)
+    knobs = PretrainingConfig(generator_size=gen.config.hidden_size / disc.config.hidden_size)
+    return PretrainingLoaded(disc, gen, knobs, src)
+
+
+def read_pretraining(src: str) -> PretrainingLoaded:
+    """A pretraining directory (any weight file format in its two model folders)."""
+    _config, _gen, knobs = read_pretraining_dir(src)
+    layout = PretrainingDir(src)
+    disc = read_checkpoint_dir(layout.discriminator, head=heads.PRETRAINING)
+    gen = read_checkpoint_dir(layout.generator, head=heads.MASKED_LM)
+    return PretrainingLoaded(disc, gen, knobs, src)
+
+
+def write_pretraining(loaded: PretrainingLoaded, folder: str, fmt: Format, *, dtype: str | None = None,
+                      progress: bool = False) -> None:
+    """Write both models with ``fmt``'s directory writer, and the knobs, into ``folder``."""
+    if fmt.kind != "directory" or fmt.write is None:
+        raise ValueError(f"--pretraining writes two checkpoint directories: --to {fmt.name} is not a directory format")
+    layout = PretrainingDir(folder)
+    os.makedirs(folder, exist_ok=True)
+    fmt.write(loaded.discriminator, layout.discriminator, dtype=dtype, progress=progress)
+    fmt.write(loaded.generator, layout.generator, dtype=dtype, progress=progress)
+    loaded.knobs.save_pretrained(folder)
 
 
 def register(registry: FormatRegistry) -> None:

@@ -104,12 +104,32 @@ QUESTION_ANSWERING = Task(
     ("start_positions", "end_positions"), "span", "span_cross_entropy", ("start_logits", "end_logits"), "accuracy",
 )
 
+# The discriminator of replaced-token detection (ELECTRA's ``ElectraForPreTraining`` head, the
+# authors' ``discriminator_predictions``): the ``discriminator/`` directory of a pretraining
+# directory is a checkpoint of this class. Its labels are the generator's (HF MLM labels); the
+# loss is the generator's MLM loss plus the weighted replaced-token BCE (convbert_common.pretraining).
+PRETRAINING = Task(
+    "pretraining", "ConvBertForPreTraining", BASE_PREFIX,
+    (
+        _linear("discriminator_predictions.dense", "hidden_size", "hidden_size", "discriminator_predictions/dense"),
+        _linear("discriminator_predictions.dense_prediction", 1, "hidden_size", "discriminator_predictions/dense_1"),
+    ),
+    ("labels",), "token", "replaced_token_detection",
+    ("generator_loss", "discriminator_loss", "generator_logits", "discriminator_logits", "replaced_input_ids",
+     "replaced_labels"),
+    None, "vocab_size",
+)
+
+# The fine-tuning tasks: one checkpoint directory, one model class each (the CLI's --head choices).
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (MODEL, MASKED_LM, SEQUENCE_CLASSIFICATION, MULTIPLE_CHOICE, TOKEN_CLASSIFICATION, QUESTION_ANSWERING)
 }
 NAMES: tuple[str, ...] = tuple(TASKS)
-_BY_CLASS = {t.class_name: t for t in TASKS.values()}
+# Every record, pretraining included: what a config's ``architectures`` may name, what a checkpoint
+# may hold besides the backbone.
+ALL_TASKS: dict[str, Task] = {**TASKS, PRETRAINING.name: PRETRAINING}
+_BY_CLASS = {t.class_name: t for t in ALL_TASKS.values()}
 
 
 def get(task: str | Task) -> Task:
@@ -117,9 +137,9 @@ def get(task: str | Task) -> Task:
     if isinstance(task, Task):
         return task
     try:
-        return TASKS[task]
+        return ALL_TASKS[task]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown head {task!r}; choose one of {', '.join(NAMES)}") from None
+        raise ValueError(f"unknown head {task!r}; choose one of {', '.join(ALL_TASKS)}") from None
 
 
 def of_class(class_name: str) -> Task | None:

@@ -1,4 +1,5 @@
-"""ConvBERT for PyTorch: the six model classes of Hugging Face's API on the canonical checkpoint layout."""
+"""ConvBERT for PyTorch: the six model classes of Hugging Face's API on the canonical checkpoint layout, and
+``ConvBertForPreTraining`` (replaced-token detection)."""
 
 from convbert_common.config import ConvBertConfig
 from convbert_pt.modeling import (
@@ -10,12 +11,14 @@ from convbert_pt.modeling import (
     ConvBertModel,
     ConvBertPreTrainedModel,
 )
+from convbert_pt.pretraining import ConvBertForPreTraining
 from convbert_pt.sdconv import span_dynamic_conv
 
 __all__ = [
     "ConvBertConfig",
     "ConvBertForMaskedLM",
     "ConvBertForMultipleChoice",
+    "ConvBertForPreTraining",
     "ConvBertForQuestionAnswering",
     "ConvBertForSequenceClassification",
     "ConvBertForTokenClassification",

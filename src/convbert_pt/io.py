@@ -120,8 +120,12 @@ def load_weights(
 
 def state_arrays(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under their canonical names, checked against the weight table."""
-    state = model.state_dict()
-    expected = [s.name for s in wm.model_specs(model.config, model.task)]
+    return checked_arrays(model.state_dict(), model.config, model.task)
+
+
+def checked_arrays(state: dict[str, torch.Tensor], config: ConvBertConfig, task) -> dict[str, torch.Tensor]:
+    """``state`` (a state dict of ``task``'s model) in the weight table's order, on the CPU."""
+    expected = [s.name for s in wm.model_specs(config, task)]
     if sorted(state) != sorted(expected):
         extra, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
         raise RuntimeError(f"state_dict disagrees with the weight table: extra {extra}, missing {missing}")
@@ -136,11 +140,17 @@ def save_pretrained(
     Names are canonical, the tied LM matrix is stored once (as the word embeddings), every file is
     written atomically. Returns the directory.
     """
+    return write_checkpoint_dir(save_directory, state_arrays(model), model.config, model.task,
+                                safe_serialization=safe_serialization)
+
+
+def write_checkpoint_dir(save_directory: str | os.PathLike, tensors: dict[str, torch.Tensor], config: ConvBertConfig,
+                         task, *, safe_serialization: bool = True) -> str:
+    """``save_pretrained`` from canonical tensors (``checked_arrays``) and the config of ``task``'s model."""
     directory = os.fspath(save_directory)
     if os.path.isfile(directory):
         raise FileExistsError(f"{directory} is a file; save_pretrained needs a directory")
     os.makedirs(directory, exist_ok=True)
-    tensors = state_arrays(model)
     dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
     if safe_serialization:
         target = os.path.join(directory, checkpoint.SAFETENSORS_NAME)
@@ -156,6 +166,6 @@ def save_pretrained(
         target = os.path.join(directory, checkpoint.PYTORCH_BIN_NAME)
         with atomic_path(target) as tmp:
             torch.save(tensors, tmp)
-    config = model.config.replace(architectures=[model.task.class_name], dtype=dtype)
+    config = config.replace(architectures=[task.class_name], dtype=dtype)
     config.save_pretrained(directory)
     return directory

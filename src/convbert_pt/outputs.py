@@ -98,3 +98,18 @@ class QuestionAnsweringModelOutput(ModelOutput):
     end_logits: torch.Tensor | None = None  # (B, L)
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class PreTrainingOutput(ModelOutput):
+    """Replaced-token detection (``ConvBertForPreTraining``); without labels only the discriminator's fields."""
+
+    loss: torch.Tensor | None = None  # generator_weight * generator_loss + disc_weight * discriminator_loss
+    generator_loss: torch.Tensor | None = None  # MLM cross-entropy, mean over the masked positions
+    discriminator_loss: torch.Tensor | None = None  # BCE, mean over the real tokens
+    generator_logits: torch.Tensor | None = None  # (M, V): at the masked positions only, in row-major order
+    discriminator_logits: torch.Tensor | None = None  # (B, L): > 0 means "replaced"
+    replaced_input_ids: torch.Tensor | None = None  # (B, L): the discriminator's input
+    replaced_labels: torch.Tensor | None = None  # (B, L): 1 where the sampled id differs from the original
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # the discriminator's
+    attentions: tuple[torch.Tensor, ...] | None = None  # the discriminator's

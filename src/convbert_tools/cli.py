@@ -17,8 +17,8 @@ from convbert_tools.demo import checkpoint_dir as demo_checkpoint_dir  # noqa: F
 
 logger = logging.getLogger("convbert")
 
-# The sub-commands, in the order --help lists them.
-COMMANDS = ("convert", "verify", "info", "demo")
+# The sub-command modules, in the order --help lists them.
+COMMANDS = ("convert", "verify", "info", "demo", "pretrain_data", "pretrain", "fill_mask", "detect_replaced")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ import importlib
 import logging
 import os
 
-from convbert_common import formats
+from convbert_common import formats, heads
+from convbert_common import pretraining as ptc
 from convbert_common.fileio import atomic_directory, atomic_path
 from convbert_common.formats import DTYPES, Format, FormatRegistry, Loaded
 
@@ -84,6 +85,9 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
     reg = registry_ or registry()
     fmt = _writable(reg, to)
     dst = os.fspath(dst)
+    if fmt.framework == "keras" and loaded.head is heads.PRETRAINING:
+        raise ValueError(f"--to {to}: ConvBertForPreTraining has no Keras class yet; write a checkpoint directory "
+                         "(--to safetensors), or convert the backbone alone with --head model")
     if dtype is not None and dtype not in fmt.dtypes:
         raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
     if fmt.kind == "file":
@@ -112,6 +116,10 @@ def convert(src: str, dst: str, *, to: str = "safetensors", dtype: str | None = 
             generator: bool = False, head=None, config_path: str | None = None,
             progress: bool = True) -> Loaded:
     """Convert ``src`` to ``dst``; returns what was read (with the names that were skipped)."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    if ptc.is_pretraining_dir(src):
+        raise ValueError(f"{src} is a pretraining directory (discriminator/ + generator/): convert it with "
+                         f"--pretraining, or convert one of its model folders")
     reg = registry()
     fmt = _writable(reg, to)
     if dtype is not None and dtype not in DTYPES:
@@ -124,4 +132,44 @@ def convert(src: str, dst: str, *, to: str = "safetensors", dtype: str | None = 
     for name, why in sorted(loaded.skipped.items()):
         logger.info("skipped %s: %s", name, why)
     write_checkpoint(loaded, dst, to, dtype=dtype, force=force, progress=progress, registry_=reg)
+    return loaded
+
+
+def convert_pretraining(src: str, dst: str, *, to: str = "safetensors", dtype: str | None = None,
+                        force: bool = False, config_path: str | None = None,
+                        generator_config_path: str | None = None, progress: bool = True,
+                        head=None, generator: bool = False) -> formats.PretrainingLoaded:
+    """Write a pretraining directory at ``dst`` from an original TF1 checkpoint or a pretraining directory.
+
+    Both models come along: the discriminator with its replaced-token-detection head, the
+    generator sharing its embeddings; ``convbert pretrain --init-from DST`` continues from it.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if generator:
+        raise ValueError("--pretraining imports the generator and the discriminator together: drop --generator")
+    if head is not None and heads.get(head) is not heads.PRETRAINING:
+        raise ValueError(f"--pretraining writes ConvBertForPreTraining + ConvBertForMaskedLM: drop --head {head}")
+    reg = registry()
+    fmt = _writable(reg, to)
+    if dtype is not None and dtype not in fmt.dtypes:
+        raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
+    if os.path.exists(dst) and not force:
+        raise FileExistsError(f"{dst} already exists (pass --force to overwrite)")
+    if ptc.is_pretraining_dir(src):
+        if config_path or generator_config_path:
+            raise ValueError(f"{src} is a pretraining directory: its configs are used; drop --config / "
+                             "--generator-config")
+        loaded = formats.read_pretraining(src)
+    elif reg.get("tf1").detect(src):
+        loaded = formats.read_tf1_pretraining(src, config_path=config_path,
+                                              generator_config_path=generator_config_path)
+    elif not os.path.exists(src):
+        raise FileNotFoundError(f"{src}: no such TF1 checkpoint or pretraining directory")
+    else:
+        raise ValueError(f"{src}: --pretraining reads an original TF1 checkpoint or a pretraining directory "
+                         f"(with {ptc.PRETRAINING_CONFIG_NAME})")
+    for name, why in sorted(loaded.skipped.items()):
+        logger.info("skipped %s: %s", name, why)
+    with atomic_directory(dst, overwrite=force) as tmp:
+        formats.write_pretraining(loaded, tmp, fmt, dtype=dtype, progress=progress)
     return loaded

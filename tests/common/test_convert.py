@@ -111,8 +111,8 @@ def test_tf1_discriminator_import_maps_every_variable_and_reports_the_rest(tmp_p
     for why in loaded.skipped.values():
         whys[why] = whys.get(why, 0) + 1
     assert whys == {"optimizer slot": 216, "training step counter": 1,
-                    "replaced-token-detection head (no model class has it)": 4,
-                    "generator (import it with --generator)": 51}
+                    "replaced-token-detection head (import it with --pretraining)": 4,
+                    "generator (import it with --generator or --pretraining)": 51}
     raw = ck.read_tf1_checkpoint(tf1_dir())
     written = read_all(tmp_path / "disc")
     np.testing.assert_array_equal(written["encoder.layer.1.attention.self.query.weight"],

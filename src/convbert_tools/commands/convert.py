@@ -22,20 +22,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing destination")
     p.add_argument("--generator", action="store_true",
                    help="TF1 source: import the authors' generator as ConvBertForMaskedLM")
+    p.add_argument("--pretraining", action="store_true",
+                   help="TF1 source: import both models and the replaced-token-detection head as a pretraining "
+                        "directory (discriminator/ + generator/), for convbert pretrain --init-from")
+    p.add_argument("--generator-config", default=None,
+                   help="with --pretraining: the generator's config.json (default: generator_config.json beside SRC)")
     p.add_argument("--head", default=None, choices=heads.NAMES, help="model class (default: from config)")
     p.add_argument("--config", default=None, help="config.json to use instead of the one beside SRC")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pretraining:
+        pre = conv.convert_pretraining(args.src, args.dst, to=args.to, dtype=args.dtype, force=args.force,
+                                       config_path=args.config, generator_config_path=args.generator_config,
+                                       progress=not args.quiet, head=args.head, generator=args.generator)
+        sys.stdout.write(f"converted {pre.source} ({pre.discriminator.count} + {pre.generator.count} tensors, "
+                         f"{pre.discriminator.head.class_name} + {pre.generator.head.class_name}) -> {args.dst} "
+                         f"[pretraining directory, {args.to}]\n")
+        _report_skipped(pre.skipped)
+        return EXIT_OK
+    if args.generator_config is not None:
+        raise ValueError("--generator-config applies with --pretraining only")
     loaded = conv.convert(args.src, args.dst, to=args.to, dtype=args.dtype, force=args.force,
                           generator=args.generator, head=args.head, config_path=args.config,
                           progress=not args.quiet)
-    groups: dict[str, int] = {}
-    for why in loaded.skipped.values():
-        groups[why] = groups.get(why, 0) + 1
     sys.stdout.write(f"converted {loaded.source} ({loaded.count} tensors, "
                      f"{loaded.head.class_name}) -> {args.dst} [{args.to}]\n")
+    _report_skipped(loaded.skipped)
+    return EXIT_OK
+
+
+def _report_skipped(skipped: dict[str, str]) -> None:
+    groups: dict[str, int] = {}
+    for why in skipped.values():
+        groups[why] = groups.get(why, 0) + 1
     for why, count in sorted(groups.items()):
         sys.stdout.write(f"  skipped {count:4d}: {why}\n")
-    return EXIT_OK
