@@ -13,8 +13,9 @@ import torch
 from convbert_common import heads
 from convbert_common import weight_map as wm
 from convbert_pt.pretraining import ConvBertForPreTraining
+from tests.configs import tiny_config
 from tests.parity import assert_close
-from tests.pt.conftest import random_inputs, small_config
+from tests.pt.conftest import random_inputs
 from tests.tolerances import REFERENCE_FP32_ATOL
 
 pytestmark = pytest.mark.skipif(
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    config = small_config(embedding_size=32)
+    config = tiny_config(embedding_size=32)
     model = ConvBertForPreTraining(config).eval()
     folder = tmp_path_factory.mktemp("hf") / "pt"
     model.save_pretrained(folder)

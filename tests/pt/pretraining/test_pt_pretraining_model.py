@@ -17,9 +17,9 @@ from convbert_common import weight_map as wm
 from convbert_pt import ConvBertForMaskedLM
 from convbert_pt.modeling import MODEL_CLASSES
 from convbert_pt.pretraining import ConvBertForPreTraining, gumbel, gumbel_noise_for_rows
+from tests.configs import tiny_config
 from tests.conftest import fixture_file
 from tests.parity import assert_close
-from tests.pt.conftest import small_config
 from tests.tolerances import REFERENCE_FP32_ATOL
 
 
@@ -64,7 +64,7 @@ def np_dense(x, state, name):
 
 
 def test_rtd_loss_equals_a_numpy_computation_from_the_same_weights_noise_and_batch():
-    config = small_config(hidden_act="gelu")
+    config = tiny_config(hidden_act="gelu")
     model = ConvBertForPreTraining(config, pretraining_config=ptc.PretrainingConfig(temperature=0.7)).eval()
     batch = masked_batch(config)
     uniform = torch.rand((*batch["input_ids"].shape, config.vocab_size), generator=torch.Generator().manual_seed(3))
@@ -115,7 +115,7 @@ def test_rtd_loss_equals_a_numpy_computation_from_the_same_weights_noise_and_bat
 
 
 def test_the_embeddings_are_one_module_and_both_losses_gradients_add_up_in_it():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForPreTraining(config)
     shared = model.convbert.embeddings
     assert model.generator.convbert.embeddings is shared
@@ -161,7 +161,7 @@ def test_the_pretraining_directory_round_trips_and_restores_the_tying(tmp_path, 
 
 @pytest.mark.parametrize("head", heads.NAMES)
 def test_the_discriminator_loads_into_every_head_class_with_only_the_new_head_missing(tmp_path, head):
-    config = small_config()
+    config = tiny_config(num_labels=2)  # question answering needs 2
     ConvBertForPreTraining(config).save_pretrained(tmp_path)
     _model, info = MODEL_CLASSES[head].from_pretrained(tmp_path / "discriminator", output_loading_info=True)
     assert sorted(info["unexpected_keys"]) == sorted(s.name for s in wm.head_specs(config, heads.PRETRAINING))
@@ -169,7 +169,7 @@ def test_the_discriminator_loads_into_every_head_class_with_only_the_new_head_mi
 
 
 def test_without_labels_the_discriminator_runs_alone_and_a_discriminator_dir_has_no_generator(tmp_path):
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForPreTraining(config).eval()
     batch = masked_batch(config)
     with torch.no_grad():
@@ -195,7 +195,7 @@ def test_the_trainer_noise_is_per_row_so_any_split_of_the_batch_samples_alike():
 
 
 def test_bad_pretraining_inputs_are_refused_with_their_shapes():
-    config = small_config()
+    config = tiny_config()
     model = ConvBertForPreTraining(config)
     batch = masked_batch(config)
     with pytest.raises(ValueError, match=r"labels must have shape \(3, 12\) \(that of input_ids\), got \(3, 11\)"):
@@ -209,7 +209,7 @@ def test_bad_pretraining_inputs_are_refused_with_their_shapes():
 
 
 def test_a_generator_that_cannot_share_the_embeddings_is_refused_naming_both_sizes(tmp_path):
-    config = small_config()
+    config = tiny_config()
     with pytest.raises(ValueError, match="generator's embedding_size is 8 but the discriminator's is 16"):
         ConvBertForPreTraining(config, ptc.generator_config(config).replace(embedding_size=8))
     model = ConvBertForPreTraining(config)
@@ -222,7 +222,7 @@ def test_a_generator_that_cannot_share_the_embeddings_is_refused_naming_both_siz
 
 
 def test_resizing_the_vocabulary_resizes_the_generator_head_too():
-    model = ConvBertForPreTraining(small_config())
+    model = ConvBertForPreTraining(tiny_config())
     model.resize_token_embeddings(120)
     assert model.generator.generator_lm_head.bias.shape == (120,)
     assert model.generator.config.vocab_size == 120 == model.config.vocab_size
@@ -260,7 +260,7 @@ def test_tf1_import_with_pretraining_brings_the_rtd_head_and_the_generator(tmp_p
 def test_a_pretraining_dir_is_not_converted_as_a_plain_checkpoint(tmp_path):
     from convbert_tools import convert as conv
 
-    ConvBertForPreTraining(small_config()).save_pretrained(tmp_path / "pt")
+    ConvBertForPreTraining(tiny_config()).save_pretrained(tmp_path / "pt")
     with pytest.raises(ValueError, match="is a pretraining directory .* --pretraining"):
         conv.convert(str(tmp_path / "pt"), str(tmp_path / "x"), progress=False)
     conv.convert_pretraining(str(tmp_path / "pt"), str(tmp_path / "bin"), to="pytorch-bin", progress=False)
