@@ -126,17 +126,32 @@ def test_reading_a_compiled_models_file_skips_the_optimizer_state(tmp_path):
     assert all(path.startswith("optimizer/") for path in skipped)
 
 
-def test_a_file_in_another_layout_is_read_through_keras(tmp_path, caplog):
+def test_a_compressed_archive_is_read_directly_with_the_same_tensors(tmp_path):
     model = _model("sequence_classification", {})
     model.save(tmp_path / "m.keras")
-    # The same archive with the weights compressed: not readable in place.
+    # The same archive with every member deflated: the weights are inflated into a temporary file.
     with zipfile.ZipFile(tmp_path / "m.keras") as src, zipfile.ZipFile(tmp_path / "deflated.keras", "w") as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
-    with pytest.raises(kf.LayoutMismatch, match="compressed"):
-        kf.read_keras_file(str(tmp_path / "deflated.keras"))
+    config, head, tensors, _ = kf.read_keras_file(str(tmp_path / "deflated.keras"))
+    expected = canonical_arrays(model)
+    assert head == "sequence_classification" and tensors.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(tensors[name], expected[name], err_msg=name)
+
+
+def test_a_file_in_another_layout_is_read_through_keras(tmp_path, caplog):
+    model = _model("sequence_classification", {})
+    model.save(tmp_path / "m.keras")
+    # The same archive with one more member: not the layout this Keras writes for the model.
+    with zipfile.ZipFile(tmp_path / "m.keras") as src, zipfile.ZipFile(tmp_path / "other.keras", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        dst.writestr("assets/notes.txt", b"not a weight")
+    with pytest.raises(kf.LayoutMismatch, match="members"):
+        kf.read_keras_file(str(tmp_path / "other.keras"))
     with caplog.at_level(logging.INFO, logger="convbert_common.convert"):
-        loaded = conv.read_source(str(tmp_path / "deflated.keras"))
+        loaded = conv.read_source(str(tmp_path / "other.keras"))
     assert "keras.saving.load_model" in caplog.text
     expected = canonical_arrays(model)
     assert loaded.head == "sequence_classification" and loaded.tensors.keys() == expected.keys()
