@@ -144,7 +144,7 @@ def _safetensors_problem(path: str, error: Exception) -> str:
     if covered > data:
         return f"truncated: the header describes {covered} bytes of tensor data, the file holds {data}"
     if covered < data:
-        return f"{data - covered} bytes after the last tensor (trailing data)"
+        return f"{data - covered} trailing bytes after the last tensor"
     return str(error)
 
 
@@ -196,11 +196,16 @@ def _read_weight_map(path: str) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8") as fh:
             index = json.load(fh, object_pairs_hook=no_duplicates)
+    except CheckpointError:
+        raise
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: the position only
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
-        raise CheckpointError(f"{path}: malformed safetensors index (not JSON: {reason})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: malformed safetensors index (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:  # its message gives the position only, no text of the file
+        raise CheckpointError(f"{path}: malformed safetensors index (not JSON: {exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: malformed safetensors index (not JSON: nested too deeply)") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{path}: malformed safetensors index (no weight_map object)")
