@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -380,15 +381,57 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
             raise CheckpointError(f"{path}: {name}: safetensors cannot store dtype {array.dtype} here "
                                   f"(one of {', '.join(sorted(_SAFETENSORS_WRITABLE))})")
         arrays[name] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    from safetensors import SafetensorError
+
     with atomic_path(path) as tmp:
-        save_file(arrays, tmp, metadata={"format": "pt"})
+        try:
+            save_file(arrays, tmp, metadata={"format": "pt"})
+        except SafetensorError as exc:  # the package reports a failed write (EFBIG, ENOSPC) as its own error
+            raise _os_error(exc, path) from None
+
+
+def _os_error(exc: Exception, path: str | os.PathLike) -> OSError:
+    """The OSError that a library's write error reports in words, naming the file being written."""
+    found = re.search(r"os error (\d+)", str(exc))
+    if found is None:
+        return OSError(f"{path}: {exc}")
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), os.fspath(path))
+
+
+@contextlib.contextmanager
+def h5_file_for_writing(path: str | os.PathLike, target: str | os.PathLike | None = None):
+    """``h5py.File(path, "w")`` that, after a failed write, raises that write's OSError.
+
+    h5py reports a failed write (EFBIG, ENOSPC) as an OSError, and then again as a RuntimeError of
+    its own while it closes, which would hide the first. ``target`` is the name given in errors
+    (the final name of a temporary ``path``).
+    """
+    import h5py
+
+    fh = h5py.File(path, "w")
+    try:
+        yield fh
+    except OSError as exc:
+        with contextlib.suppress(Exception):
+            fh.close()
+        if exc.errno:
+            raise OSError(exc.errno, os.strerror(exc.errno), os.fspath(target or path)) from None
+        raise
+    fh.close()
 
 
 def write_pytorch_bin(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, fh)
+        except RuntimeError as exc:  # torch's writer reports a failed write as a RuntimeError about positions
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise (OSError(cause.errno, cause.strerror, os.fspath(path)) if cause.errno else cause) from None
+            raise
 
 
 def write_hf_tf_h5(
@@ -399,7 +442,6 @@ def write_hf_tf_h5(
     Layout of the file as ``TFPreTrainedModel.save_pretrained`` writes it: one group per top-level
     layer, ``weight_names`` attributes, names prefixed with the model scope.
     """
-    import h5py
 
     hf = to_format(config, head, tensors, "hf_tf")
     scope = "tf_conv_bert_" + ("model" if head == "model" else "for_" + head)
@@ -407,7 +449,7 @@ def write_hf_tf_h5(
     for name in hf:
         groups.setdefault(name.split("/", 1)[0], []).append(name)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with h5_file_for_writing(tmp, path) as fh:
             fh.attrs["backend"] = "tensorflow"
             fh.attrs["keras_version"] = "2.15.0"
             fh.attrs["layer_names"] = np.array([g.encode() for g in groups], dtype=object)

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from convbert_common import weight_map as wm
-from convbert_common.checkpoint import CheckpointError, check_h5_storage
+from convbert_common.checkpoint import CheckpointError, check_h5_storage, h5_file_for_writing
 from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import get_layout
 
@@ -244,7 +244,7 @@ def write_weights(target, config: ConvBertConfig, head: str, tensors: MutableMap
     specs = {s.name: s for s in wm.model_specs(config, head)}
     _check_tensors(layout, specs, tensors, source)
     if not isinstance(target, h5py.File):
-        with h5py.File(target, "w") as fh:
+        with h5_file_for_writing(target) as fh:
             write_weights(fh, config, head, tensors, consume=consume, source=source, layout=layout,
                           on_tensor=on_tensor)
         return
@@ -326,11 +326,10 @@ def _write_zip_in_place(path: str, members: list[tuple[str, bytes]], write_weigh
             with h5py.File(window, "w") as h5:
                 write_weights_to(h5)
         except Exception:
-            if window.error is not None:  # h5py may report a failed write as an error of its own
-                raise window.error from None
-            raise
-        if window.error is not None:
-            raise window.error
+            if window.error is None:
+                raise
+        if window.error is not None:  # h5py may have reported the failed write as an error of its own
+            raise OSError(window.error.errno, window.error.strerror, path) from None
         size = window.size
         if start + size + (1 << 20) > _ZIP32_MAX:
             raise RuntimeError(f"{path}: the weights ({size} bytes) need ZIP64; lower ZIP32_WEIGHTS_LIMIT")
