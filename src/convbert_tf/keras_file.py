@@ -533,7 +533,8 @@ def read_keras_file(path: str) -> tuple[ConvBertConfig, str, dict[str, np.ndarra
     except _ZIP_ERRORS as exc:
         raise CheckpointError(f"{path}: not a loadable .keras file ({exc})") from None
     with archive, open(path, "rb") as raw, contextlib.ExitStack() as stack:
-        _read_metadata_member(archive, METADATA_NAME, path)
+        if METADATA_NAME in archive.namelist():  # not needed here; but Keras reads it if the caller falls back
+            _read_metadata_member(archive, METADATA_NAME, path)
         config, head = read_model_config(archive, path)
         names = archive.namelist()
         h5_files = {}
