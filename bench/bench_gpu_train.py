@@ -31,10 +31,7 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 # transformers would otherwise import TensorFlow too (seconds, and a second framework beside torch
@@ -42,7 +39,8 @@ from pathlib import Path
 os.environ.setdefault("USE_TF", "0")
 
 import torch  # noqa: E402
-from bench_pt import convbert_matmul_flops, hf_twin, interleaved, transformers  # noqa: E402
+from _common import cuda_seconds, interleaved, machine_info, machine_line, matmul_rates, wall_seconds  # noqa: E402
+from bench_pt import convbert_matmul_flops, hf_twin, transformers  # noqa: E402
 
 from convbert_common import presets  # noqa: E402
 from convbert_common.config import ConvBertConfig  # noqa: E402
@@ -75,33 +73,9 @@ def model_config(quick: bool, dropout: float) -> ConvBertConfig:
 
 
 # ------------------------------------------------------------------------------------------ timing
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timer_for(device: torch.device):
     """Seconds of one call: CUDA events after a synchronize on a GPU, the wall clock elsewhere."""
-    synchronize(device)
-    if device.type != "cuda":
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize(device)
-    return start.elapsed_time(end) * 1e-3
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 20) -> float:
-    """Measured matmul FLOP/s of one (n, n) @ (n, n) in ``dtype``, median of ``repeats``."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(3):
-        torch.mm(a, b)
-    return 2.0 * n**3 / statistics.median(timed(lambda: torch.mm(a, b), device) for _ in range(repeats))
+    return cuda_seconds if device.type == "cuda" else wall_seconds
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -143,11 +117,11 @@ def step_peak_bytes(step, device: torch.device) -> int | None:
     if step is None or device.type != "cuda":
         return None
     step.optimizer.zero_grad(set_to_none=True)
-    synchronize(device)
+    torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     step()
-    synchronize(device)
+    torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
 
 
@@ -206,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # The issue's yardstick is the bf16 rate on a GPU; a CPU here has no native bf16, so there the
     # smoke test compares with the fp32 rate instead.
-    rate_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    rate = matmul_rate(device, rate_dtype, n=8192 if device.type == "cuda" and not args.quick else 512)
-    rate_name = str(rate_dtype).removeprefix("torch.")
+    rate_name = "bfloat16" if device.type == "cuda" else "float32"
+    rates = matmul_rates(8192 if device.type == "cuda" and not args.quick else 512, dtype=rate_name,
+                         device=device.type, runs=20, warmup=3)
+    rate = rates["best"]
 
     config = model_config(args.quick, args.dropout)
     ours = ConvBertForSequenceClassification(config)
@@ -219,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     impl = sdconv_impl_that_ran(ours, x, device, dtype)
 
     steps = {"ours": train_step_fn(ours, x, device, dtype), "hf": train_step_fn(hf, x, device, dtype)}
-    medians = interleaved(steps, args.runs, args.warmup, timer=lambda f: timed(f, device))
+    medians = interleaved(steps, args.runs, args.warmup, timer=timer_for(device))
     peaks = {k: step_peak_bytes(s, device) for k, s in steps.items()}
     flops = 3 * convbert_matmul_flops(config, args.batch, args.length)
 
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    machine = machine_info(args.threads if device.type == "cpu" else None)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine["cpu_model"]
+    print(machine_line(machine))
     print(
         f"{dev_name}, torch {torch.__version__}, transformers {getattr(transformers, '__version__', 'absent')}; "
         f"{'ConvBERT-base' if not args.quick else 'tiny ConvBERT'} sequence classification, "
@@ -269,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_tflop_per_step": flops / 1e12,
         "matmul_rate_tflops": rate / 1e12,
         "matmul_rate_dtype": rate_name,
+        "matmul_rates_tflops": {k: v / 1e12 for k, v in rates.items() if v},
+        "machine": machine,
         "sides": rows,
         "targets": {"speedup_vs_hf": TARGET_SPEEDUP_VS_HF, "pct_bf16_matmul_rate": TARGET_PCT_MATMUL_RATE},
         "environment": {

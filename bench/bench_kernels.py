@@ -13,7 +13,8 @@ logits) on the same inputs, ConvBERT-base shapes by default (B 32, L 512, N' 6, 
 - ``native``: ``convbert_pt.sdconv.span_dynamic_conv(impl="native")`` (shift-and-accumulate with a
   hand-written backward), when that module provides it.
 
-Times are medians over ``--runs`` runs, each bracketed by CUDA events after a synchronize. Memory
+Times are medians over ``--runs`` runs, the implementations interleaved within each run
+(``bench/_common``), each call bracketed by CUDA events after a synchronize. Memory
 (``torch.cuda.memory_allocated`` / ``max_memory_allocated`` around one forward + backward, above
 what was allocated before; inputs and upstream gradient excluded): ``saved``, what autograd holds
 from forward to backward beyond the output; ``peak``; ``scratch``, the peak less the output and
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import cuda_seconds, interleaved, interleaved_samples, machine_info, machine_line
 
 from convbert_common import shapes
 from convbert_common.fileio import atomic_write_text
@@ -87,22 +89,6 @@ def forward_backward(fn: Callable, values, kernel_logits, grad_out):
     return out, torch.autograd.grad(out, (values, kernel_logits), grad_out)
 
 
-def cuda_time_ms(step: Callable[[], object], runs: int, warmup: int) -> list[float]:
-    """Milliseconds of ``step`` per run, each between two CUDA events after a synchronize."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
-
 def memory_profile(fn: Callable, values, kernel_logits, grad_out) -> dict:
     """Bytes above what was allocated before one forward + backward (inputs and upstream grad excluded).
 
@@ -132,8 +118,8 @@ def copy_bandwidth_gbps(nbytes: int = 1 << 30, runs: int = 20) -> float:
     """Measured device-to-device copy rate (read + write), the memory roofline of this op."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda")
     dst = torch.empty_like(src)
-    ms = statistics.median(cuda_time_ms(lambda: dst.copy_(src), runs, warmup=3))
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    seconds = interleaved({"copy": lambda: dst.copy_(src)}, runs, 3, timer=cuda_seconds)["copy"]
+    return 2 * nbytes / seconds / 1e9
 
 
 def ideal_bytes(B: int, L: int, N: int, D: int, K: int, itemsize: int) -> tuple[int, int]:
@@ -154,19 +140,24 @@ def measure(args) -> dict:
 
     expected = forward_backward(unfold_conv, values.float(), kernel_logits.float(), grad_out.float())
     fwd_bytes, total_bytes = ideal_bytes(B, L, N, D, K, values.element_size())
-    rows = []
-    for name, fn in implementations().items():
+    impls = implementations()
+    diffs = {}
+    for name, fn in impls.items():
         got = forward_backward(fn, values, kernel_logits, grad_out)
-        diffs = [(g.float() - e).abs().max().item() for g, e in zip(got[1], expected[1], strict=True)]
-        diffs.append((got[0].float() - expected[0]).abs().max().item())
+        errors = [(g.float() - e).abs().max().item() for g, e in zip(got[1], expected[1], strict=True)]
+        diffs[name] = max(errors + [(got[0].float() - expected[0]).abs().max().item()])
         del got
-        with torch.no_grad():
-            fwd_ms = statistics.median(
-                cuda_time_ms(lambda fn=fn: fn(values, kernel_logits), args.runs, args.warmup)
-            )
-        step_runs = cuda_time_ms(
-            lambda fn=fn: forward_backward(fn, values, kernel_logits, grad_out), args.runs, args.warmup
-        )
+    # Every implementation in turn within each run (interleaved), CUDA-event times.
+    with torch.no_grad():
+        forward = interleaved({name: lambda fn=fn: fn(values, kernel_logits) for name, fn in impls.items()},
+                              args.runs, args.warmup, timer=cuda_seconds)
+    steps = interleaved_samples(
+        {name: lambda fn=fn: forward_backward(fn, values, kernel_logits, grad_out) for name, fn in impls.items()},
+        args.runs, args.warmup, timer=cuda_seconds)
+    rows = []
+    for name, fn in impls.items():
+        fwd_ms = forward[name] * 1e3
+        step_runs = [t * 1e3 for t in steps[name]]
         step_ms = statistics.median(step_runs)
         memory = memory_profile(fn, values, kernel_logits, grad_out)
         rows.append(
@@ -180,7 +171,7 @@ def measure(args) -> dict:
                 "scratch_mib": memory["scratch"] / 2**20,
                 "forward_gbps": fwd_bytes / (fwd_ms * 1e-3) / 1e9,
                 "forward_backward_gbps": total_bytes / (step_ms * 1e-3) / 1e9,
-                "max_abs_diff_vs_unfold_fp32": max(diffs),
+                "max_abs_diff_vs_unfold_fp32": diffs[name],
             }
         )
     unfold = next(row for row in rows if row["impl"] == "unfold")
@@ -234,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_kernels: skipped, no CUDA device (the Triton kernels are benchmarked on a GPU only)")
         return 0
 
+    machine = machine_info()
+    print(machine_line(machine))
     copy_gbps = copy_bandwidth_gbps()
     result = measure(args)
     print_table(result, copy_gbps)
@@ -262,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"speedup_vs_unfold": TARGET_SPEEDUP, "scratch_vs_unfold": 1 / K},
         "targets_met": {"speed": speed_ok, "memory": memory_ok},
         **result,
+        "machine": machine,
         "environment": {
             "device": torch.cuda.get_device_name(),
             "capability": ".".join(map(str, torch.cuda.get_device_capability())),

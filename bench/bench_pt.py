@@ -15,8 +15,9 @@ runs interleaved (ours, HF, ours, HF, ...), medians of ``--runs`` runs after ``-
 HF transformers is optional (``pip install 'convbert[bench]'``): without it the HF columns say
 "unavailable" and our numbers, the FLOP counts and the measured matmul rate are still printed.
 FLOPs count the matmuls (2 per multiply-add) of our model and of a BERT-base of the same batch
-shape ("BERT-equivalent"); the roofline is a large fp32 matmul timed here, and "% roofline" is
-model matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
+shape ("BERT-equivalent"); the roofline is the best fp32 rate of a large matmul timed here by
+torch.mm (MKL), oneDNN and NumPy (``bench/_common.matmul_rates``), and "% roofline" is model
+matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
 autograd saves for backward during the forward (what a train step keeps alive), not a process RSS.
 
     python bench/bench_pt.py [--runs 10] [--threads 2] [--cases forward,small,train,memory]
@@ -28,13 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import sys
-import time
-from collections.abc import Callable
 
 import torch
+from _common import interleaved, machine_info, machine_line, matmul_line, matmul_rates
 
 from convbert_common import presets
 from convbert_common.config import ConvBertConfig
@@ -117,42 +114,6 @@ def convbert_matmul_flops(c: ConvBertConfig, batch: int, length: int) -> float:
 def bert_base_flops(batch: int, length: int, layers: int = 12, H: int = 768, I: int = 3072) -> float:
     tokens = batch * length
     return 2.0 * layers * ((4 * H * H + 2 * H * I) * tokens + 2 * batch * length * length * H)
-
-
-def matmul_rate(threads: int, n: int = 2048, repeats: int = 15) -> float:
-    """Measured fp32 matmul FLOP/s: the roofline of this machine for this benchmark."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return 2.0 * n**3 / statistics.median(times)
-
-
-# ------------------------------------------------------------------------------------------ timing
-def wall_seconds(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int,
-                timer: Callable[[Callable[[], object]], float] = wall_seconds) -> dict[str, float | None]:
-    """Each run calls every function once, in turn; medians in seconds (None for a missing side).
-
-    ``timer(fn)`` times one call: the wall clock here, CUDA events in ``bench_gpu_train.py``.
-    """
-    live = {k: f for k, f in fns.items() if f is not None}
-    for _ in range(warmup):
-        for f in live.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in live}
-    for _ in range(runs):
-        for k, f in live.items():
-            times[k].append(timer(f))
-    return {k: (statistics.median(times[k]) if k in times else None) for k in fns}
 
 
 def inputs(vocab: int, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -242,17 +203,20 @@ def main(argv=None) -> dict:
         args.runs, args.warmup = 3, 1
     batch, length, long_len = (2, 32, 64) if args.quick else (8, 128, 512)
 
-    rate = matmul_rate(args.threads, n=512 if args.quick else 2048)
+    matmul_n = 512 if args.quick else 2048
+    rates = matmul_rates(matmul_n)
+    rate = rates["best"]
+    machine = machine_info(args.threads)
     results: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "torch": torch.__version__, "python": sys.version.split()[0],
-                    "transformers": getattr(transformers, "__version__", None),
-                    "matmul_fp32_gflops": rate / 1e9},
+        "machine": {**machine, "transformers": getattr(transformers, "__version__", None),
+                    "matmul_fp32_gflops": rate / 1e9,
+                    "matmul_fp32_gflops_by_library": {k: v / 1e9 for k, v in rates.items() if v and k != "best"}},
         "settings": {"runs": args.runs, "warmup": args.warmup, "batch": batch, "length": length,
                      "long_length": long_len},
         "cases": {},
     }
-    print(f"torch {torch.__version__}, {args.threads} threads; measured fp32 matmul rate {rate / 1e9:.1f} GFLOP/s")
+    print(machine_line(machine))
+    print(f"{matmul_line(rates, n=matmul_n)} (the roofline)")
     if transformers is None:
         print(f"HF column: {HF_UNAVAILABLE}")
 

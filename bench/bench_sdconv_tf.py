@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -29,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import interleaved, machine_info, machine_line, wall_seconds  # noqa: E402
 
 from convbert_tf import sdconv  # noqa: E402
 
@@ -71,25 +69,6 @@ def _run(fn: Callable, args) -> Callable[[], None]:
     return call
 
 
-def _first_call_seconds(call: Callable[[], None]) -> float:
-    t = time.perf_counter()
-    call()
-    return time.perf_counter() - t
-
-
-def interleaved(fns: dict[str, Callable[[], None]], runs: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10)
@@ -113,6 +92,8 @@ def main(argv=None) -> dict:
                            lambda b, n: (g.normal((b, n, hidden)), g.normal((kernel_size, hidden, 1)))),
     }
     rows = []
+    machine = machine_info(args.threads)
+    print(machine_line(machine))
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, {args.threads} threads; "
           f"medians of {args.runs} interleaved runs (ms)")
     print(f"{'op':15s} {'shape':8s} {'pass':9s} {'mode':12s} {'ours':>9s} {'reference':>10s} {'ours/ref':>9s} "
@@ -124,7 +105,7 @@ def main(argv=None) -> dict:
                 for mode in MODES:
                     fns = {"ours": _run(_compiled(wrap(ours), mode), inputs),
                            "reference": _run(_compiled(wrap(ref), mode), inputs)}
-                    first = {k: _first_call_seconds(fn) for k, fn in fns.items()}
+                    first = {k: wall_seconds(fn) for k, fn in fns.items()}
                     t = interleaved(fns, args.runs, args.warmup)
                     row = {"op": op_name, "batch": b, "length": n, "pass": pass_name, "mode": mode,
                            "ours_s": t["ours"], "reference_s": t["reference"],
@@ -134,8 +115,7 @@ def main(argv=None) -> dict:
                     print(f"{op_name:15s} {f'{b}x{n}':8s} {pass_name:9s} {mode:12s} {t['ours'] * 1e3:9.2f} "
                           f"{t['reference'] * 1e3:10.2f} {row['ours_over_reference']:8.2f}x "
                           f"{first['ours']:12.2f} / {first['reference']:.2f}")
-    result = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0],
-                          "tensorflow": tf.__version__, "keras": keras.__version__, "threads": args.threads},
+    result = {"machine": machine,
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -25,11 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +39,7 @@ os.environ.setdefault("USE_TF", "1")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import interleaved, machine_info, machine_line, wall_seconds  # noqa: E402
 
 from convbert_common import presets  # noqa: E402
 from convbert_common.config import ConvBertConfig  # noqa: E402
@@ -77,20 +74,6 @@ def inputs(config: ConvBertConfig, batch: int, length: int, seed: int = 0) -> di
             "token_type_ids": tf.zeros_like(ids)}
 
 
-def median_times(fns: dict[str, Callable], runs: int, warmup: int) -> dict[str, float]:
-    """Interleaved: every run calls each function once, in turn; medians in seconds."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _sync(out) -> None:
     for t in tf.nest.flatten(out):
         if hasattr(t, "numpy"):
@@ -111,12 +94,6 @@ def forward_fns(model, x: dict, prefix: str, hf: bool) -> dict[str, Callable]:
     }
 
 
-def first_call_seconds(fn: Callable) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def bench_forward(results: dict, cfg: ConvBertConfig, ours, hf_model, runs: int, warmup: int) -> None:
     """fp32 forward at 8x128 and 1x512: eager, tf.function and XLA, both sides; best of each and the ratio."""
     seconds = results["seconds"]
@@ -127,8 +104,8 @@ def bench_forward(results: dict, cfg: ConvBertConfig, ours, hf_model, runs: int,
         if hf_model is not None:
             fns.update(forward_fns(hf_model, x, f"hf/forward/{shape}", hf=True))
         for name, fn in fns.items():  # the first call traces / compiles
-            results["first_step_seconds"][name] = first_call_seconds(fn)
-        seconds.update(median_times(fns, runs, warmup))
+            results["first_step_seconds"][name] = wall_seconds(fn)
+        seconds.update(interleaved(fns, runs, warmup))
         best_ours = min(v for k, v in seconds.items() if k.startswith(f"ours/forward/{shape}/"))
         seconds[f"ours/forward/{shape}/best"] = best_ours
         if hf_model is not None:
@@ -148,7 +125,7 @@ def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int)
            if not k.endswith("/eager")}
     for fn in fns.values():
         fn()
-    seconds.update(median_times(fns, runs, warmup))
+    seconds.update(interleaved(fns, runs, warmup))
     bf16_best = min(fns, key=lambda k: seconds[k])
     results["bf16_best_mode"] = bf16_best.rsplit("/", 1)[1]
     if "hf/forward/8x128/best" in seconds:
@@ -169,8 +146,8 @@ def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, w
         hf_cls.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
         steps["hf/fit_step/8x128"] = lambda: hf_cls.train_on_batch(x, y)
     for name, fn in steps.items():
-        results["first_step_seconds"][name] = first_call_seconds(fn)
-    seconds.update(median_times(steps, runs, warmup))
+        results["first_step_seconds"][name] = wall_seconds(fn)
+    seconds.update(interleaved(steps, runs, warmup))
     if hf_cls is not None:
         results["ratios"]["fit_step/8x128 ours/hf"] = seconds["ours/fit_step/8x128"] / seconds["hf/fit_step/8x128"]
         results["ratios"]["first fit step ours/hf"] = (results["first_step_seconds"]["ours/fit_step/8x128"]
@@ -194,8 +171,7 @@ def main(argv=None) -> dict:
     cfg = config(args.quick)
     hf = hf_classes()
     results: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__},
+        "machine": machine_info(),
         "config": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
         "cases": sorted(cases),
         "hf": "available" if hf else HF_UNAVAILABLE, "seconds": {}, "first_step_seconds": {}, "ratios": {},
@@ -221,6 +197,7 @@ def main(argv=None) -> dict:
         bench_fit(results, cfg, ours_cls, hf_cls, args.runs, args.warmup)
 
     # ------------------------------------------------------------------ report
+    print(machine_line(results["machine"]))
     print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs; medians of {args.runs} interleaved runs (seconds)")
     print(f"HF transformers: {results['hf']}")

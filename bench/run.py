@@ -33,7 +33,7 @@ BENCHES = {
 }
 QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "sdconv_tf": ["--quick"],
               "tokenizer": ["--lines", "3000", "--runs", "3"],
-              "convert": ["--preset", "small"], "gpu_train": ["--quick"]}
+              "convert": ["--preset", "small", "--repeat", "1"], "gpu_train": ["--quick"]}
 JSON_NAMES = {"tokenizer": "tokenizer.json", "pt": "bench_pt.json", "tf": "bench_tf.json",
               "sdconv_tf": "sdconv_tf.json",
               "convert": "convert.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json"}

@@ -19,12 +19,12 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tokenizers
+from _common import interleaved_samples, machine_info, machine_line
 
 from convbert_common.fileio import atomic_write_text
 from convbert_common.tokenizer import ConvBertTokenizerFast
@@ -75,24 +75,18 @@ def raw_runner(tokenizer: ConvBertTokenizerFast, max_length: int, tensors: str |
 
 
 def time_interleaved(ours: Callable, raw: Callable, work: list[list[str]], run: int) -> tuple[float, float]:
-    """One run over all batches, each batch encoded by both sides back to back.
+    """One run over all batches, each batch encoded by both sides back to back: (ours, raw) seconds.
 
     Interleaving per batch (not per run) lets load from other processes hit both sides alike; the
-    side that goes first alternates so neither always finds the caches warm.
+    side that goes first alternates from batch to batch and from run to run, so neither always
+    finds the caches warm. One round of ``_common.interleaved_samples`` is one batch.
     """
-    ours_s = raw_s = 0.0
-    clock = time.perf_counter
-    for index, batch in enumerate(work):
-        order = ((ours, "ours"), (raw, "raw")) if (index + run) % 2 else ((raw, "raw"), (ours, "ours"))
-        for encode, side in order:
-            start = clock()
-            encode(batch)
-            elapsed = clock() - start
-            if side == "ours":
-                ours_s += elapsed
-            else:
-                raw_s += elapsed
-    return ours_s, raw_s
+    ours_batches, raw_batches = iter(work), iter(work)
+    sides = {"ours": lambda: ours(next(ours_batches)), "raw": lambda: raw(next(raw_batches))}
+    if not run % 2:
+        sides = {"raw": sides["raw"], "ours": sides["ours"]}
+    samples = interleaved_samples(sides, len(work), 0, alternate=True)
+    return sum(samples["ours"]), sum(samples["raw"])
 
 
 def measure(tokenizer, work, n_lines, max_length, tensors, runs) -> dict:
@@ -147,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         measure(tokenizer, work, args.lines, args.max_length, tensors, args.runs) for tensors in (None, "np")
     ]
+    machine = machine_info()
+    print(machine_line(machine))
     print(
         f"{args.lines} lines, batches of {args.batch_size}, padding/truncation to {args.max_length}, "
         f"median of {args.runs} interleaved runs"
@@ -167,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "worst_ratio": worst,
         "within_budget": worst <= ALLOWED_RATIO,
         "results": results,
+        "machine": machine,
         "environment": {
             "tokenizers": tokenizers.__version__,
             "numpy": np.__version__,

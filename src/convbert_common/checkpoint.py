@@ -12,9 +12,14 @@ assigned, so a failing load leaves the model untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
+import posixpath
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,73 +46,220 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------------- raw readers
-# safetensors dtype codes and their little-endian NumPy types. BF16 (no NumPy type) is read as its
-# 16 raw bits and widened to float32; ml_dtypes' bfloat16 arrays are written as BF16.
-_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+# The safetensors dtype codes read and written here (the ``safetensors`` package knows more: the
+# other codes are refused by name). BF16 is widened to float32 on reading: canonical tensors are
+# NumPy arrays, and the frameworks cast on assignment.
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                         "U8": 1, "BOOL": 1}
+_SAFETENSORS_WRITABLE = frozenset({"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                                   "uint8", "bool"})
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file, read straight into its own array (BF16 widened to float32).
+    """Every tensor of a safetensors file, each read into its own array (BF16 widened to float32).
 
-    The file format is an 8-byte header length, a JSON header (dtype, shape, data offsets per
-    tensor) and the raw bytes: each array is filled by one read, so the peak is the tensors
-    themselves (the ``safetensors`` loader maps the file and copies out of the map, twice the size).
+    Read through the ``safetensors`` package, which validates the header, the data offsets (no
+    overlap, no gap) and that the data covers the file exactly, before any tensor is read. Its
+    ``pread`` backend reads each tensor straight into a fresh array: the peak is the tensors
+    themselves (its ``mmap`` backend would hold the mapped file beside them).
     """
     path = os.fspath(path)
+    with _open_safetensors(path) as fh:
+        return {name: _widen_bf16(fh.get_tensor(name)) for name in fh.keys()}
+
+
+def _widen_bf16(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
+@contextlib.contextmanager
+def _open_safetensors(path: str):
+    """``safe_open`` (NumPy, pread) with its errors turned into a CheckpointError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            header_len = int.from_bytes(fh.read(8), "little")
-            if not 2 <= header_len <= size - 8:
-                raise ValueError(f"header length {header_len} does not fit a file of {size} bytes")
-            header = json.loads(fh.read(header_len))
-            if not isinstance(header, dict):
-                raise ValueError("the header is not a JSON object")
-            start = 8 + header_len
-            out: dict[str, np.ndarray] = {}
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                out[name] = _read_safetensors_tensor(fh, name, info, start, size)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    return out
+        mode = os.stat(path).st_mode  # the real reason (a symlink loop, a directory), which safe_open hides
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: not a regular file")
+    try:
+        handle = safe_open(path, framework="np", backend="pread")
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_safetensors_problem(path, exc)})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc})") from None
+    with handle as fh:
+        for name in fh.keys():
+            code = fh.get_slice(name).get_dtype()
+            if code not in _SAFETENSORS_ITEMSIZE:
+                raise CheckpointError(f"{path}: not a readable safetensors file ({name}: unsupported dtype {code})")
+        try:
+            yield fh
+        except SafetensorError as exc:  # an I/O error while reading a tensor
+            raise CheckpointError(f"{path}: {exc}") from None
 
 
-def _read_safetensors_tensor(fh, name: str, info: dict, start: int, size: int) -> np.ndarray:
-    code = info["dtype"]
-    if code not in _SAFETENSORS_DTYPES:
-        raise ValueError(f"{name}: unsupported dtype {code}")
-    dtype = np.dtype(_SAFETENSORS_DTYPES[code])
-    shape = tuple(int(d) for d in info["shape"])
-    begin, end = (int(o) for o in info["data_offsets"])
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-    if end - begin != nbytes or begin < 0 or start + end > size:
-        raise ValueError(f"{name}: data offsets {begin}..{end} do not hold a {code} tensor of shape {list(shape)}")
-    array = np.empty(shape, dtype)
-    if nbytes:
-        fh.seek(start + begin)
-        if fh.readinto(array.reshape(-1).view(np.uint8)) != nbytes:
-            raise ValueError(f"{name}: the file ends inside the tensor")
-    if code == "BF16":
-        # bfloat16 is the top half of a float32: shift the bits up and reinterpret.
-        array = (array.astype(np.uint32) << 16).view(np.float32)
-    return array
+def _safetensors_problem(path: str, error: Exception) -> str:
+    """What is wrong with a file the ``safetensors`` library refused, in words, for the error message.
+
+    The library says "file not fully covered" both for a truncated file and for trailing bytes,
+    and names no tensor for a size mismatch: the header is read again here to say which. Nothing
+    of an unreadable header is echoed (it may be any file, a key file included).
+    """
+    size = os.path.getsize(path)
+    if size < 8:
+        return f"{size} bytes, too short for the 8-byte header length"
+    with open(path, "rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if length > size - 8:
+            return "its header length does not fit the file: not a safetensors file, or truncated inside the header"
+        try:
+            header = json.loads(fh.read(length))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            header = None
+    if not isinstance(header, dict):
+        return "its header is not a JSON object: not a safetensors file"
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            code, shape, (begin, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+            begin, end = int(begin), int(end)
+        except (TypeError, KeyError, ValueError):
+            return f"{name}: the header entry is not {{dtype, shape, data_offsets}}"
+        if code not in _SAFETENSORS_ITEMSIZE:
+            return f"{name}: unsupported dtype {code}"
+        if end - begin != _SAFETENSORS_ITEMSIZE[code] * math.prod(shape) or begin < 0:
+            return f"{name}: data offsets {begin}..{end} do not hold a {code} tensor of shape {shape}"
+        spans.append((begin, end, name))
+    spans.sort()
+    covered, previous = 0, None
+    for begin, end, name in spans:
+        if begin < covered:
+            return f"{name}: data offsets {begin}..{end} overlap those of {previous}"
+        if begin > covered:
+            return f"{name}: data offsets {begin}..{end} leave bytes {covered}..{begin} unused"
+        covered, previous = end, name
+    data = size - 8 - length
+    if covered > data:
+        return f"truncated: the header describes {covered} bytes of tensor data, the file holds {data}"
+    if covered < data:
+        return f"{data - covered} trailing bytes after the last tensor"
+    return str(error)
 
 
 def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a sharded checkpoint (``model.safetensors.index.json`` and its shards).
+
+    Every shard must be a file inside the index's directory (no absolute path, no ``..``, no
+    symlink out of it), and the shards must hold exactly the tensors the ``weight_map`` assigns
+    them: a tensor in two shards, or in a shard other than its own, is an error naming both.
+    Every header is checked before the first tensor is read.
+    """
     path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    weight_map = _read_weight_map(path)
+    shards: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        shards.setdefault(shard, []).append(name)
+    files = {shard: _shard_path(path, directory, shard) for shard in shards}
+    stack = contextlib.ExitStack()
+    with stack:
+        handles = {shard: stack.enter_context(_open_safetensors(files[shard])) for shard in sorted(shards)}
+        for shard, fh in handles.items():
+            for name in fh.keys():
+                owner = weight_map.get(name)
+                if owner is None:
+                    raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map does not list it")
+                if owner != shard:
+                    raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map assigns it "
+                                          f"to shard {owner}")
+            missing = sorted(set(shards[shard]) - set(fh.keys()))
+            if missing:
+                raise CheckpointError(f"{path}: the weight_map assigns {', '.join(missing[:8])} to shard {shard}, "
+                                      "which does not hold " + ("them" if len(missing) > 1 else "it"))
+        return {name: _widen_bf16(handles[shard].get_tensor(name)) for name, shard in weight_map.items()}
+
+
+def _read_weight_map(path: str) -> dict[str, str]:
+    def no_duplicates(pairs: list[tuple]) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                if isinstance(value, str) and isinstance(seen[key], str):
+                    raise CheckpointError(f"{path}: {key} is listed twice in the weight_map, in shards "
+                                          f"{seen[key]} and {value}")
+                raise CheckpointError(f"{path}: malformed safetensors index (the key {key!r} appears twice)")
+            seen[key] = value
+        return seen
+
     try:
         with open(path, encoding="utf-8") as fh:
-            index = json.load(fh)
-        shards = sorted(set(index["weight_map"].values()))
-    except (OSError, json.JSONDecodeError, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: malformed safetensors index ({exc})") from None
-    out: dict[str, np.ndarray] = {}
-    for shard in shards:
-        out.update(read_safetensors(os.path.join(os.path.dirname(path), shard)))
-    return out
+            index = json.load(fh, object_pairs_hook=no_duplicates)
+    except CheckpointError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: malformed safetensors index (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:  # its message gives the position only, no text of the file
+        raise CheckpointError(f"{path}: malformed safetensors index (not JSON: {exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: malformed safetensors index (not JSON: nested too deeply)") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{path}: malformed safetensors index (no weight_map object)")
+    bad = [k for k, v in weight_map.items() if not isinstance(v, str) or not v]
+    if bad:
+        raise CheckpointError(f"{path}: malformed safetensors index (weight_map entry {bad[0]!r} names no shard)")
+    return weight_map
+
+
+def _shard_path(index: str, directory: str, shard: str) -> str:
+    """The shard's path, refused unless it is a file inside ``directory`` (symlinks resolved)."""
+    parts = shard.replace("\\", "/").split("/")
+    if os.path.isabs(shard) or shard.startswith(("/", "\\")) or ".." in parts or "\0" in shard:
+        raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside {directory}")
+    target = os.path.join(directory, shard)
+    real, root = os.path.realpath(target), os.path.realpath(directory)
+    if os.path.commonpath([real, root]) != root:
+        raise CheckpointError(f"{index}: shard {shard!r} resolves to {real}, outside {directory}")
+    return target
+
+
+def check_h5_storage(fh, source: str) -> None:
+    """Refuse an HDF5 file whose datasets are not plain data inside the file itself.
+
+    External storage, virtual datasets and external links make h5py read other local files (a
+    crafted weights file could copy any readable file into a converted checkpoint). Contiguous,
+    chunked and compact datasets are read from the file alone. Checked before any data is read.
+    """
+    import h5py
+
+    problems: list[str] = []
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Group):
+            for child in obj:
+                if isinstance(obj.get(child, getlink=True), h5py.ExternalLink):
+                    problems.append(f"{posixpath.join(name, child)} is an external link to another file")
+            return
+        plist = obj.id.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL:
+            problems.append(f"dataset {name} is a virtual dataset (its data lives in other files)")
+        elif plist.get_external_count():
+            problems.append(f"dataset {name} stores its data in external files")
+        elif plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+            problems.append(f"dataset {name} has a storage layout this reader does not know")
+
+    visit("/", fh)
+    fh.visititems(visit)
+    if problems:
+        raise CheckpointError(f"{source}: refused, {problems[0]}"
+                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                              + "; only data stored inside the file is read")
 
 
 def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -142,7 +294,8 @@ def read_hf_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Datasets of an HF ``tf_model.h5`` by their name inside the model scope.
 
     HF stores ``<top layer>/<model scope>/<path>:0``; the masked-LM file repeats the embedding
-    tables under a second top layer, so repeated paths must hold equal values.
+    tables under a second top layer, so repeated paths must hold equal values. Datasets whose data
+    is not inside the file are refused before anything is read (``check_h5_storage``).
     """
     import h5py
 
@@ -150,8 +303,10 @@ def read_hf_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as fh:
-            datasets: list[tuple[str, np.ndarray]] = []
-            fh.visititems(lambda n, o: datasets.append((n, o[()])) if isinstance(o, h5py.Dataset) else None)
+            check_h5_storage(fh, path)
+            names: list[str] = []
+            fh.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            datasets = [(n, fh[n][()]) for n in names]
     except OSError as exc:
         raise CheckpointError(f"{path}: not a readable HDF5 file ({exc})") from None
     for full, value in datasets:
@@ -212,46 +367,72 @@ def is_tf1_checkpoint(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------------- raw writers
-def _safetensors_code(dtype: np.dtype) -> str:
-    if dtype.name == "bfloat16":
-        return "BF16"
-    for code, name in _SAFETENSORS_DTYPES.items():
-        if code != "BF16" and np.dtype(name).newbyteorder("=") == dtype.newbyteorder("="):
-            return code
-    raise CheckpointError(f"safetensors cannot store dtype {dtype}")
-
-
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
-    """Write canonical tensors; ``format: pt`` metadata so that HF transformers accepts the file.
+    """Write tensors with ``safetensors.numpy.save_file``; ``format: pt`` metadata, as HF transformers expects.
 
-    Streamed tensor by tensor after the header (no in-memory image of the file); the header is
-    padded with spaces to a multiple of 8 bytes, as the ``safetensors`` writer does.
+    The package writes each array from its own memory (no image of the file is built): only a
+    non-contiguous array is copied first. ml_dtypes' bfloat16 arrays are stored as BF16.
     """
-    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
-    offset = 0
+    from safetensors.numpy import save_file
+
+    arrays = {}
     for name, array in tensors.items():
         array = np.asarray(array)
-        header[name] = {"dtype": _safetensors_code(array.dtype), "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
+        if array.dtype.name not in _SAFETENSORS_WRITABLE:
+            raise CheckpointError(f"{path}: {name}: safetensors cannot store dtype {array.dtype} here "
+                                  f"(one of {', '.join(sorted(_SAFETENSORS_WRITABLE))})")
+        arrays[name] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    from safetensors import SafetensorError
+
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(len(encoded).to_bytes(8, "little") + encoded)
-            for array in tensors.values():
-                # Little-endian bytes in C order; a (rarely) non-contiguous array is copied once, alone.
-                array = np.ascontiguousarray(array)
-                if array.dtype.byteorder == ">":
-                    array = array.astype(array.dtype.newbyteorder("<"))
-                fh.write(array.reshape(-1).view(np.uint8).data)
+        try:
+            save_file(arrays, tmp, metadata={"format": "pt"})
+        except SafetensorError as exc:  # the package reports a failed write (EFBIG, ENOSPC) as its own error
+            raise _os_error(exc, path) from None
+
+
+def _os_error(exc: Exception, path: str | os.PathLike) -> OSError:
+    """The OSError that a library's write error reports in words, naming the file being written."""
+    found = re.search(r"os error (\d+)", str(exc))
+    if found is None:
+        return OSError(f"{path}: {exc}")
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), os.fspath(path))
+
+
+@contextlib.contextmanager
+def h5_file_for_writing(path: str | os.PathLike, target: str | os.PathLike | None = None):
+    """``h5py.File(path, "w")`` that, after a failed write, raises that write's OSError.
+
+    h5py reports a failed write (EFBIG, ENOSPC) as an OSError, and then again as a RuntimeError of
+    its own while it closes, which would hide the first. ``target`` is the name given in errors
+    (the final name of a temporary ``path``).
+    """
+    import h5py
+
+    fh = h5py.File(path, "w")
+    try:
+        yield fh
+    except OSError as exc:
+        with contextlib.suppress(Exception):
+            fh.close()
+        if exc.errno:
+            raise OSError(exc.errno, os.strerror(exc.errno), os.fspath(target or path)) from None
+        raise
+    fh.close()
 
 
 def write_pytorch_bin(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, fh)
+        except RuntimeError as exc:  # torch's writer reports a failed write as a RuntimeError about positions
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise (OSError(cause.errno, cause.strerror, os.fspath(path)) if cause.errno else cause) from None
+            raise
 
 
 def write_hf_tf_h5(
@@ -262,7 +443,6 @@ def write_hf_tf_h5(
     Layout of the file as ``TFPreTrainedModel.save_pretrained`` writes it: one group per top-level
     layer, ``weight_names`` attributes, names prefixed with the model scope.
     """
-    import h5py
 
     hf = to_format(config, head, tensors, "hf_tf")
     scope = heads.get(head).hf_tf_scope
@@ -270,7 +450,7 @@ def write_hf_tf_h5(
     for name in hf:
         groups.setdefault(name.split("/", 1)[0], []).append(name)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with h5_file_for_writing(tmp, path) as fh:
             fh.attrs["backend"] = "tensorflow"
             fh.attrs["keras_version"] = "2.15.0"
             fh.attrs["layer_names"] = np.array([g.encode() for g in groups], dtype=object)

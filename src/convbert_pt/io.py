@@ -132,6 +132,15 @@ def checked_arrays(state: dict[str, torch.Tensor], config: ConvBertConfig, task)
     return {name: state[name].detach().to("cpu").contiguous() for name in expected}
 
 
+def _numpy_view(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's memory as a NumPy array, no copy; bfloat16 (which NumPy lacks) as ml_dtypes' bfloat16."""
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
 def save_pretrained(
     model: torch.nn.Module, save_directory: str | os.PathLike, *, safe_serialization: bool = True
 ) -> str:
@@ -154,14 +163,7 @@ def write_checkpoint_dir(save_directory: str | os.PathLike, tensors: dict[str, t
     dtype = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
     if safe_serialization:
         target = os.path.join(directory, checkpoint.SAFETENSORS_NAME)
-        if any(t.dtype == torch.bfloat16 for t in tensors.values()):
-            # NumPy has no bfloat16: write through safetensors' torch API, atomically all the same.
-            from safetensors.torch import save_file
-
-            with atomic_path(target) as tmp:
-                save_file(tensors, tmp, metadata={"format": "pt"})
-        else:
-            checkpoint.write_safetensors(target, {k: v.numpy() for k, v in tensors.items()})
+        checkpoint.write_safetensors(target, {k: _numpy_view(v) for k, v in tensors.items()})
     else:
         target = os.path.join(directory, checkpoint.PYTORCH_BIN_NAME)
         with atomic_path(target) as tmp:

@@ -14,14 +14,18 @@ extra full copy). Conversion only moves tensors, so here:
 - Writing puts one canonical tensor at a time (transformed by ``keras_layout``, then freed) with
   h5py straight into its place in the zip, after ``metadata.json`` and ``config.json``, all
   stored uncompressed as Keras stores them: ``keras.saving.load_model`` reads the file.
-- Reading opens the (stored, uncompressed) HDF5 member in place, without copying it, and maps
-  each dataset back to its canonical name through the same layout, checking every shape. A file
+- Reading goes through ``zipfile`` (the directory, the CRC-32 of every member, the metadata
+  members, read up to ``METADATA_MAX_BYTES``); the stored HDF5 member is then opened in place,
+  without copying it (a compressed one is inflated into a temporary file). Every HDF5 member is
+  refused if a dataset keeps its data outside the file (``checkpoint.check_h5_storage``). Each
+  dataset maps back to its canonical name through the same layout, every shape checked. A file
   whose datasets are not exactly the expected ones (another Keras' naming, extra state) raises
   ``LayoutMismatch``: the caller then loads it through Keras.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import io
@@ -45,7 +49,7 @@ import numpy as np
 
 from convbert_common import heads
 from convbert_common import weight_map as wm
-from convbert_common.checkpoint import CheckpointError
+from convbert_common.checkpoint import CheckpointError, check_h5_storage, h5_file_for_writing
 from convbert_common.config import ConvBertConfig
 from convbert_common.layouts import get_layout
 
@@ -241,7 +245,7 @@ def write_weights(target, config: ConvBertConfig, head: str, tensors: MutableMap
     specs = {s.name: s for s in wm.model_specs(config, head)}
     _check_tensors(layout, specs, tensors, source)
     if not isinstance(target, h5py.File):
-        with h5py.File(target, "w") as fh:
+        with h5_file_for_writing(target) as fh:
             write_weights(fh, config, head, tensors, consume=consume, source=source, layout=layout,
                           on_tensor=on_tensor)
         return
@@ -297,6 +301,13 @@ def _zip_info(name: str, date_time: tuple[int, ...]) -> zipfile.ZipInfo:
     return info
 
 
+# Why the weights member is written in place by hand, not with ``zipfile``: h5py seeks back over
+# what it wrote, and ``zipfile`` takes a member only as a forward stream, so going through zipfile
+# means a temporary HDF5 file copied into the archive, which bench/bench_convert.py measures as a
+# large part of the PT -> Keras step at the same peak memory (bench/RESULTS.md, "Conversion").
+# Hand-written is only that: the window h5py writes through, the member's CRC-32 and the central
+# directory (the local headers are zipfile's ``ZipInfo.FileHeader``). Archives past the plain-zip
+# limit take the zipfile path (``_write_zip_copying``).
 def _write_zip_in_place(path: str, members: list[tuple[str, bytes]], write_weights_to: Callable) -> None:
     infos = []
     with open(path, "w+b", buffering=0) as fh:
@@ -312,8 +323,14 @@ def _write_zip_in_place(path: str, members: list[tuple[str, bytes]], write_weigh
         fh.write(info.FileHeader(zip64=False))  # a placeholder of the same length, rewritten below
         start = fh.tell()
         window = _Window(fh.fileno(), start, writable=True)
-        with h5py.File(window, "w") as h5:
-            write_weights_to(h5)
+        try:
+            with h5py.File(window, "w") as h5:
+                write_weights_to(h5)
+        except Exception:
+            if window.error is None:
+                raise
+        if window.error is not None:  # h5py may have reported the failed write as an error of its own
+            raise OSError(window.error.errno, window.error.strerror, path) from None
         size = window.size
         if start + size + (1 << 20) > _ZIP32_MAX:
             raise RuntimeError(f"{path}: the weights ({size} bytes) need ZIP64; lower ZIP32_WEIGHTS_LIMIT")
@@ -372,16 +389,29 @@ def _write_zip_copying(path: str, members: list[tuple[str, bytes]], write_weight
 
 
 # ----------------------------------------------------------------------------------- reading
+# The most bytes read from ``config.json`` or ``metadata.json`` (a ConvBERT config is a few kB):
+# a crafted archive must not make the reader inflate a member of any size into memory.
+METADATA_MAX_BYTES = 4 << 20
+
+# What ``zipfile`` raises for a damaged or unsupported archive (a bad CRC, an unknown compression
+# method, an encrypted member, a member cut short).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error,
+               OSError)
+
+
 class _Window(io.RawIOBase):
     """The bytes of a file descriptor from ``start`` on, as a file of their own: a stored zip member.
 
     h5py reads (and writes) an HDF5 file through it in place, at the member's offset in the archive.
-    Read-only windows have a fixed ``size``; writable ones grow as they are written.
+    Read-only windows have a fixed ``size``; writable ones grow as they are written. After a failed
+    write or truncate the window keeps the error (``error``) and drops what follows: h5py goes on
+    flushing while it closes, and its own error for those calls would hide the real one.
     """
 
     def __init__(self, fd: int, start: int, size: int = 0, *, writable: bool = False):
         super().__init__()
         self._fd, self._start, self.size, self._pos, self._writable = fd, start, size, 0, writable
+        self.error: OSError | None = None
 
     def readable(self) -> bool:
         return True
@@ -416,9 +446,15 @@ class _Window(io.RawIOBase):
         if not self._writable:
             raise io.UnsupportedOperation("read-only window")
         view = memoryview(buffer).cast("B")
+        if self.error is not None:
+            return len(view)
         done = 0
-        while done < len(view):
-            done += os.pwrite(self._fd, view[done:], self._start + self._pos + done)
+        try:
+            while done < len(view):
+                done += os.pwrite(self._fd, view[done:], self._start + self._pos + done)
+        except OSError as exc:
+            self.error = exc
+            raise
         self._pos += done
         self.size = max(self.size, self._pos)
         return done
@@ -426,8 +462,14 @@ class _Window(io.RawIOBase):
     def truncate(self, size: int | None = None) -> int:
         if not self._writable:
             raise io.UnsupportedOperation("read-only window")
+        if self.error is not None:
+            return self.size
         self.size = self._pos if size is None else size
-        os.ftruncate(self._fd, self._start + self.size)  # nothing follows the member while it is written
+        try:
+            os.ftruncate(self._fd, self._start + self.size)  # nothing follows the member while it is written
+        except OSError as exc:
+            self.error = exc
+            raise
         return self.size
 
 
@@ -443,48 +485,98 @@ def _stored_member_offset(fh, info: zipfile.ZipInfo) -> int | None:
     return info.header_offset + 30 + name_length + extra_length
 
 
+def _read_metadata_member(archive: zipfile.ZipFile, name: str, path: str) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{path}: not a loadable .keras file (no {name})") from None
+    if info.file_size > METADATA_MAX_BYTES:
+        raise CheckpointError(f"{path}: {name} is {info.file_size} bytes, over the {METADATA_MAX_BYTES >> 20} MiB "
+                              "read for a metadata member")
+    try:
+        with archive.open(info) as fh:
+            return fh.read(METADATA_MAX_BYTES)
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(f"{path}: {name} is corrupt or unreadable ({exc})") from None
+
+
 def read_model_config(archive: zipfile.ZipFile, path: str) -> tuple[ConvBertConfig, str]:
     """The ConvBertConfig and head of the model a ``.keras`` archive holds."""
+    data = _read_metadata_member(archive, CONFIG_NAME, path)
     try:
-        serialised = json.loads(archive.read(CONFIG_NAME))
+        serialised = json.loads(data)
         class_name = serialised["class_name"]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a loadable .keras file (config.json: {exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: not a loadable .keras file (config.json: {exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a loadable .keras file (config.json is nested too deeply)") from None
     registered = serialised.get("registered_name") or ""
     head = heads.of_class(class_name)
     if head is None or not (registered.startswith("convbert>") or serialised.get("module") == "convbert_tf.modeling"):
-        raise ValueError(f"{path}: holds a {class_name}, not a ConvBERT model")
+        raise CheckpointError(f"{path}: holds a {class_name}, not a ConvBERT model")
     try:
         return ConvBertConfig.from_dict(serialised["config"]["config"]), head
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: config.json: {exc}") from None
+        raise CheckpointError(f"{path}: config.json: {exc}") from None
 
 
 def read_keras_file(path: str) -> tuple[ConvBertConfig, str, dict[str, np.ndarray], dict[str, str]]:
     """(config, head, canonical tensors, skipped datasets) of a ConvBERT ``.keras`` file.
 
+    Every HDF5 member has its CRC checked and its datasets checked for data outside the file
+    (``check_h5_storage``) first, so that nothing reads such a member afterwards, Keras included.
     Raises LayoutMismatch where the datasets are not exactly this Keras' layout for the model
-    (missing, or extra outside the optimizer state); CheckpointError for a shape that does not fit.
+    (missing, or extra outside the optimizer state), for the caller to load it through Keras;
+    CheckpointError (a ValueError) for a damaged archive or a shape that does not fit.
     """
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a loadable .keras file ({exc})") from None
-    with archive, open(path, "rb") as raw:
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(f"{path}: not a loadable .keras file ({exc})") from None
+    with archive, open(path, "rb") as raw, contextlib.ExitStack() as stack:
+        if METADATA_NAME in archive.namelist():  # not needed here; but Keras reads it if the caller falls back
+            _read_metadata_member(archive, METADATA_NAME, path)
         config, head = read_model_config(archive, path)
         names = archive.namelist()
-        if WEIGHTS_NAME not in names or len(names) != 3:
+        h5_files = {}
+        for info in archive.infolist():
+            if info.filename.endswith(".h5"):
+                source = f"{path}/{info.filename}"
+                h5_files[info.filename] = fh = stack.enter_context(_open_h5_member(archive, raw, info, path))
+                check_h5_storage(fh, source)
+        if WEIGHTS_NAME not in h5_files or len(names) != 3:
             raise LayoutMismatch(f"{path}: members {names}")
-        info = archive.getinfo(WEIGHTS_NAME)
-        start = _stored_member_offset(raw, info)
-        if start is None:
-            raise LayoutMismatch(f"{path}: {WEIGHTS_NAME} is compressed")
-        # Read in place, the member bypasses zipfile's CRC check: do it here (Keras' loader does).
-        if _crc32(raw.fileno(), start, info.file_size) != info.CRC:
-            raise ValueError(f"{path}: {WEIGHTS_NAME} is corrupt (CRC-32 mismatch)")
-        with h5py.File(_Window(raw.fileno(), start, info.file_size), "r") as fh:
-            tensors, skipped = _read_weights(fh, config, head, f"{path}/{WEIGHTS_NAME}")
+        tensors, skipped = _read_weights(h5_files[WEIGHTS_NAME], config, head, f"{path}/{WEIGHTS_NAME}")
     return config, head, tensors, skipped
+
+
+# Why a stored member is read in place through ``_Window`` instead of through ``ZipFile.open``:
+# h5py seeks back and forth, and before Python 3.12 zipfile's member file seeks back by reading
+# again from the member's start; inflating the member into a temporary file writes the whole
+# checkpoint to disk once more. bench/bench_convert.py measures both against reading in place
+# (bench/RESULTS.md, "Conversion"). The CRC-32 is zipfile's, checked by reading the member once;
+# a compressed member has no bytes to read in place and is inflated into a temporary file.
+@contextlib.contextmanager
+def _open_h5_member(archive: zipfile.ZipFile, raw, info: zipfile.ZipInfo, path: str):
+    start = _stored_member_offset(raw, info)
+    with contextlib.ExitStack() as stack:
+        try:
+            copy = None
+            if start is None:
+                copy = stack.enter_context(tempfile.TemporaryFile(prefix="convbert-keras-", suffix=".h5"))
+            with archive.open(info) as member:  # read to the end: zipfile checks the CRC-32 there
+                while chunk := member.read(_COPY_CHUNK):
+                    if copy is not None:
+                        copy.write(chunk)
+            if copy is not None:
+                copy.seek(0)
+            fh = stack.enter_context(h5py.File(copy or _Window(raw.fileno(), start, info.file_size), "r"))
+        except zipfile.BadZipFile as exc:
+            raise CheckpointError(f"{path}: {info.filename} is corrupt ({exc})") from None
+        except _ZIP_ERRORS as exc:
+            raise CheckpointError(f"{path}: {info.filename} is not a readable HDF5 member "
+                                  f"({type(exc).__name__}: {exc})") from None
+        yield fh
 
 
 def _read_weights(fh: h5py.File, config: ConvBertConfig, head: str,

@@ -109,7 +109,11 @@ def test_archives_past_the_zip32_limit_go_through_zipfile_with_the_same_content(
     kf.write_keras_file(str(tmp_path / "copied.keras"), model.config, "question_answering", canonical_arrays(model))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copied.keras", "in_place.keras"]  # no temporaries
     with zipfile.ZipFile(tmp_path / "in_place.keras") as a, zipfile.ZipFile(tmp_path / "copied.keras") as b:
-        assert a.namelist() == b.namelist() and a.read("config.json") == b.read("config.json")
+        assert a.testzip() is None and b.testzip() is None
+        def entries(z):
+            return [(i.filename, i.compress_type, i.external_attr, i.create_system, i.flag_bits) for i in z.infolist()]
+
+        assert entries(a) == entries(b) and a.read("config.json") == b.read("config.json")
         _assert_same_tree(_h5_tree(b.read("model.weights.h5")), _h5_tree(a.read("model.weights.h5")))
 
 
@@ -127,17 +131,32 @@ def test_reading_a_compiled_models_file_skips_the_optimizer_state(tmp_path):
     assert all(path.startswith("optimizer/") for path in skipped)
 
 
-def test_a_file_in_another_layout_is_read_through_keras(tmp_path, caplog):
+def test_a_compressed_archive_is_read_directly_with_the_same_tensors(tmp_path):
     model = _model("sequence_classification", {})
     model.save(tmp_path / "m.keras")
-    # The same archive with the weights compressed: not readable in place.
+    # The same archive with every member deflated: the weights are inflated into a temporary file.
     with zipfile.ZipFile(tmp_path / "m.keras") as src, zipfile.ZipFile(tmp_path / "deflated.keras", "w") as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
-    with pytest.raises(kf.LayoutMismatch, match="compressed"):
-        kf.read_keras_file(str(tmp_path / "deflated.keras"))
+    config, head, tensors, _ = kf.read_keras_file(str(tmp_path / "deflated.keras"))
+    expected = canonical_arrays(model)
+    assert head.name == "sequence_classification" and tensors.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(tensors[name], expected[name], err_msg=name)
+
+
+def test_a_file_in_another_layout_is_read_through_keras(tmp_path, caplog):
+    model = _model("sequence_classification", {})
+    model.save(tmp_path / "m.keras")
+    # The same archive with one more member: not the layout this Keras writes for the model.
+    with zipfile.ZipFile(tmp_path / "m.keras") as src, zipfile.ZipFile(tmp_path / "other.keras", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        dst.writestr("assets/notes.txt", b"not a weight")
+    with pytest.raises(kf.LayoutMismatch, match="members"):
+        kf.read_keras_file(str(tmp_path / "other.keras"))
     with caplog.at_level(logging.INFO, logger="convbert_tf.formats"):
-        loaded = conv.read_source(str(tmp_path / "deflated.keras"))
+        loaded = conv.read_source(str(tmp_path / "other.keras"))
     assert "keras.saving.load_model" in caplog.text
     expected = canonical_arrays(model)
     assert loaded.head.name == "sequence_classification" and loaded.tensors.keys() == expected.keys()
@@ -193,3 +212,166 @@ def test_writing_checks_every_tensor_before_creating_the_file(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="missing .'encoder.layer.0.attention.self.query.weight'"):
         kf.write_weights(str(tmp_path / "w.weights.h5"), model.config, "model", tensors)
     assert not (tmp_path / "w.weights.h5").exists()
+
+
+# ----------------------------------------------------------------------------------- crafted archives
+SECRET = b"-----BEGIN PRIVATE KEY----- TOPSECRET 0123456789abcdef -----END-----\n"
+
+
+def _archive_with_weights(src, dst, edit, extra_members=()):
+    """``src`` rewritten to ``dst`` with its weights member passed through ``edit(h5py.File)``."""
+    with zipfile.ZipFile(src) as a:
+        infos = [(info, a.read(info.filename)) for info in a.infolist()]
+    weights = dst.with_suffix(".h5.tmp")
+    weights.write_bytes(next(data for info, data in infos if info.filename == kf.WEIGHTS_NAME))
+    with h5py.File(weights, "r+") as fh:
+        edit(fh)
+    with zipfile.ZipFile(dst, "w") as b:
+        for info, data in infos:
+            b.writestr(info, weights.read_bytes() if info.filename == kf.WEIGHTS_NAME else data)
+        for name, data in extra_members:
+            b.writestr(name, data)
+    weights.unlink()
+
+
+def _plant_external(secret):
+    def edit(fh):
+        name = "convbert/embeddings/word_embeddings/vars/0"
+        shape, dtype = fh[name].shape, fh[name].dtype
+        del fh[name]
+        fh.create_dataset(name, shape, dtype, external=[(str(secret), 0, int(np.prod(shape)) * dtype.itemsize)])
+    return edit
+
+
+def _plant_virtual(secret_h5):
+    def edit(fh):
+        name = "convbert/embeddings/word_embeddings/vars/0"
+        shape, dtype = fh[name].shape, fh[name].dtype
+        del fh[name]
+        layout = h5py.VirtualLayout(shape, dtype)
+        layout[...] = h5py.VirtualSource(str(secret_h5), "data", shape=shape)
+        fh.create_virtual_dataset(name, layout)
+    return edit
+
+
+@pytest.mark.parametrize("kind", ["external-storage", "virtual-dataset", "external-storage-other-layout"])
+def test_keras_weights_stored_outside_the_archive_are_refused_and_never_read(tmp_path, capsys, caplog, kind):
+    model = _model("masked_lm", {})
+    kf.write_keras_file(str(tmp_path / "m.keras"), model.config, "masked_lm", canonical_arrays(model))
+    home = tmp_path / "home"
+    home.mkdir()
+    secret = home / "id_key"
+    secret.write_bytes(SECRET * 1000)
+    planted = [secret]
+    if kind == "virtual-dataset":
+        planted.append(home / "secret.h5")
+        with h5py.File(planted[-1], "w") as fh:
+            fh["data"] = np.frombuffer(secret.read_bytes()[: 99 * 16 * 4], np.float32).reshape(99, 16)
+        edit = _plant_virtual(planted[-1])
+    else:
+        edit = _plant_external(secret)
+    # One more member makes the file another layout, which the converter would hand to Keras' loader:
+    # the check must come first.
+    extra = [("assets/notes.txt", b"x")] if kind.endswith("other-layout") else []
+    crafted = tmp_path / "crafted.keras"
+    _archive_with_weights(tmp_path / "m.keras", crafted, edit, extra)
+
+    what = "is a virtual dataset" if kind == "virtual-dataset" else "stores its data in external files"
+    expected = f"crafted.keras/model.weights.h5: refused, dataset convbert/embeddings/word_embeddings/vars/0 {what}"
+    with pytest.raises(checkpoint.CheckpointError, match=expected) as direct:
+        kf.read_keras_file(str(crafted))
+    with pytest.raises(checkpoint.CheckpointError, match=expected) as converting:
+        conv.convert(str(crafted), str(tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out").exists()
+    out, err = capsys.readouterr()
+    for text in (str(direct.value), str(converting.value), out, err, caplog.text):
+        assert "TOPSECRET" not in text
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path not in planted:
+            assert b"TOPSECRET" not in path.read_bytes(), path
+
+
+def test_a_weights_file_with_external_storage_is_refused_by_the_storage_check(tmp_path):
+    model = _model("masked_lm", {})
+    kf.write_weights(str(tmp_path / "w.weights.h5"), model.config, "masked_lm", canonical_arrays(model))
+    (tmp_path / "id_key").write_bytes(SECRET * 1000)
+    with h5py.File(tmp_path / "w.weights.h5", "r+") as fh:
+        _plant_external(tmp_path / "id_key")(fh)
+        with pytest.raises(checkpoint.CheckpointError, match="w.weights.h5: refused, dataset "
+                                                             "convbert/embeddings/word_embeddings/vars/0 stores"):
+            checkpoint.check_h5_storage(fh, str(tmp_path / "w.weights.h5"))
+
+
+@pytest.mark.parametrize("member", [kf.CONFIG_NAME, kf.METADATA_NAME])
+def test_metadata_members_are_read_up_to_a_stated_cap(tmp_path, member):
+    model = _model("model", {})
+    model.save(tmp_path / "m.keras")
+
+    def inflate(data):
+        return data + b" " * kf.METADATA_MAX_BYTES  # still valid JSON, but past the cap
+
+    _rewrite_member(tmp_path / "m.keras", tmp_path / "big.keras", member, inflate)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"big.keras: {member} is \d+ bytes, over the 4 MiB read "
+                                                         "for a metadata member"):
+        kf.read_keras_file(str(tmp_path / "big.keras"))
+
+
+def _flip_member_byte(src, dst, name, offset):
+    raw = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo(name)
+    raw[info.header_offset + 30 + len(info.filename) + len(info.extra) + offset] ^= 0x01
+    dst.write_bytes(bytes(raw))
+
+
+def test_damaged_archives_end_in_a_value_error_naming_the_file(tmp_path, capsys):
+    from convbert_tools.cli import main
+
+    model = _model("model", {})
+    model.save(tmp_path / "m.keras")
+    _flip_member_byte(tmp_path / "m.keras", tmp_path / "crc.keras", kf.CONFIG_NAME, 10)
+    with pytest.raises(ValueError, match="crc.keras: config.json is corrupt or unreadable .Bad CRC-32"):
+        kf.read_keras_file(str(tmp_path / "crc.keras"))
+    assert main(["convert", str(tmp_path / "crc.keras"), str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "crc.keras: config.json is corrupt" in err and len(err.splitlines()) == 1
+
+    (tmp_path / "junk.keras").write_bytes(b"PK\x03\x04 not a zip at all")
+    with pytest.raises(ValueError, match="junk.keras: not a loadable .keras file .File is not a zip file"):
+        kf.read_keras_file(str(tmp_path / "junk.keras"))
+    data = (tmp_path / "m.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.keras: not a loadable .keras file"):
+        kf.read_keras_file(str(tmp_path / "cut.keras"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_inside_the_keras_writer_raises_the_real_os_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    model = _model("masked_lm", dict(num_hidden_layers=3))
+    tensors = canonical_arrays(model)
+    real_pwrite, real_ftruncate = os.pwrite, os.ftruncate
+    limit = 50_000  # as RLIMIT_FSIZE does: writing or extending the file past it fails with EFBIG
+
+    def pwrite(fd, data, offset):
+        if offset + len(data) > limit:
+            raise OSError(errno.EFBIG, "File too large")
+        return real_pwrite(fd, data, offset)
+
+    def ftruncate(fd, size):
+        if size > limit:
+            raise OSError(errno.EFBIG, "File too large")
+        return real_ftruncate(fd, size)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    with pytest.raises(OSError, match="File too large") as err:
+        kf.write_keras_file(str(tmp_path / "m.keras"), model.config, "masked_lm", dict(tensors))
+    assert err.value.errno == errno.EFBIG
+    src = tmp_path / "src"
+    model.save_pretrained(src)
+    with pytest.raises(OSError, match="File too large"):
+        conv.convert(str(src), str(tmp_path / "out.keras"), to="keras", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "src"]  # the one the direct call left

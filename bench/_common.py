@@ -1,0 +1,169 @@
+"""What every benchmark in bench/ shares: the interleaved timer, the matmul rate, the machine header.
+
+- ``interleaved`` / ``interleaved_samples``: every round calls each function once, in turn (ours,
+  theirs, ours, ...), after warm-up rounds, so that drift in machine load hits every side alike;
+  medians in seconds. ``timer`` times one call (the wall clock, or CUDA events on a GPU).
+- ``matmul_rates``: the FLOP/s of one square matmul by each library that can do it here (on a CPU:
+  ``torch.mm`` (MKL), oneDNN through ``torch.utils.mkldnn``, NumPy's BLAS; on a GPU: ``torch.mm``)
+  and the best of them, the roofline a benchmark compares with.
+- ``machine_info`` / ``machine_line``: the CPU model and its vector / matrix ISA flags (``lscpu``),
+  the thread count and the library versions (read from the installed metadata, so that nothing
+  is imported for them: torch and TensorFlow do not share a process well).
+
+Nothing here imports torch or TensorFlow at module level.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+# The flags that decide matmul and convolution speed: what a reader needs to compare two machines.
+_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4")
+_LIBRARIES = ("numpy", "torch", "tensorflow", "keras", "transformers", "tokenizers", "safetensors", "h5py", "triton")
+
+
+# ------------------------------------------------------------------------------------------ timing
+def wall_seconds(fn: Callable[[], object]) -> float:
+    """Seconds of one call, by the wall clock."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cuda_seconds(fn: Callable[[], object]) -> float:
+    """Seconds of one call between two CUDA events, after a synchronize (the GPU's own clock)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e-3
+
+
+def interleaved_samples(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int, *,
+                        timer: Callable[[Callable[[], object]], float] = wall_seconds,
+                        alternate: bool = False) -> dict[str, list[float]]:
+    """Seconds of every call: each of ``warmup`` + ``runs`` rounds calls every function once, in turn.
+
+    ``None`` entries (a side that is not installed) are left out. With ``alternate`` every other
+    round calls them in the reverse order, so that no side always finds the caches warm.
+    """
+    live = [(name, fn) for name, fn in fns.items() if fn is not None]
+    for _ in range(warmup):
+        for _name, fn in live:
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name, _ in live}
+    for index in range(runs):
+        for name, fn in reversed(live) if alternate and index % 2 else live:
+            samples[name].append(timer(fn))
+    return samples
+
+
+def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int, *,
+                timer: Callable[[Callable[[], object]], float] = wall_seconds,
+                alternate: bool = False) -> dict[str, float | None]:
+    """Median seconds per function of ``interleaved_samples`` (None for a missing side)."""
+    samples = interleaved_samples(fns, runs, warmup, timer=timer, alternate=alternate)
+    return {name: statistics.median(samples[name]) if name in samples else None for name in fns}
+
+
+# ------------------------------------------------------------------------------------------ matmul
+def matmul_rates(n: int = 2048, *, dtype: str = "float32", device: str = "cpu", runs: int = 15,
+                 warmup: int = 2) -> dict[str, float | None]:
+    """FLOP/s of an (n, n) @ (n, n) matmul in ``dtype`` by each library, interleaved, medians; and the best.
+
+    CPU: ``torch.mm`` (MKL for float32, oneDNN for bfloat16), oneDNN itself (``torch.utils.mkldnn``
+    on oneDNN tensors; None where torch was built without it) and NumPy (float32 only: NumPy has
+    no bfloat16 BLAS). GPU: ``torch.mm``. ``best`` is the roofline: the highest of them.
+    """
+    import torch
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    fns: dict[str, Callable[[], object] | None] = {"torch.mm": lambda: torch.mm(a, b), "onednn": None, "numpy": None}
+    timer = wall_seconds
+    if device.startswith("cuda"):
+        timer = cuda_seconds
+        del fns["onednn"], fns["numpy"]
+    else:
+        if torch.backends.mkldnn.is_available() and dtype != "float16":
+            from torch.utils import mkldnn
+
+            linear = torch.nn.Linear(n, n, bias=False)
+            with torch.no_grad():
+                linear.weight.copy_(b.float().t())  # x @ weight.T: the same product as a @ b
+            onednn = mkldnn.to_mkldnn(linear, torch_dtype)
+            a_onednn = a.to_mkldnn()
+            fns["onednn"] = lambda: onednn(a_onednn)
+        if dtype == "float32":
+            a_np, b_np = a.numpy(), b.numpy()
+            fns["numpy"] = lambda: a_np @ b_np
+    with torch.no_grad():
+        seconds = interleaved(fns, runs, warmup, timer=timer)
+    rates = {name: (2.0 * n**3 / t if t else None) for name, t in seconds.items()}
+    rates["best"] = max(r for r in rates.values() if r is not None)
+    return rates
+
+
+def matmul_line(rates: dict[str, float | None], dtype: str = "float32", n: int | None = None) -> str:
+    parts = ", ".join(f"{name} {rate / 1e9:,.1f}" for name, rate in rates.items() if name != "best" and rate)
+    shape = f" at {n}x{n}" if n else ""
+    return f"measured {dtype} matmul rate{shape} (GFLOP/s): {parts}; best {rates['best'] / 1e9:,.1f}"
+
+
+# ------------------------------------------------------------------------------------------ machine
+def _lscpu() -> dict[str, str]:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "LC_ALL": "C"}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    fields = {}
+    for line in out.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(threads: int | None = None) -> dict:
+    """The machine and software a benchmark ran on, for its JSON and its header line."""
+    cpu = _lscpu()
+    flags = cpu.get("Flags", "").split()
+    return {
+        "cpu_model": cpu.get("Model name") or platform.processor() or platform.machine(),
+        "cpu_isa_flags": [f for f in flags if f.startswith(_ISA_PREFIXES)],
+        "cpus": os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": {name: _version(name) for name in _LIBRARIES if _version(name)},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One line for the top of a benchmark's table: CPU model and flags, threads, versions."""
+    threads = f", {info['threads']} threads" if info.get("threads") else ""
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items()
+                         if k in ("numpy", "torch", "tensorflow", "keras", "transformers", "tokenizers"))
+    return (f"{info['cpu_model']} ({info['cpus']} CPUs{threads}; flags: {' '.join(info['cpu_isa_flags']) or 'n/a'}); "
+            f"python {info['python']}, {versions}")
