@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from convbert_common import checkpoint as ck
-from convbert_tools import convert as conv
 from convbert_common.config import ConvBertConfig
+from convbert_tools import convert as conv
 
 # A secret that no checkpoint holds: wherever a test plants it, it must never reach an output.
 SECRET = b"-----BEGIN PRIVATE KEY----- TOPSECRET 0123456789abcdef -----END-----\n"
