@@ -116,6 +116,31 @@ def cast(tensors: dict[str, np.ndarray], dtype: str | None) -> dict[str, np.ndar
     raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
 
 
+def _numpy_dtype(dtype: str) -> np.dtype:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def overflowing(tensors: dict[str, np.ndarray], dtype: str | None) -> dict[str, float]:
+    """{name: largest finite |value|} of the floating tensors that ``dtype`` cannot hold: casting
+    would turn those values into inf."""
+    target = _numpy_dtype(dtype or "float32")
+    out = {}
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if value.dtype.kind != "f" or value.size == 0 or value.dtype == target:
+            continue
+        magnitude = np.abs(value)
+        largest = magnitude.max(initial=0.0, where=np.isfinite(magnitude))
+        with np.errstate(over="ignore"):
+            if np.isinf(np.asarray(largest, dtype=value.dtype).astype(target)):
+                out[name] = float(largest)
+    return out
+
+
 def copy_tokenizer(src_dir: str | None, folder: str) -> None:
     """Copy the tokenizer files that ``src_dir`` has into ``folder``."""
     if not src_dir or not os.path.isdir(src_dir):
@@ -171,14 +196,28 @@ def _hf_tf_h5(folder: str, config, task, tensors) -> None:
 
 
 # ------------------------------------------------------------------ the authors' TF1 checkpoints
-# What an original pre-training checkpoint holds besides the model: reported, never loaded.
-_TF1_SKIPPED = (
+# What an original pre-training checkpoint holds besides the model: reported, never loaded. Inside
+# the imported scope nothing is skipped: a name the weight table lacks there (a layer more than the
+# config says) is an error.
+_TF1_NOT_MODEL = (
     (re.compile(r".*/adam_[mv]$"), "optimizer slot"),
     (re.compile(r"^global_step$"), "training step counter"),
     (re.compile(r"^discriminator_predictions/"), "replaced-token-detection head (no model class has it)"),
-    (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator)"),
-    (re.compile(r"^electra/"), "discriminator (the generator import does not use it)"),
 )
+# The scope the other import reads, by the scope being imported. The embeddings under
+# electra/embeddings/ are shared, so the generator import uses them (they are never skipped there).
+_TF1_OTHER_SCOPE = {
+    "electra": (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator)"),
+    "generator": (re.compile(r"^electra/"), "discriminator (the generator import does not use it)"),
+}
+
+
+def _tf1_skip_reason(name: str, scope: str) -> str | None:
+    """Why a TF1 variable that no spec uses is skipped, or None if it must not be."""
+    for pattern, why in (*_TF1_NOT_MODEL, _TF1_OTHER_SCOPE[scope]):
+        if pattern.match(name):
+            return why
+    return None
 
 
 def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str | None = None,
@@ -197,6 +236,7 @@ def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str
         )
     config = ConvBertConfig.from_pretrained(config_file)
     raw = ck.read_tf1_checkpoint(src)
+    ck.check_layer_count(config, raw, "tf1", tf1_scope=task.tf1_scope, source=f"{src} ({task.tf1_scope}/)")
     canonical, _rest = ck.from_format(config, task, raw, "tf1", source=src)
     specs = wm.model_specs(config, task)
     missing = [s.tf1 for s in specs if s.name not in canonical]
@@ -209,7 +249,7 @@ def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str
     skipped: dict[str, str] = {}
     unknown = []
     for name in sorted(set(raw) - used):
-        why = next((w for pat, w in _TF1_SKIPPED if pat.match(name)), None)
+        why = _tf1_skip_reason(name, task.tf1_scope)
         if why is None:
             unknown.append(name)
         else:
