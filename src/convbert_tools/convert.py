@@ -124,26 +124,27 @@ def check_replaceable(dst: str, kind: str) -> None:
         )
 
 
-def _source_paths(src: str, config_path: str | None) -> list[str]:
-    """What a conversion reads: the source (a TF1 prefix: its files), and the --config file."""
-    paths = [src] if os.path.lexists(src) else sorted(glob.glob(glob.escape(src) + ".*"))
+def _source_paths(src: str, config_path: str | None) -> list[tuple[str, str]]:
+    """What a conversion reads, as (the name to show, the real path): the source (a TF1 prefix: its
+    files) and the --config file."""
+    paths = [(src, src)] if os.path.lexists(src) else [(src, p) for p in sorted(glob.glob(glob.escape(src) + ".*"))]
     if config_path is not None:
-        paths.append(config_path)
-    return [os.path.realpath(p) for p in paths]
+        paths.append((config_path, config_path))
+    return [(shown, os.path.realpath(p)) for shown, p in paths]
 
 
 def check_destination(src: str, dst: str, config_path: str | None = None) -> None:
     """Refuse a destination whose replacement would delete the source or pull the working directory away."""
     target = os.path.realpath(dst)
-    for source in _source_paths(src, config_path):
+    for shown, source in _source_paths(src, config_path):
         if target == source:
-            raise ValueError(f"{dst} is the source {src}: converting in place would destroy it; "
+            raise ValueError(f"{dst} is the source {shown}: converting in place would destroy it; "
                              "choose another destination")
         if source.startswith(target + os.sep):
-            raise ValueError(f"{dst} contains the source {src}: replacing it would delete the source; "
+            raise ValueError(f"{dst} contains the source {shown}: replacing it would delete the source; "
                              "choose another destination")
         if os.path.isdir(source) and target.startswith(source + os.sep):
-            raise ValueError(f"{dst} is inside the source directory {src}: the conversion would change its "
+            raise ValueError(f"{dst} is inside the source directory {shown}: the conversion would change its "
                              "source; choose a destination outside it")
     cwd = os.path.realpath(os.getcwd())
     if cwd == target or cwd.startswith(target + os.sep):
