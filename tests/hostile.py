@@ -10,16 +10,16 @@ import pathlib
 def snapshot(root: str | os.PathLike, *, skip: tuple[str | os.PathLike, ...] = ()) -> dict[str, str]:
     """{relative path: kind and content hash} of everything under ``root``, except the ``skip`` paths."""
     root = pathlib.Path(root)
-    skipped = {pathlib.Path(p).resolve() for p in skip}
+    skipped = {os.path.abspath(p) for p in skip}
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         here = pathlib.Path(dirpath)
-        dirnames[:] = [d for d in dirnames if (here / d).resolve() not in skipped]
+        dirnames[:] = [d for d in dirnames if os.path.abspath(here / d) not in skipped]
         for name in dirnames:
             out[str((here / name).relative_to(root))] = "dir"
         for name in filenames:
             path = here / name
-            if path.resolve() in skipped:
+            if os.path.abspath(path) in skipped:
                 continue
             if path.is_symlink():
                 out[str(path.relative_to(root))] = "link -> " + os.readlink(path)

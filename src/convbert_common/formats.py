@@ -104,16 +104,16 @@ def head_from_config(config: ConvBertConfig, default: heads.Task = heads.MODEL, 
 
 
 def cast(tensors: dict[str, np.ndarray], dtype: str | None) -> dict[str, np.ndarray]:
-    """Floating tensors in ``dtype`` (None: float32); integer tensors as they are."""
-    if dtype in (None, "float32"):
-        return {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    if dtype == "float16":
-        return {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    if dtype == "bfloat16":
-        import ml_dtypes  # a dependency: NumPy has no bfloat16 of its own
+    """Floating tensors in ``dtype`` (None: float32); integer tensors as they are.
 
-        return {k: v.astype(ml_dtypes.bfloat16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    Values beyond the range of ``dtype`` become inf; ``overflowing`` finds them first (``convert``
+    refuses them unless told otherwise).
+    """
+    if dtype not in (None, *DTYPES):
+        raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    target = _numpy_dtype(dtype or "float32")
+    with np.errstate(over="ignore"):
+        return {k: v.astype(target, copy=False) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 
 
 def _numpy_dtype(dtype: str) -> np.dtype:
