@@ -213,8 +213,9 @@ def read_tf1_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     for name in names:
         try:
             out[name] = np.asarray(reader.get_tensor(name))
-        except (tf.errors.OpError, ValueError, RuntimeError) as exc:
-            # A data shard shorter than its index says (truncated copy) fails here, per variable.
+        except (tf.errors.OpError, ValueError, RuntimeError, IndexError) as exc:
+            # A data shard shorter than its index says (a truncated copy) fails here, per variable
+            # (TensorFlow raises IndexError "Read less bytes than requested").
             raise CheckpointError(f"{prefix}: variable {name} cannot be read from the data shard, truncated or "
                                   f"corrupt? ({_first_line(exc)})") from None
     return out

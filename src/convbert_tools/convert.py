@@ -21,6 +21,7 @@ and a conversion between framework-free formats, or ``--help``, must not pay for
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib
 import logging
@@ -175,7 +176,26 @@ def read_source(src: str, *, head=None, generator: bool = False, config_path: st
         if not os.path.exists(src):
             raise FileNotFoundError(f"{src}: no such checkpoint directory, .keras file or TF1 checkpoint")
         raise ValueError(f"{src}: not a checkpoint directory, .keras file or TF1 checkpoint")
-    return fmt.read(src, head=head, config_path=config_path, generator=generator)
+    with _naming(src):
+        return fmt.read(src, head=head, config_path=config_path, generator=generator)
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+    """Make an OSError or UnicodeDecodeError that names no file name ``path`` (what was being read or
+    written): "short read at 1234" or "'utf-8' codec can't decode byte" alone say nothing useful."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        if path in str(exc):
+            raise
+        raise ValueError(f"{path}: a file in it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        if exc.filename is not None or path in str(exc) or isinstance(exc, FileExistsError):
+            raise
+        if exc.errno is None:
+            raise OSError(f"{path}: {exc}") from None
+        raise OSError(exc.errno, f"{path}: {exc.strerror or exc}") from None
 
 
 def check_overflow(loaded: Loaded, dtype: str | None) -> None:
@@ -206,19 +226,20 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
             raise FileExistsError(f"{dst} already exists (pass --force to overwrite)")
         check_replaceable(dst, fmt.kind)
     try:
-        if fmt.kind == "file":
-            with atomic_path(dst, overwrite=force) as tmp:
-                fmt.write(loaded, tmp, dtype=dtype, progress=progress)
-        else:
-            with atomic_directory(dst, overwrite=force,
-                                  before_replace=lambda path: check_replaceable(path, "directory")) as tmp:
-                fmt.write(loaded, tmp, dtype=dtype, progress=progress)
+        with _naming(dst), _atomic_target(fmt, dst, force) as tmp:
+            fmt.write(loaded, tmp, dtype=dtype, progress=progress)
     except FileExistsError:
         if force or not os.path.lexists(dst):
             raise
         raise FileExistsError(f"{dst} appeared while this conversion was writing it (another run?); it was left "
                               "as it is (pass --force to replace it)") from None
     return dst
+
+
+def _atomic_target(fmt: Format, dst: str, force: bool):
+    if fmt.kind == "file":
+        return atomic_path(dst, overwrite=force)
+    return atomic_directory(dst, overwrite=force, before_replace=lambda path: check_replaceable(path, "directory"))
 
 
 def _writable(reg: Registry, to: str) -> Format:
