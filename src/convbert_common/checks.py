@@ -268,7 +268,8 @@ def non_finite_step_message(step: int, loss_finite: bool | None, bad_gradients: 
         shown = ", ".join(bad_gradients[:4]) + (" ..." if total_bad > 4 else "")
         what.append(f"the gradients of {total_bad} tensor(s) ({shown})")
     subject = " and ".join(what) or "the update"
-    return (f"training step {step}{where}: {subject} not finite; the update was not applied and training stopped "
-            f"(the weights are those after step {step - 1}). Under XLA or torch.compile an out-of-range id or "
-            "label gives NaN instead of an error: run the batch eagerly to see which; otherwise lower the "
-            "learning rate")
+    verb = "is" if what == ["the loss"] or not what else "are"
+    weights = f"those after step {step - 1}" if step > 1 else "as they were before it"
+    return (f"training step {step}{where}: {subject} {verb} not finite; the update was not applied and training "
+            f"stopped (the weights are {weights}). Under XLA or torch.compile an out-of-range id or label gives "
+            "NaN instead of an error: run the batch eagerly to see which; otherwise lower the learning rate")
