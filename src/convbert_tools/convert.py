@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import re
+import zipfile
 
 from convbert_common import checkpoint as ck
 from convbert_common import fileio, formats
@@ -182,14 +183,19 @@ def read_source(src: str, *, head=None, generator: bool = False, config_path: st
 
 @contextlib.contextmanager
 def _naming(path: str):
-    """Make an OSError or UnicodeDecodeError that names no file name ``path`` (what was being read or
-    written): "short read at 1234" or "'utf-8' codec can't decode byte" alone say nothing useful."""
+    """Make an OSError, UnicodeDecodeError or BadZipFile that names no file name ``path`` (what was
+    being read or written): "short read at 1234", "'utf-8' codec can't decode byte" or "Bad CRC-32
+    for file 'config.json'" alone do not say where."""
     try:
         yield
     except UnicodeDecodeError as exc:
         if path in str(exc):
             raise
         raise ValueError(f"{path}: a file in it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except zipfile.BadZipFile as exc:  # zipfile's messages name the member, never the archive
+        if path in str(exc):
+            raise
+        raise ValueError(f"{path}: not a readable zip archive ({exc})") from None
     except OSError as exc:
         if exc.filename is not None or path in str(exc) or isinstance(exc, FileExistsError):
             raise
