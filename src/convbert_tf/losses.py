@@ -26,7 +26,6 @@ Metrics are given ``sample_weight`` masks, so ignored labels do not count in the
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from convbert_common import checks, heads
@@ -37,22 +36,6 @@ def tensor_info(x) -> checks.TensorInfo:
     return checks.TensorInfo(tuple(x.shape), keras.backend.standardize_dtype(x.dtype))
 
 
-def concrete_values(x) -> np.ndarray | None:
-    """The values of ``x`` when they are known now (eager), else None (inside a graph / under jit)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.executing_eagerly() or not hasattr(x, "numpy"):
-            return None
-        return x.numpy()
-    if keras.backend.is_keras_tensor(x):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # a tracer of another backend
-        return None
-
-
 def checked_classes(y, upper, name: str, upper_name: str):
     """Class labels in [0, upper) or -100; returns (labels, valid), ``valid`` None when checked already.
 
@@ -61,7 +44,9 @@ def checked_classes(y, upper, name: str, upper_name: str):
     logit, so ``valid`` (a scalar) lets the caller make the loss NaN: a training step then refuses
     the update (``tasks.TaskModel.train_step``) instead of learning from a wrong label.
     """
-    values = concrete_values(y)
+    from convbert_tf.modeling import _concrete  # the one rule for "values known now" (imports this module)
+
+    values = _concrete(y)
     if values is not None:
         scored = values[values != heads.IGNORE_INDEX]
         if scored.size:

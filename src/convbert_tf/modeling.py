@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from convbert_common import checks, heads, shapes
@@ -36,7 +37,7 @@ from convbert_common.config import ConvBertConfig
 from convbert_tf import io
 from convbert_tf._config_layer import ConfigLayer, as_config
 from convbert_tf.activations import _gelu, get_activation
-from convbert_tf.losses import concrete_values, tensor_info
+from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
 from convbert_tf.tasks import TaskModel, integers_from_a_distributed_build
 
@@ -91,7 +92,20 @@ def _info(x) -> checks.TensorInfo | None:
     return None if x is None else tensor_info(x)
 
 
-_concrete = concrete_values  # the values of a tensor when known now, else None (losses.concrete_values)
+def _concrete(x) -> np.ndarray | None:
+    """The values of ``x`` when they are known now (eager), else None (inside a graph / under jit)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or not hasattr(x, "numpy"):
+            return None
+        return x.numpy()
+    if keras.backend.is_keras_tensor(x):
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # a tracer of another backend
+        return None
 
 
 def _checked_ids(ids, upper: int, name: str, upper_name: str):
