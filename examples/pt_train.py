@@ -34,6 +34,7 @@ from tqdm import tqdm
 from convbert_common.config import ConvBertConfig
 from convbert_common.tokenizer import ConvBertTokenizerFast
 from convbert_pt import ConvBertForSequenceClassification
+from convbert_pt.guards import check_finite_step
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "examples" / "data" / "toy_sentiment.tsv"
@@ -219,6 +220,8 @@ def main(argv=None) -> dict:
             if step == 0 and args.dump_first_grads is not None and rank == 0:
                 torch.save({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
                            args.dump_first_grads)
+            # A bad batch (NaN loss or gradients) stops the run before it can make every weight NaN.
+            check_finite_step(model, loss, step + 1)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()

@@ -13,14 +13,16 @@ assigned, so a failing load leaves the model untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
+import pickle
 import posixpath
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +91,9 @@ def _open_safetensors(path: str):
         raise CheckpointError(f"{path}: not a readable safetensors file ({_safetensors_problem(path, exc)})") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc})") from None
+    problem = _header_problem(path)  # the library accepts a tensor aliasing another's bytes: check the spans
+    if problem is not None:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({problem})")
     with handle as fh:
         for name in fh.keys():
             code = fh.get_slice(name).get_dtype()
@@ -104,9 +109,15 @@ def _safetensors_problem(path: str, error: Exception) -> str:
     """What is wrong with a file the ``safetensors`` library refused, in words, for the error message.
 
     The library says "file not fully covered" both for a truncated file and for trailing bytes,
-    and names no tensor for a size mismatch: the header is read again here to say which. Nothing
-    of an unreadable header is echoed (it may be any file, a key file included).
+    and names no tensor for a size mismatch: the header is read again here to say which.
     """
+    return _header_problem(path) or str(error)
+
+
+def _header_problem(path: str) -> str | None:
+    """What is wrong with a safetensors header and its data spans, or None when they are consistent:
+    every tensor's bytes its own (no overlap), no gap, the data covering the file exactly. Nothing of
+    an unreadable header is echoed (it may be any file, a key file included)."""
     size = os.path.getsize(path)
     if size < 8:
         return f"{size} bytes, too short for the 8-byte header length"
@@ -147,7 +158,7 @@ def _safetensors_problem(path: str, error: Exception) -> str:
         return f"truncated: the header describes {covered} bytes of tensor data, the file holds {data}"
     if covered < data:
         return f"{data - covered} trailing bytes after the last tensor"
-    return str(error)
+    return None
 
 
 def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -270,12 +281,20 @@ def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(
             f"{path}: reading pytorch_model.bin needs torch (pip install 'convbert[torch]')"
         ) from None
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); was it truncated?")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+    except pickle.UnpicklingError as exc:  # what weights_only raises for code it will not run
         raise CheckpointError(
-            f"{path}: cannot be loaded with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
-            "files that need arbitrary pickle code are refused"
+            f"{path}: refused by torch.load(weights_only=True) ({_first_line(exc)}); files that need arbitrary "
+            "pickle code are not loaded"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for truncated or corrupt files
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch file, truncated or corrupt? ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
@@ -283,11 +302,22 @@ def read_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = "quantized" if tensor.is_quantized else str(tensor.layout).removeprefix("torch.")
+            raise CheckpointError(f"{path}: entry {name!r} is a {kind} tensor; only dense tensors are weights")
         tensor = tensor.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        out[name] = tensor.contiguous().numpy().copy()
+        try:
+            out[name] = tensor.contiguous().numpy().copy()
+        except TypeError as exc:  # a dtype NumPy has no counterpart for (float8, uint16 before 2.3, ...)
+            raise CheckpointError(f"{path}: entry {name!r} has dtype {tensor.dtype} ({exc})") from None
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_hf_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -329,6 +359,8 @@ def read_tf1_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     prefix = os.fspath(prefix)
     if os.path.isdir(prefix):
         prefix = _tf1_prefix_in(prefix)
+    if not os.path.exists(prefix + ".index"):
+        raise CheckpointError(f"{prefix}: no TF1 checkpoint index {os.path.basename(prefix)}.index")
     try:
         import tensorflow as tf
     except ImportError:
@@ -338,19 +370,32 @@ def read_tf1_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         reader = tf.train.load_checkpoint(prefix)
         names = reader.get_variable_to_shape_map()
-        return {name: np.asarray(reader.get_tensor(name)) for name in names}
     except (tf.errors.OpError, ValueError) as exc:
-        raise CheckpointError(f"{prefix}: not a readable TF1 checkpoint ({exc})") from None
+        raise CheckpointError(f"{prefix}: not a readable TF1 checkpoint ({_first_line(exc)})") from None
+    out = {}
+    for name in names:
+        try:
+            out[name] = np.asarray(reader.get_tensor(name))
+        except (tf.errors.OpError, ValueError, RuntimeError, IndexError) as exc:
+            # A data shard shorter than its index says (a truncated copy) fails here, per variable
+            # (TensorFlow raises IndexError "Read less bytes than requested").
+            raise CheckpointError(f"{prefix}: variable {name} cannot be read from the data shard, truncated or "
+                                  f"corrupt? ({_first_line(exc)})") from None
+    return out
 
 
 def _tf1_prefix_in(directory: str) -> str:
     state = os.path.join(directory, "checkpoint")
     if os.path.exists(state):
-        with open(state, encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model_checkpoint_path:"):
-                    name = line.split(":", 1)[1].strip().strip('"')
-                    return name if os.path.isabs(name) else os.path.join(directory, name)
+        try:
+            with open(state, encoding="utf-8") as fh:
+                lines = fh.read(1 << 20).splitlines()
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{state}: not a TF checkpoint state file (not UTF-8 text: {exc.reason})") from None
+        for line in lines:
+            if line.startswith("model_checkpoint_path:"):
+                name = line.split(":", 1)[1].strip().strip('"')
+                return name if os.path.isabs(name) else os.path.join(directory, name)
     candidates = sorted(f[: -len(".index")] for f in os.listdir(directory) if f.endswith(".index"))
     if not candidates:
         raise CheckpointError(f"{directory}: no TF1 checkpoint (no 'checkpoint' file and no *.index)")
@@ -449,6 +494,7 @@ def write_hf_tf_h5(
     groups: dict[str, list[str]] = {}
     for name in hf:
         groups.setdefault(name.split("/", 1)[0], []).append(name)
+    path = os.fspath(path)
     with atomic_path(path) as tmp:
         with h5_file_for_writing(tmp, path) as fh:
             fh.attrs["backend"] = "tensorflow"
@@ -508,6 +554,71 @@ def to_format(config, head: str, tensors: Mapping[str, np.ndarray], fmt: str) ->
 
 
 # ---------------------------------------------------------------------------------- matching
+def check_weight_dtype(value: np.ndarray, name: str, source: str) -> None:
+    """Weights are floating point: an integer, bool or complex tensor would be cast to a different
+    number (int8 codes to -2.0, -1.0, ...; complex without its imaginary part), so it is refused.
+    The one message for both frameworks."""
+    if not np.issubdtype(value.dtype, np.floating):
+        raise CheckpointError(f"{source}: {name} has dtype {value.dtype}, expected a float tensor")
+
+
+def non_finite(tensors: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """{name: "N NaN, M inf"} for every floating tensor holding a value that is not finite."""
+    out = {}
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating) or np.isfinite(value).all():
+            continue
+        nan = int(np.isnan(value).sum())
+        inf = int(value.size - nan - np.isfinite(value).sum())
+        out[name] = ", ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
+    return out
+
+
+def describe_non_finite(bad: Mapping[str, str], limit: int = 8) -> str:
+    """``name (3 NaN), ...`` for a message; the first ``limit`` tensors."""
+    shown = ", ".join(f"{k} ({v})" for k, v in list(bad.items())[:limit])
+    return shown + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
+
+
+# Where each format numbers its encoder layers; group 1 is the index.
+_LAYER_NAMES = {
+    "canonical": re.compile(r"^(?:convbert\.)?encoder\.layer\.(\d+)\."),
+    "hf_tf": re.compile(r"^convbert/encoder/layer_\._(\d+)/"),
+    "tf1": {scope: re.compile(rf"^{scope}/encoder/layer_(\d+)/") for scope in ("electra", "generator")},
+}
+
+
+def checkpoint_layers(names: Iterable[str], fmt: str, *, tf1_scope: str = "electra") -> set[int]:
+    """The encoder layer indices that tensor names of format ``fmt`` mention."""
+    pattern = _LAYER_NAMES[fmt]
+    if fmt == "tf1":
+        pattern = pattern[tf1_scope]
+    return {int(m.group(1)) for m in map(pattern.match, names) if m is not None}
+
+
+def check_layer_count(config, names: Iterable[str], fmt: str, *, tf1_scope: str = "electra",
+                      source: str = "checkpoint") -> None:
+    """Refuse a config whose ``num_hidden_layers`` is not the checkpoint's, before any spec is built.
+
+    A crafted 600-byte config with a million layers would otherwise build millions of specs (and a
+    model of that size) only to find most of them missing.
+    """
+    found = checkpoint_layers(names, fmt, tf1_scope=tf1_scope)
+    want = config.num_hidden_layers
+    if found == set(range(want)):
+        return
+    if not found:
+        held = "no encoder layers"
+    elif found == set(range(len(found))):
+        held = f"{len(found)} encoder layer{'s' if len(found) > 1 else ''} (0..{len(found) - 1})"
+    else:
+        gaps = sorted(set(range(max(found) + 1)) - found)
+        held = f"encoder layers up to {max(found)} with {len(gaps)} missing ({', '.join(map(str, gaps[:8]))})"
+    raise CheckpointError(f"{source}: the checkpoint holds {held} but the config says num_hidden_layers={want}; "
+                          "does the config belong to these weights? (nothing was loaded)")
+
+
 @dataclass
 class LoadResult:
     tensors: dict[str, np.ndarray]  # canonical name -> canonical-layout array, for every present spec
@@ -535,6 +646,7 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
     tied MLM weight and old buffers. Raises CheckpointError for a shape mismatch, a missing
     backbone tensor, or unexpected backbone-like tensors (a config that disagrees with the file).
     """
+    check_layer_count(config, canonical, "canonical", source=source)
     specs = wm.model_specs(config, head)
     want_prefix = bool(heads.get(head).prefix)
     src: dict[str, np.ndarray] = {}
@@ -561,6 +673,7 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
         if tuple(value.shape) != spec.shape:
             problems.append(f"{spec.name}: checkpoint shape {tuple(value.shape)}, model expects {spec.shape}")
             continue
+        check_weight_dtype(value, spec.name, source)
         result.tensors[spec.name] = value
     if problems:
         raise CheckpointError(
@@ -570,7 +683,8 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
     head_names = _all_head_names(config)
     unexpected = sorted(src) + list(extra_unexpected or [])
     foreign = [n for n in unexpected if n not in head_names and wm.strip_base_prefix(n) not in head_names]
-    missing_backbone = [n for n in result.missing_keys if not any(s.name == n and s.is_head for s in specs)]
+    head_specs = {s.name for s in specs if s.is_head}
+    missing_backbone = [n for n in result.missing_keys if n not in head_specs]
     if missing_backbone or foreign:
         parts = []
         if missing_backbone:
@@ -580,6 +694,15 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
             parts.append(f"unexpected {len(foreign)}: {', '.join(foreign[:8])}" + (" ..." if len(foreign) > 8 else ""))
         raise CheckpointError(
             f"{source}: the weights do not match the config ({'; '.join(parts)}); nothing was loaded"
+        )
+    missing = set(result.missing_keys)
+    fresh = sum(int(np.prod(s.shape, dtype=np.int64)) for s in specs if s.name in missing)
+    held = sum(int(v.size) for v in result.tensors.values())
+    if fresh > held:
+        raise CheckpointError(
+            f"{source}: the config asks for {fresh:,} newly initialised head parameters "
+            f"({', '.join(result.missing_keys[:4])}), more than the {held:,} the checkpoint holds; "
+            "is num_labels (or vocab_size) what you meant? (nothing was loaded)"
         )
     result.unexpected_keys = unexpected
     if result.missing_keys:
@@ -603,17 +726,45 @@ def _model_key(name: str, want_prefix: bool) -> str:
 
 
 def find_weights_file(directory: str | os.PathLike) -> tuple[str, str]:
-    """(path, format) of the first weight file in ``directory`` in the order of WEIGHT_FILES."""
+    """(path, format) of the first weight file in ``directory`` in the order of WEIGHT_FILES.
+
+    A weight file that is there but cannot be opened (a dangling or looping symlink, no read
+    permission) is an error naming it, not a reason to fall back silently to the next one.
+    """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(f"{directory}: not a directory")
     for name in WEIGHT_FILES:
         path = os.path.join(directory, name)
-        if os.path.exists(path):
-            fmt = {SAFETENSORS_NAME: "safetensors", SAFETENSORS_INDEX_NAME: "safetensors",
-                   PYTORCH_BIN_NAME: "pytorch_bin", TF_H5_NAME: "hf_tf"}[name]
-            return path, fmt
+        if not os.path.lexists(path):
+            continue
+        _check_openable(path)
+        fmt = {SAFETENSORS_NAME: "safetensors", SAFETENSORS_INDEX_NAME: "safetensors",
+               PYTORCH_BIN_NAME: "pytorch_bin", TF_H5_NAME: "hf_tf"}[name]
+        return path, fmt
+    shards = sorted(f for f in os.listdir(directory) if re.search(r"\.data-\d+-of-\d+$", f))
+    if shards:
+        prefix = shards[0].rsplit(".data-", 1)[0]
+        raise CheckpointError(f"{directory}: no weights file; {shards[0]} is a TF1 checkpoint shard, but its index "
+                              f"{prefix}.index is not beside it (copy it too)")
     raise CheckpointError(f"{directory}: no weights file (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def _check_openable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            why = "a symlink loop"
+        elif exc.errno == errno.ENOENT:
+            why = f"a symlink to {os.readlink(path)!r}, which does not exist" if os.path.islink(path) else "gone"
+        else:
+            why = exc.strerror or str(exc)
+        raise CheckpointError(f"{path}: the weights file cannot be opened ({why}); "
+                              "the other weight files beside it were not tried") from None
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a weights file")
 
 
 def read_any(path: str, fmt: str) -> dict[str, np.ndarray]:
@@ -642,6 +793,8 @@ def load_for_model(config, head: str, path: str | os.PathLike, *, weights_file: 
                else "safetensors")
     raw = read_any(file, fmt)
     if fmt == "hf_tf":
+        # HF-TF names are "<layer>/<model scope>/<path>" stripped to "<path>" by the reader.
+        check_layer_count(config, raw, "hf_tf", source=file)
         canonical, rest = from_format(config, head, raw, "hf_tf", source=file)
         result = match_to_model(config, head, canonical, source=file, extra_unexpected=rest)
     else:

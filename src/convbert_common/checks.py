@@ -239,3 +239,37 @@ def check_label_range(name: str, low: int, high: int, upper: int, upper_name: st
     if low < 0:
         raise ValueError(f"{name} contains {low}; class ids must be in [0, {upper_name}={upper}) or "
                          f"{heads.IGNORE_INDEX} (ignored)")
+
+
+def label_range_message(name: str, upper: int | str, upper_name: str) -> str:
+    """The message of an out-of-range class label where only the bounds are known (inside a graph)."""
+    return (f"{name} must hold class ids in [0, {upper_name}={upper}) or {heads.IGNORE_INDEX} (ignored); "
+            "a label is out of range")
+
+
+def label_bounds(upper_name_of: heads.Task | str) -> str:
+    """The name of what bounds a task's class labels in messages: its config field, or the choices."""
+    task = heads.get(upper_name_of)
+    return task.label_classes or "num_choices"
+
+
+# ----------------------------------------------------------------------------------- training steps
+class NonFiniteStepError(FloatingPointError):
+    """A training step gave a loss or gradients that are not finite; its update was not applied."""
+
+
+def non_finite_step_message(step: int, loss_finite: bool | None, bad_gradients: list[str], total_bad: int,
+                            where: str = "") -> str:
+    """One message for both frameworks: the step, what was not finite, and what it usually means."""
+    what = []
+    if loss_finite is False:
+        what.append("the loss")
+    if total_bad:
+        shown = ", ".join(bad_gradients[:4]) + (" ..." if total_bad > 4 else "")
+        what.append(f"the gradients of {total_bad} tensor(s) ({shown})")
+    subject = " and ".join(what) or "the update"
+    verb = "is" if what == ["the loss"] or not what else "are"
+    weights = f"those after step {step - 1}" if step > 1 else "as they were before it"
+    return (f"training step {step}{where}: {subject} {verb} not finite; the update was not applied and training "
+            f"stopped (the weights are {weights}). Under XLA or torch.compile an out-of-range id or label gives "
+            "NaN instead of an error: run the batch eagerly to see which; otherwise lower the learning rate")

@@ -18,6 +18,8 @@ from convbert_common import heads, shapes
 from convbert_common.fileio import atomic_write_text
 
 CONFIG_NAME = "config.json"
+# A config.json is a few kB (id2label of a large label set: a few MB); anything far larger is not one.
+MAX_CONFIG_BYTES = 64 << 20
 MODEL_TYPE = "convbert"
 
 # ``hidden_act`` names (Hugging Face's) and the formula each one is. Both frameworks implement every
@@ -209,13 +211,21 @@ class ConvBertConfig:
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+                text = fh.read(MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
             raise FileNotFoundError(f"no config file at {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{path} is a directory, not a config file") from None
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_CONFIG_BYTES // (1 << 20)} MiB: not a model config")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: the JSON is nested too deeply to be a model config") from None
         return cls.from_dict(data, source=path, **overrides)
 
     @classmethod

@@ -106,16 +106,41 @@ def head_from_config(config: ConvBertConfig, default: heads.Task = heads.MODEL, 
 
 
 def cast(tensors: dict[str, np.ndarray], dtype: str | None) -> dict[str, np.ndarray]:
-    """Floating tensors in ``dtype`` (None: float32); integer tensors as they are."""
-    if dtype in (None, "float32"):
-        return {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    if dtype == "float16":
-        return {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    if dtype == "bfloat16":
-        import ml_dtypes  # a dependency: NumPy has no bfloat16 of its own
+    """Floating tensors in ``dtype`` (None: float32); integer tensors as they are.
 
-        return {k: v.astype(ml_dtypes.bfloat16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
-    raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    Values beyond the range of ``dtype`` become inf; ``overflowing`` finds them first (``convert``
+    refuses them unless told otherwise).
+    """
+    if dtype not in (None, *DTYPES):
+        raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    target = _numpy_dtype(dtype or "float32")
+    with np.errstate(over="ignore"):
+        return {k: v.astype(target, copy=False) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+
+
+def _numpy_dtype(dtype: str) -> np.dtype:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def overflowing(tensors: dict[str, np.ndarray], dtype: str | None) -> dict[str, float]:
+    """{name: largest finite |value|} of the floating tensors that ``dtype`` cannot hold: casting
+    would turn those values into inf."""
+    target = _numpy_dtype(dtype or "float32")
+    out = {}
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if value.dtype.kind != "f" or value.size == 0 or value.dtype == target:
+            continue
+        magnitude = np.abs(value)
+        largest = magnitude.max(initial=0.0, where=np.isfinite(magnitude))
+        with np.errstate(over="ignore"):
+            if np.isinf(np.asarray(largest, dtype=value.dtype).astype(target)):
+                out[name] = float(largest)
+    return out
 
 
 def copy_tokenizer(src_dir: str | None, folder: str) -> None:
@@ -173,15 +198,31 @@ def _hf_tf_h5(folder: str, config, task, tensors) -> None:
 
 
 # ------------------------------------------------------------------ the authors' TF1 checkpoints
-# What an original pre-training checkpoint holds besides the model: reported, never loaded.
-_TF1_SKIPPED = (
+# What an original pre-training checkpoint holds besides the model: reported, never loaded. Inside
+# the imported scope nothing is skipped: a name the weight table lacks there (a layer more than the
+# config says) is an error.
+_TF1_NOT_MODEL = (
     (re.compile(r".*/adam_[mv]$"), "optimizer slot"),
     (re.compile(r"^global_step$"), "training step counter"),
-    (re.compile(r"^discriminator_predictions/"), "replaced-token-detection head (import it with --pretraining)"),
-    (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator or --pretraining)"),
-    (re.compile(r"^electra/"), "discriminator (the generator import does not use it)"),
 )
+# The RTD head, when the import does not take it (ConvBertForPreTraining does).
+_TF1_RTD_HEAD = (re.compile(r"^discriminator_predictions/"),
+                 "replaced-token-detection head (import it with --pretraining)")
+# The scope the other import reads, by the scope being imported. The embeddings under
+# electra/embeddings/ are shared, so the generator import uses them (they are never skipped there).
+_TF1_OTHER_SCOPE = {
+    "electra": (re.compile(r"^generator(_predictions)?/"), "generator (import it with --generator or --pretraining)"),
+    "generator": (re.compile(r"^electra/"), "discriminator (the generator import does not use it)"),
+}
 TF1_GENERATOR_CONFIG = "generator_config.json"
+
+
+def _tf1_skip_reason(name: str, scope: str) -> str | None:
+    """Why a TF1 variable that no spec uses is skipped, or None if it must not be."""
+    for pattern, why in (*_TF1_NOT_MODEL, _TF1_RTD_HEAD, _TF1_OTHER_SCOPE[scope]):
+        if pattern.match(name):
+            return why
+    return None
 
 
 def _tf1_folder(src: str) -> str:
@@ -211,6 +252,7 @@ def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str
     folder = _tf1_folder(src)
     config = _tf1_config(src, config_path, generator)
     raw = ck.read_tf1_checkpoint(src) if raw is None else raw
+    ck.check_layer_count(config, raw, "tf1", tf1_scope=task.tf1_scope, source=f"{src} ({task.tf1_scope}/)")
     canonical, _rest = ck.from_format(config, task, raw, "tf1", source=src)
     specs = wm.model_specs(config, task)
     missing = [s.tf1 for s in specs if s.name not in canonical]
@@ -223,7 +265,7 @@ def read_tf1(src: str, *, head: str | heads.Task | None = None, config_path: str
     skipped: dict[str, str] = {}
     unknown = []
     for name in sorted(set(raw) - used):
-        why = next((w for pat, w in _TF1_SKIPPED if pat.match(name)), None)
+        why = _tf1_skip_reason(name, task.tf1_scope)
         if why is None:
             unknown.append(name)
         else:

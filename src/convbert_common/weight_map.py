@@ -15,6 +15,7 @@ a transpose from a rank.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from convbert_common import heads, shapes
@@ -193,3 +194,32 @@ def strip_base_prefix(name: str) -> str:
 
 def is_ignored(name: str) -> bool:
     return strip_base_prefix(name) in IGNORED_KEYS
+
+
+def parameter_count(config: ConvBertConfig, head: str | heads.Task) -> int:
+    """The number of parameters of ``head``'s model, computed from the config without building it.
+
+    Every encoder layer has the same tensors, so one layer's specs are counted and multiplied: the
+    cost does not grow with ``num_hidden_layers``.
+    """
+    one = config.replace(num_hidden_layers=1)
+    sizes = [(s.name, math.prod(s.shape)) for s in model_specs(one, head)]
+    per_layer = sum(n for name, n in sizes if strip_base_prefix(name).startswith("encoder.layer.0."))
+    return sum(n for _, n in sizes) - per_layer + per_layer * config.num_hidden_layers
+
+
+def check_parameter_count(config: ConvBertConfig, head: str | heads.Task, max_params: int | None, *,
+                          source: str = "config") -> int:
+    """Raise ValueError if ``head``'s model would have more than ``max_params`` parameters; returns the count.
+
+    For building a model from a config alone (no checkpoint to compare with): a crafted config
+    with a million layers is refused before anything is allocated.
+    """
+    count = parameter_count(config, head)
+    if max_params is not None and count > max_params:
+        raise ValueError(
+            f"{source}: a {heads.get(head).class_name} of this config has {count:,} parameters "
+            f"(num_hidden_layers={config.num_hidden_layers}, hidden_size={config.hidden_size}, "
+            f"vocab_size={config.vocab_size}), more than max_params={max_params:,}"
+        )
+    return count

@@ -9,7 +9,8 @@ B batch, L sequence, V vocab, C number of labels / choices.
 - question answering: start and end positions clamped to [0, L], positions equal to L ignored,
   the mean of the start and end cross-entropies.
 
-Bad labels raise ``ValueError`` naming the expected shape or dtype, with the same words as Keras.
+Bad labels raise ``ValueError`` naming the expected shape or dtype, or the out-of-range class and
+what bounds it (``num_labels``, ``vocab_size``, ``num_choices``), with the same words as Keras.
 """
 
 from __future__ import annotations
@@ -40,17 +41,37 @@ def resolve_problem_type(problem_type: str | None, num_labels: int, labels: torc
     return checks.resolve_problem_type(problem_type, num_labels, tensor_info(labels))
 
 
+def check_class_range(name: str, labels: torch.Tensor, upper: int, upper_name: str) -> None:
+    """Class ids in [0, upper) or -100, before the loss reads them (``checks.check_label_range``).
+
+    Eager: ValueError naming the label and ``upper_name``. Under ``torch.compile`` the values are
+    not known while tracing: an asynchronous assert in the graph raises with the bounds instead of
+    torch's bare "Target 5 is out of bounds" (or a silent wrong row).
+    """
+    if labels.numel() == 0:
+        return
+    scored = labels != heads.IGNORE_INDEX
+    if torch.compiler.is_compiling():
+        valid = ~scored | ((labels >= 0) & (labels < upper))
+        torch._assert_async(valid.all(), checks.label_range_message(name, upper, upper_name))
+        return
+    values = labels[scored]
+    if values.numel():
+        checks.check_label_range(name, int(values.min()), int(values.max()), upper, upper_name)
+
+
 # ------------------------------------------------------------------------------- losses
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, classes_name: str = "vocab_size") -> torch.Tensor:
     """logits (B, L, V), labels (B, L) with -100 where no prediction is scored."""
     checks.check_labels(heads.MASKED_LM, {"labels": tensor_info(labels)}, tuple(logits.shape)[:-1], 1)
+    check_class_range("labels", labels, logits.shape[-1], classes_name)
     return F.cross_entropy(_upcast(logits.reshape(-1, logits.shape[-1])), labels.reshape(-1).long(),
                            ignore_index=heads.IGNORE_INDEX)
 
 
 def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """logits (B, L, C), labels (B, L) with -100 on ignored tokens."""
-    return masked_lm_loss(logits, labels)
+    return masked_lm_loss(logits, labels, "num_labels")
 
 
 def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -65,6 +86,7 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor,
             return F.mse_loss(logits.squeeze(), labels.to(logits.dtype).squeeze())
         return F.mse_loss(logits, labels.to(logits.dtype))
     if kind == "single_label_classification":
+        check_class_range("labels", labels, num_labels, "num_labels")
         return F.cross_entropy(logits, labels.reshape(-1).long())
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
@@ -72,12 +94,18 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor,
 def multiple_choice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """logits (B, C) over the choices, labels (B,) the index of the right one."""
     checks.check_labels(heads.MULTIPLE_CHOICE, {"labels": tensor_info(labels)}, tuple(logits.shape), 1)
+    check_class_range("labels", labels, logits.shape[-1], "num_choices")
     return F.cross_entropy(_upcast(logits), labels.reshape(-1).long())
 
 
 def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor,
                             start_positions: torch.Tensor, end_positions: torch.Tensor) -> torch.Tensor:
-    """start/end logits (B, L); positions (B,) clamped to [0, L], where L is ignored."""
+    """start/end logits (B, L); positions (B,) clamped to [0, L], where L is ignored.
+
+    Hugging Face's rule, exactly: each of the two losses is the mean over its positions that are
+    not ignored, so a batch whose start (or end) positions are all ignored has a NaN loss there,
+    as in Hugging Face (a training step refuses to apply it: ``convbert_pt.guards``).
+    """
     checks.check_labels(heads.QUESTION_ANSWERING, {"start_positions": tensor_info(start_positions),
                                                    "end_positions": tensor_info(end_positions)},
                         tuple(start_logits.shape), 2)

@@ -99,8 +99,16 @@ def _info(t: torch.Tensor | None) -> checks.TensorInfo | None:
 
 
 def _check_ids(name: str, ids: torch.Tensor, upper: int, upper_name: str) -> None:
-    """Value checks on index tensors, before any lookup (eager only: they read the data)."""
-    if ids.numel() == 0 or _is_compiling():
+    """Value checks on index tensors, before any lookup.
+
+    Eager: ValueError naming the id. Compiled, the values are unknown while tracing: an
+    asynchronous assert in the graph raises with the bounds.
+    """
+    if ids.numel() == 0:
+        return
+    if _is_compiling():
+        valid = (ids >= 0) & (ids < upper)
+        torch._assert_async(valid.all(), checks.id_range_message(name, upper, upper_name))
         return
     checks.check_id_range(name, int(ids.min()), int(ids.max()), upper, upper_name)
 

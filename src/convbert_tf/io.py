@@ -104,9 +104,7 @@ def assign_canonical(model, tensors: dict[str, np.ndarray], *, source: str = "ch
                 f"{source}: {name}: {spec.keras_layout} layout gives {layout.target_shape(spec.shape)}, the Keras "
                 f"variable {var.path} is {tuple(var.shape)} (nothing was loaded)"
             )
-        if not np.issubdtype(np.asarray(array).dtype, np.floating):
-            raise checkpoint.CheckpointError(
-                f"{source}: {name} has dtype {np.asarray(array).dtype}, expected a float tensor")
+        checkpoint.check_weight_dtype(np.asarray(array), name, source)
     # Everything fits: transform and assign one tensor at a time (no second full copy).
     for name in list(tensors):
         spec, var = specs[name], variables[name]

@@ -581,10 +581,16 @@ def _open_h5_member(archive: zipfile.ZipFile, raw, info: zipfile.ZipInfo, path: 
 
 def _read_weights(fh: h5py.File, config: ConvBertConfig, head: str,
                   source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    layout = keras_layout(config, head)
-    specs = {s.name: s for s in wm.model_specs(config, head)}
     found: list[str] = []
     fh.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    # Every encoder layer holds datasets of its own: a config with more layers than the file has
+    # datasets (a crafted num_hidden_layers) is refused before its layout and specs are built, work
+    # that grows with the layer count.
+    if config.num_hidden_layers > len(found):
+        raise CheckpointError(f"{source}: config.json says num_hidden_layers={config.num_hidden_layers}, but the "
+                              f"weights file holds only {len(found)} datasets")
+    layout = keras_layout(config, head)
+    specs = {s.name: s for s in wm.model_specs(config, head)}
     wanted = {p: n for n, p in layout.datasets.items()}
     skipped = {}
     extra = []

@@ -14,7 +14,11 @@ number of replicas (a functional loss would report a loss num_replicas times too
   (binary cross-entropy on logits); None is resolved as Hugging Face does (``checks``);
 - ``choice_cross_entropy``: cross-entropy over the choices;
 - ``span_cross_entropy``: start and end positions clamped to [0, L], L ignored, the mean of the
-  start and end cross-entropies.
+  start and end cross-entropies (NaN where all positions of one are ignored, as in Hugging Face).
+
+Class labels out of range raise the shared message (``checks.check_label_range``) when their
+values are known, an assert in a TensorFlow graph, and make the loss NaN under XLA (where the
+training step then refuses to apply the update: ``tasks.TaskModel``).
 
 Metrics are given ``sample_weight`` masks, so ignored labels do not count in the accuracy either.
 """
@@ -32,6 +36,41 @@ def tensor_info(x) -> checks.TensorInfo:
     return checks.TensorInfo(tuple(x.shape), keras.backend.standardize_dtype(x.dtype))
 
 
+def checked_classes(y, upper, name: str, upper_name: str):
+    """Class labels in [0, upper) or -100; returns (labels, valid), ``valid`` None when checked already.
+
+    Eager: ValueError naming the label (``checks.check_label_range``, PyTorch's words). TensorFlow
+    graph: an assert with the bounds, ordered before the loss. XLA drops asserts and reads a wrong
+    logit, so ``valid`` (a scalar) lets the caller make the loss NaN: a training step then refuses
+    the update (``tasks.TaskModel.train_step``) instead of learning from a wrong label.
+    """
+    from convbert_tf.modeling import _concrete  # the one rule for "values known now" (imports this module)
+
+    values = _concrete(y)
+    if values is not None:
+        scored = values[values != heads.IGNORE_INDEX]
+        if scored.size:
+            checks.check_label_range(name, int(scored.min()), int(scored.max()), int(upper), upper_name)
+        return y, None
+    valid = ops.all(ops.logical_or(ops.equal(y, heads.IGNORE_INDEX),
+                                   ops.logical_and(ops.greater_equal(y, 0), ops.less(y, upper))))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        check = tf.debugging.Assert(valid, [checks.label_range_message(name, upper, upper_name) + "; largest:",
+                                            tf.reduce_max(y), "smallest:", tf.reduce_min(y)])
+        with tf.control_dependencies([check]):
+            y = tf.identity(y)
+    return y, valid
+
+
+def _nan_unless(valid, loss):
+    """``loss`` where ``valid`` (a scalar bool, or None: nothing to mask), else NaN."""
+    if valid is None:
+        return loss
+    return ops.where(valid, loss, ops.cast(float("nan"), loss.dtype))
+
+
 def _flat1(x):
     """(B,) or (B, 1) -> (B,)."""
     return ops.reshape(x, (-1,))
@@ -46,6 +85,11 @@ def _weights_like(labels, valid, sample_weight):
     while len(sample_weight.shape) < len(weight.shape):
         sample_weight = ops.expand_dims(sample_weight, -1)
     return weight * sample_weight
+
+
+def _classes(logits):
+    """The number of classes of ``logits`` (..., C): static where known, else at run time."""
+    return logits.shape[-1] if logits.shape[-1] is not None else ops.shape(logits)[-1]
 
 
 class TaskLoss:
@@ -79,26 +123,30 @@ class TaskLoss:
     def __call__(self, labels: dict, outputs: dict, sample_weight=None):
         loss = self.task.loss
         if loss in ("token_cross_entropy", "choice_cross_entropy"):
-            y = labels["labels"]
+            y, logits = labels["labels"], outputs["logits"]
             if loss == "choice_cross_entropy":
                 y = _flat1(y)
-            return self.cross_entropy(y, outputs["logits"], sample_weight)
+            y, valid = checked_classes(y, _classes(logits), "labels", checks.label_bounds(self.task))
+            return _nan_unless(valid, self.cross_entropy(y, logits, sample_weight))
         if loss == "sequence":
             y, logits = labels["labels"], outputs["logits"]
             kind = self._problem_type(y)
             if kind == "single_label_classification":
-                return self.cross_entropy(_flat1(y), logits, sample_weight)
+                y, valid = checked_classes(_flat1(y), self.num_labels, "labels", "num_labels")
+                return _nan_unless(valid, self.cross_entropy(y, logits, sample_weight))
             if kind == "regression":
                 if self.num_labels == 1:
                     return self.mse(ops.reshape(ops.cast(y, "float32"), (-1, 1)), logits, sample_weight)
                 return self.mse(ops.cast(y, "float32"), logits, sample_weight)
             return self.bce(ops.cast(y, "float32"), logits, sample_weight)
         if loss == "span_cross_entropy":
+            # Hugging Face's rule, exactly: each mean is over the positions not ignored, so where all
+            # of them are ignored it is 0/0 = NaN, as there (Keras' own masked mean would give 0).
             start, end = self._span_targets(labels, outputs)
-            return 0.5 * (
-                self.cross_entropy(start, outputs["start_logits"], sample_weight)
-                + self.cross_entropy(end, outputs["end_logits"], sample_weight)
-            )
+            start_loss = self.cross_entropy(start, outputs["start_logits"], sample_weight)
+            end_loss = self.cross_entropy(end, outputs["end_logits"], sample_weight)
+            return 0.5 * (_nan_unless(ops.any(ops.not_equal(start, heads.IGNORE_INDEX)), start_loss)
+                          + _nan_unless(ops.any(ops.not_equal(end, heads.IGNORE_INDEX)), end_loss))
         raise ValueError(f"{self.task.class_name} has no task loss: pass loss=... to compile(), or use a head class")
 
     @staticmethod

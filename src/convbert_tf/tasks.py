@@ -4,15 +4,23 @@
 declares its task (``task = heads.SEQUENCE_CLASSIFICATION``); the loss and the default metrics
 follow from the task record (``losses.TaskLoss``), so ``compile(optimizer=...)`` + ``fit`` work
 with labels in ``y`` or, Hugging Face style, inside ``x``.
+
+A bad batch never destroys the model: on the TensorFlow backend every training step checks its
+loss and gradients and applies the update only when all are finite (``compile(...,
+guard_non_finite=False)`` turns it off). Without XLA an out-of-range id or label raises before
+that; under XLA (``jit_compile=True``) asserts are dropped and such a batch gives NaN, so the
+step is refused, later steps are too, and ``fit`` stops with ``checks.NonFiniteStepError``
+naming the step and what was not finite (the weights are those of the step before).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import keras
 
-from convbert_common import heads
+from convbert_common import checks, heads
 from convbert_tf import backend, losses
 
 
@@ -39,6 +47,129 @@ def integers_from_a_distributed_build(name: str, x):
         return tf.cast(x, tf.int32)
 
 
+# The guard's record of the first refused step: (step, loss not finite, first bad gradient, bad gradients).
+_CLEAR = (-1, 0, -1, 0)
+
+
+class _StepGuard:
+    """What the non-finite guard keeps between the traced step and the Python side of ``fit``.
+
+    A plain object, so that Keras tracks neither it nor its variable (the model's weights stay
+    exactly those of the weight table).
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.state = None  # tf.Variable (4,) int64: _CLEAR, or the record of the first refused step
+        # The losses of the train steps being traced, by thread: tf.distribute traces one step per
+        # replica, each in a thread of its own.
+        self.losses: dict[int, object] = {}
+        self.tracing = 0  # train steps being traced right now
+        self.paths: list[str] = []  # the variables the gradients belong to, in order
+
+    @property
+    def loss(self):
+        return self.losses.get(threading.get_ident())
+
+    @loss.setter
+    def loss(self, value) -> None:
+        if value is None:
+            self.losses.pop(threading.get_ident(), None)
+        else:
+            self.losses[threading.get_ident()] = value
+
+    def create_state(self, strategy) -> None:
+        if self.state is None:
+            import tensorflow as tf
+
+            with strategy.scope():
+                self.state = tf.Variable(_CLEAR, dtype=tf.int64, trainable=False, name="non_finite_step",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def clear(self) -> None:
+        if self.state is not None:
+            self.state.assign(_CLEAR)
+
+    def check(self, where: str = "") -> None:
+        """Raise NonFiniteStepError if a step was refused since the last ``clear``."""
+        if self.state is None:
+            return
+        step, loss_bad, first, count = (int(v) for v in self.state.numpy())
+        if step < 0:
+            return
+        bad = [self.paths[first]] if 0 <= first < len(self.paths) else []
+        raise checks.NonFiniteStepError(checks.non_finite_step_message(
+            step, False if loss_bad else (None if count else True), bad, count, where))
+
+
+def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_variables=None):
+    """``apply(grads, variables)`` only if the loss and every gradient are finite and no step was refused."""
+    import tensorflow as tf
+
+    grads = list(grads)
+    variables = list(trainable_variables) if trainable_variables is not None else optimizer._trainable_variables
+    guard.paths = [v.path for v in variables]
+    present = [i for i, g in enumerate(grads) if g is not None]
+    # A loss-scale optimizer expects (and skips) overflowing scaled gradients: there only the loss counts.
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    grad_ok = tf.stack([tf.reduce_all(tf.math.is_finite(grads[i])) for i in present]) \
+        if present and not scaled else tf.ones([0], tf.bool)
+    loss_ok = tf.reduce_all(tf.math.is_finite(guard.loss)) if guard.loss is not None else tf.constant(True)
+    ok = tf.logical_and(loss_ok, tf.reduce_all(grad_ok))
+    replicated = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    if replicated:
+        # Every replica must take the same branch: refuse if any replica saw a non-finite value.
+        refused = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(tf.logical_not(ok), tf.int32))
+        ok = tf.equal(refused, 0)
+    state = guard.state
+    first_of = tf.constant(present or [-1], tf.int64)
+
+    def decide(ok, grad_ok, loss_ok, update) -> None:
+        clear = tf.less(state[0], 0)
+
+        def apply_it():
+            update()
+            return tf.constant(True)
+
+        def refuse():
+            bad = tf.logical_not(grad_ok)
+            first = tf.where(tf.reduce_any(bad), tf.gather(first_of, tf.argmax(tf.cast(bad, tf.int32))),
+                             tf.constant(-1, tf.int64)) if present and not scaled else tf.constant(-1, tf.int64)
+            record = tf.stack([tf.cast(optimizer.iterations, tf.int64) + 1,
+                               tf.cast(tf.logical_not(loss_ok), tf.int64), first,
+                               tf.reduce_sum(tf.cast(bad, tf.int64))])
+            state.assign(tf.where(clear, record, state))
+            return tf.constant(False)
+
+        tf.cond(tf.logical_and(ok, clear), apply_it, refuse)
+
+    if not replicated or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        decide(ok, grad_ok, loss_ok, lambda: apply(grads, trainable_variables))
+        return
+
+    # The optimizer's update synchronises the replicas (a merge_call), which TensorFlow does not
+    # allow inside a cond in a replica context: decide once, in the cross-replica context, as
+    # Keras' LossScaleOptimizer does.
+    def cross_replica(distribution, ok, grad_ok, loss_ok, grads):
+        first = distribution.experimental_local_results
+        decide(first(ok)[0], first(grad_ok)[0], first(loss_ok)[0],
+               lambda: distribution.extended.call_for_each_replica(apply, args=(grads, trainable_variables)))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(ok, grad_ok, loss_ok, grads))
+
+
+class _GuardedApply:
+    """``optimizer.apply`` while our train step runs: the update only if it is finite (else as it was)."""
+
+    def __init__(self, guard: _StepGuard, optimizer, apply):
+        self._guard, self._optimizer, self._apply = guard, optimizer, apply
+
+    def __call__(self, grads, trainable_variables=None):
+        if not (self._guard.active and self._guard.tracing):
+            return self._apply(grads, trainable_variables)
+        return _apply_if_finite(self._guard, self._optimizer, self._apply, grads, trainable_variables)
+
+
 class TaskModel:
     """Task defaults for a ``keras.Model`` with a ``config`` and a ``task``."""
 
@@ -48,9 +179,11 @@ class TaskModel:
         self._task_loss = losses.TaskLoss(self.task, config)
         self._uses_task_loss = False
         self._uses_default_metrics = False
+        self._step_guard = _StepGuard()
 
     # -------------------------------------------------------------- compile
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, *,
+                guard_non_finite: bool = True, **kwargs):
         """Keras ``compile`` with task defaults.
 
         ``optimizer="auto"``: Adam(5e-5). ``loss="auto"``: the task's loss (``losses.TaskLoss``), labels
@@ -58,6 +191,8 @@ class TaskModel:
         ``metrics="auto"``: accuracy (or MAE for regression), masked like the loss. Any other value is
         passed to Keras unchanged (a user loss then sees the output dict as ``y_pred``).
         ``jit_compile=True`` also selects the XLA-friendly depthwise convolution (``set_depthwise_impl``).
+        ``guard_non_finite`` (TensorFlow backend): refuse the update of a step whose loss or gradients
+        are not finite and stop ``fit`` with ``NonFiniteStepError`` (see the module docstring).
         """
         if _is_auto(optimizer):
             optimizer = keras.optimizers.Adam(learning_rate=5e-5)
@@ -81,6 +216,43 @@ class TaskModel:
             strategy = getattr(self, "distribute_strategy", None)  # TensorFlow's trainer only
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 self.optimizer.build(self.trainable_variables)
+        self._step_guard.active = bool(guard_non_finite) and keras.backend.backend() == "tensorflow" \
+            and self.optimizer is not None
+        if self._step_guard.active:
+            self._step_guard.create_state(self.distribute_strategy)
+
+    # -------------------------------------------------------------- the non-finite guard
+    def train_step(self, data):
+        guard = self._step_guard
+        if not guard.active:
+            return super().train_step(data)
+        optimizer = self.optimizer
+        if not isinstance(optimizer.__dict__.get("apply"), _GuardedApply):
+            optimizer.apply = _GuardedApply(guard, optimizer, optimizer.apply)
+        guard.tracing += 1
+        try:
+            return super().train_step(data)
+        finally:
+            guard.tracing -= 1
+            guard.loss = None
+
+    def fit(self, *args, **kwargs):
+        if not self._step_guard.active:
+            return super().fit(*args, **kwargs)
+        if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+            args = list(args)
+            args[5] = [*(args[5] or []), _StopOnNonFinite(self._step_guard)]
+        else:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _StopOnNonFinite(self._step_guard)]
+        return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        if not self._step_guard.active:
+            return super().train_on_batch(*args, **kwargs)
+        self._step_guard.clear()
+        result = super().train_on_batch(*args, **kwargs)
+        self._step_guard.check()
+        return result
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -130,7 +302,9 @@ class TaskModel:
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not self._uses_task_loss:
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+            loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+            self._step_guard.loss = loss
+            return loss
         labels, from_x = self._task_labels(x, y)
         if from_x and sample_weight is None and "loss" in y_pred:
             loss = y_pred["loss"]  # call() computed it with the same Loss objects
@@ -139,6 +313,7 @@ class TaskModel:
             loss = self._task_loss(labels, y_pred, sample_weight)
         if self.losses:  # add_loss / regularisers: Keras adds them when no compiled loss is set
             loss = loss + super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        self._step_guard.loss = loss
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -164,3 +339,21 @@ class TaskModel:
             if input_signature is None:
                 input_signature = [self.serving_input_signature()]
         return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` with NonFiniteStepError after the first refused step (see ``_apply_if_finite``)."""
+
+    def __init__(self, guard: _StepGuard):
+        super().__init__()
+        self._guard = guard
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._guard.clear()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._guard.check(f" (epoch {self._epoch + 1}, batch {batch + 1})")

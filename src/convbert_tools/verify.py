@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convbert_common import checkpoint as ck
 from convbert_common import heads
 from convbert_common.config import ConvBertConfig
 from convbert_common.formats import head_from_config
@@ -128,6 +129,16 @@ def _batches(path: str, config: ConvBertConfig, text: str | None) -> dict[str, d
     return batches
 
 
+def check_finite(path: str, config: ConvBertConfig, task) -> None:
+    """Refuse weights that hold NaN or inf, naming the tensors: both frameworks would compute NaN
+    and the comparison would report a mismatch that is the checkpoint's, not theirs."""
+    result = ck.load_for_model(config, task, path)
+    bad = ck.non_finite(result.tensors)
+    if bad:
+        raise ck.CheckpointError(f"{result.source}: {len(bad)} weight tensor(s) hold values that are not finite: "
+                                 f"{ck.describe_non_finite(bad)}; there is nothing to compare")
+
+
 def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None,
            atol: float = DEFAULT_ATOL) -> Report:
     config = ConvBertConfig.from_pretrained(path)
@@ -135,6 +146,7 @@ def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None
     if heads.PRETRAINING in todo:
         raise ValueError(f"{path}: verify compares PyTorch with Keras, and ConvBertForPreTraining has no Keras class "
                          "yet; compare its backbone with --heads model")
+    check_finite(path, config, todo[0])
     report = Report(path=path, atol=atol)
     for task in todo:
         head = task.name

@@ -238,7 +238,7 @@ def _copy(head, tmp_path, weights_file):
     "weights_file, message",
     [
         ("model.safetensors", "not a readable safetensors file"),
-        ("pytorch_model.bin", r"cannot be loaded with torch.load\(weights_only=True\)"),
+        ("pytorch_model.bin", r"not a readable PyTorch file, truncated or corrupt\?"),
         ("tf_model.h5", "not a readable HDF5 file"),
     ],
 )

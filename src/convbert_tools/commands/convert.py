@@ -19,7 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", help="destination directory (or .keras / .weights.h5 file)")
     p.add_argument("--to", default="safetensors", choices=conv.registry().writable(), help="destination format")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="store floating tensors in this dtype")
-    p.add_argument("--force", action="store_true", help="overwrite an existing destination")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing destination: a previous output (a checkpoint directory holding only "
+                        "checkpoint files, or a single file), never anything else")
+    p.add_argument("--allow-overflow", action="store_true",
+                   help="with --dtype: write tensors whose values exceed its range (they become inf)")
     p.add_argument("--generator", action="store_true",
                    help="TF1 source: import the authors' generator as ConvBertForMaskedLM")
     p.add_argument("--pretraining", action="store_true",
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--generator-config applies with --pretraining only")
     loaded = conv.convert(args.src, args.dst, to=args.to, dtype=args.dtype, force=args.force,
                           generator=args.generator, head=args.head, config_path=args.config,
-                          progress=not args.quiet)
+                          progress=not args.quiet, allow_overflow=args.allow_overflow)
     sys.stdout.write(f"converted {loaded.source} ({loaded.count} tensors, "
                      f"{loaded.head.class_name}) -> {args.dst} [{args.to}]\n")
     _report_skipped(loaded.skipped)

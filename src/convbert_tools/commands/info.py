@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convbert_common import checkpoint as ck
+    from convbert_common import weight_map as wm
     from convbert_common.config import ConvBertConfig
     from convbert_common.formats import head_from_config
 
@@ -40,5 +41,10 @@ def run(args: argparse.Namespace) -> int:
         lines.append(
             f"weights           {os.path.basename(path)} ({fmt}), {len(result.tensors)} tensors, {n:,} parameters"
         )
+        bad = ck.non_finite(result.tensors)
+        if bad:
+            lines.append(f"NOT FINITE        {len(bad)} tensor(s): {ck.describe_non_finite(bad)}")
+    else:
+        lines.append(f"parameters        {wm.parameter_count(config, head):,} (computed from the config)")
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
