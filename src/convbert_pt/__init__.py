@@ -1,6 +1,7 @@
 """ConvBERT for PyTorch: the six model classes of Hugging Face's API on the canonical checkpoint layout."""
 
 from convbert_common.config import ConvBertConfig
+from convbert_pt.export import export_onnx
 from convbert_pt.modeling import (
     ConvBertForMaskedLM,
     ConvBertForMultipleChoice,
@@ -21,5 +22,6 @@ __all__ = [
     "ConvBertForTokenClassification",
     "ConvBertModel",
     "ConvBertPreTrainedModel",
+    "export_onnx",
     "span_dynamic_conv",
 ]

@@ -192,7 +192,18 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     output channel, activations quantized at run time. Returns ``dst``."""
     quantization = require("onnxruntime.quantization", "--quantize int8")
     dst = os.fspath(dst)
-    with atomic_path(dst) as tmp:
-        quantization.quantize_dynamic(os.fspath(src), tmp, weight_type=quantization.QuantType.QInt8,
-                                      per_channel=True)
+    root = logging.getLogger()
+    root.addFilter(_no_preprocessing_advice)
+    try:
+        with atomic_path(dst) as tmp:
+            quantization.quantize_dynamic(os.fspath(src), tmp, weight_type=quantization.QuantType.QInt8,
+                                          per_channel=True)
+    finally:
+        root.removeFilter(_no_preprocessing_advice)
     return dst
+
+
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    # quantize_dynamic warns on the root logger that a model should be pre-processed (shape inference
+    # and graph optimisation): on these graphs that step costs seconds and changes no operator.
+    return not record.getMessage().startswith("Please consider to run pre-processing")

@@ -16,9 +16,9 @@ With ``tokenizer`` (a ``ConvBertTokenizerFast``) it also holds the tokenizer as 
 A SavedModel signature has a fixed set of inputs, hence a signature per arity. The model-only
 export never imports tensorflow-text.
 
-``format="litert"`` writes a ``.tflite`` flatbuffer through Keras' own ``litert`` export, with
-TensorFlow Lite builtin operators only (checked with the LiteRT interpreter, ``ai-edge-litert``,
-when installed), so the plain interpreter runs it with dynamic batch and sequence.
+``format="litert"`` writes a ``.tflite`` flatbuffer through Keras' own ``litert`` export (Keras
+3.12 and later), with LiteRT builtin operators only (checked by running it in the interpreter of
+``ai-edge-litert``), so the plain interpreter runs it with dynamic batch and sequence.
 
 Both need the TensorFlow backend of Keras.
 """
@@ -124,30 +124,30 @@ def _archive(model, task: heads.Task, tok):
 
 
 # ------------------------------------------------------------------------------ LiteRT
-def litert_unavailable_reason() -> str | None:
-    """Why this Keras cannot export LiteRT (None when it can)."""
-    try:
-        from keras.src.export import litert  # noqa: F401
-    except ImportError:
-        return f"the installed Keras {keras.__version__} has no 'litert' export format (it came with Keras 3.12)"
-    return None
-
-
 def export_litert(model, path: str | os.PathLike) -> str:
-    """Write ``model`` as a LiteRT (``.tflite``) flatbuffer at ``path``, builtin operators only."""
+    """Write ``model`` as a LiteRT (``.tflite``) flatbuffer at ``path``, builtin operators only.
+
+    The result is loaded and run once in the LiteRT interpreter without the Flex delegate
+    (``ai-edge-litert``); anything it cannot run is refused, naming the operator.
+    """
     task = _task_of(model)
     _require_tensorflow_backend("the LiteRT export")
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"a LiteRT model is a .tflite file, got {path}")
-    reason = litert_unavailable_reason()
-    if reason is not None:
-        raise ValueError(f"--format litert: {reason}")
+    interpreter = _litert_interpreter()
     with atomic_path(path) as tmp:
-        target = tmp + ".tflite"  # Keras insists on the suffix
+        target = tmp + ".tflite"  # Keras wants the suffix
         try:
-            model.export(target, format="litert", verbose=False, input_signature=[model.serving_input_signature()])
-            check_litert(target, task)
+            try:
+                model.export(target, format="litert", verbose=False,
+                             input_signature=[model.serving_input_signature()])
+            except ValueError as exc:
+                if "litert" in str(exc) and "format" in str(exc):
+                    raise ValueError(f"--format litert: the installed Keras {keras.__version__} has no 'litert' "
+                                     f"export (Keras 3.12 and later have it): {exc}") from exc
+                raise
+            check_litert(target, task, interpreter)
             os.replace(target, tmp)
         finally:
             if os.path.exists(target):
@@ -155,22 +155,25 @@ def export_litert(model, path: str | os.PathLike) -> str:
     return path
 
 
-def check_litert(path: str, task: heads.Task) -> None:
-    """Load ``path`` in the plain LiteRT interpreter (no Flex delegate): ValueError if it needs more."""
+def _litert_interpreter():
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        logger.warning("ai-edge-litert is not installed (pip install 'convbert[%s]'): %s was not checked with the "
-                       "LiteRT interpreter", EXTRA, path)
-        return
-    interpreter = Interpreter(model_path=path)
-    runner = interpreter.get_signature_runner("serving_default")
-    shape = (1, 2, 2) if task.input_rank == 3 else (1, 2)
+    except ImportError as exc:
+        raise ImportError(f"--format litert checks the model with the LiteRT interpreter: it needs ai-edge-litert "
+                          f"(pip install 'convbert[{EXTRA}]'): {exc}") from exc
+    return Interpreter
+
+
+def check_litert(path: str, task: heads.Task, interpreter=None) -> None:
+    """Run ``path`` once in the plain LiteRT interpreter (no Flex delegate): ValueError if it needs more."""
     import numpy as np
 
+    interpreter = interpreter or _litert_interpreter()
+    runner = interpreter(model_path=path).get_signature_runner("serving_default")
+    shape = (1, 2, 2) if task.input_rank == 3 else (1, 2)
     feed = {name: np.zeros(shape, np.int32) for name in ("input_ids", "attention_mask", "token_type_ids")}
     feed["attention_mask"][:] = 1
     try:
         runner(**feed)
     except RuntimeError as exc:
-        raise ValueError(f"the LiteRT model needs operators the builtin interpreter lacks: {exc}") from exc
+        raise ValueError(f"the LiteRT model needs operators the builtin LiteRT interpreter lacks: {exc}") from exc

@@ -18,7 +18,7 @@ from convbert_tools.demo import checkpoint_dir as demo_checkpoint_dir  # noqa: F
 logger = logging.getLogger("convbert")
 
 # The sub-commands, in the order --help lists them.
-COMMANDS = ("convert", "verify", "info", "demo")
+COMMANDS = ("convert", "verify", "export", "info", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
