@@ -29,3 +29,10 @@ BF16_LOGITS_ATOL = 5e-2
 # standard deviations of n*p. Five sigma fails a correct sampler with probability < 1e-6 per check,
 # so a failure means a wrong rate, not bad luck; the seeds make every run the same.
 BINOMIAL_Z = 5.0
+# Exported graphs against our own eager model, fp32 (the export issue's targets): onnxruntime's CPU
+# kernels (MLAS GEMM, its fused LayerNormalization) and LiteRT's (XNNPACK) sum in other orders.
+ONNX_FP32_ATOL = 1e-4
+LITERT_FP32_ATOL = 1e-4
+# Dynamic int8 (onnxruntime) against fp32 on the fine-tuned toy classifier: the share of evaluation
+# examples whose predicted label must not change.
+INT8_LABEL_AGREEMENT = 0.99

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 
 import torch
 
@@ -162,9 +163,12 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
     config = model.config
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = nbytes > _PROTOBUF_LIMIT
-    with _inference(model):
+    with _inference(model), warnings.catch_warnings():
+        # The three inputs share their Dim objects, so each axis name is found three times; the
+        # exporter warns that it keeps one.
+        warnings.filterwarnings("ignore", message="# The axis name: ")
         program = torch.onnx.export(
-            _Serving(model), example_inputs(config, task), dynamo=True, opset_version=max(opset, EXPORTER_OPSET),
+            _Serving(model).eval(), example_inputs(config, task), dynamo=True, opset_version=max(opset, EXPORTER_OPSET),
             input_names=list(INPUT_NAMES), output_names=list(output_names(task)),
             dynamic_shapes=_dynamic_shapes(config, task), external_data=external, verbose=False,
         )
