@@ -177,7 +177,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
         check_opset(proto, opset)
         from onnx import version_converter
 
-        proto = version_converter.convert_version(proto, opset)
+        try:
+            proto = version_converter.convert_version(proto, opset)
+        except RuntimeError as exc:  # the converter asserts in C++ and names the operator
+            raise ValueError(f"--opset {opset}: onnx cannot convert the opset-{EXPORTER_OPSET} graph: {exc}") from exc
     if _opset_of(proto) != opset:
         raise ValueError(f"--opset {opset}: the exporter wrote opset {_opset_of(proto)}")
     with atomic_path(path) as tmp:

@@ -98,7 +98,9 @@ def span_dynamic_conv_padded(values: torch.Tensor, kernel_logits: torch.Tensor) 
     p = shapes.conv_padding(K)
     acc = _accumulate_dtype(values.dtype)
     weights = torch.softmax(kernel_logits.to(acc), dim=-1)  # (B, L, N', K)
-    padded = F.pad(values.to(acc), (0, 0, 0, 0, p, p))  # (B, L + K - 1, N', D)
+    # Concatenated zeros rather than F.pad: ONNX's Pad changed at opset 18 and has no converter down.
+    zeros = values.new_zeros((values.shape[0], p, *values.shape[2:]), dtype=acc)  # (B, p, N', D)
+    padded = torch.cat([zeros, values.to(acc), zeros], dim=1)  # (B, L + K - 1, N', D)
     out = weights[..., 0:1] * padded[:, 0:L]  # (B, L, N', D)
     for j in range(1, K):
         out = out + weights[..., j : j + 1] * padded[:, j : j + L]
