@@ -11,7 +11,8 @@ step by step, so that its ids equal the fast tokenizer's:
    tokenizer is built (a few seconds): the characters it removes and those it pads (two regular
    expressions of code-point ranges) and every other character it changes (a hash table). So the
    graph applies the Unicode data of the installed ``tokenizers``, not RE2's or ICU's, which are
-   newer and disagree on a few hundred characters;
+   newer (over a hundred characters that Unicode now calls punctuation are not punctuation to the
+   Rust pre-tokenizer, for one);
 3. the basic split (``BertPreTokenizer``): on whitespace, and around punctuation kept as tokens,
    again with character classes read off the backend;
 4. WordPiece: tensorflow-text's ``FastWordpieceTokenizer`` on the vocabulary (greedy longest match,
@@ -22,9 +23,10 @@ step by step, so that its ids equal the fast tokenizer's:
    sequence keeping at most half, ties to the first), ``[CLS] A [SEP] (B [SEP])``, token types, and
    padding to the longest row.
 
-What the per-character tables cannot express: NFD's canonical reordering of combining marks that
-survive accent stripping (characters that are spacing marks with a non-zero combining class, as in
-some Tibetan and musical-symbol sequences). The tests pin it.
+What per-character tables cannot express: NFD sorts combining marks by combining class. Where the
+normaliser strips accents it removes the marks its (older) Unicode tables call nonspacing, but keeps
+some that sort (musical symbols U+1D165-U+1D172, Adlam marks U+1E944-U+1E94A): a run of those out of
+canonical order keeps its order here. ``tests/tf/test_graph_tokenizer.py`` pins it.
 
 Imports tensorflow and tensorflow_text when a tokenizer is built, never at module import.
 """
@@ -197,9 +199,10 @@ def _truncated_lengths(n1, n2, budget):
 
 
 def build(tokenizer, max_length: int):
-    """A ``tf.Module`` with ``tokenize(text)`` and ``tokenize(text, text_pair)`` for ``tokenizer``.
-
-    ``max_length`` bounds every row, special tokens included (the model's ``max_position_embeddings``).
+    """The graph tokenizer of a ``ConvBertTokenizerFast``: a ``tf.Module`` called as
+    ``module(text)`` or ``module(text, text_pair)`` (strings (B,)), returning int32 ids, attention mask
+    and token types (B, L). ``max_length`` bounds every row, special tokens included (the model's
+    ``max_position_embeddings``); a call may pass its own.
     """
     if max_length < 3:
         raise ValueError(f"max_length must leave room for [CLS] A [SEP] B [SEP], got {max_length}")
