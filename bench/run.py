@@ -1,6 +1,6 @@
 """Run every benchmark in one go and collect their JSON into one summary table.
 
-    python bench/run.py [--quick] [--only tokenizer pt tf sdconv_tf convert kernels gpu_train]
+    python bench/run.py [--quick] [--only tokenizer pt tf sdconv_tf convert kernels gpu_train export]
 
 Each benchmark runs in its own process (PyTorch and TensorFlow thread pools and allocators do not
 share a process well) and writes its own JSON under bench/results/; this script prints each one's
@@ -30,13 +30,16 @@ BENCHES = {
     "convert": ["bench_convert.py"],
     "kernels": ["bench_kernels.py"],
     "gpu_train": ["bench_gpu_train.py"],
+    "export": ["bench_export.py"],
 }
 QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "sdconv_tf": ["--quick"],
               "tokenizer": ["--lines", "3000", "--runs", "3"],
-              "convert": ["--preset", "small", "--repeat", "1"], "gpu_train": ["--quick"]}
+              "convert": ["--preset", "small", "--repeat", "1"], "gpu_train": ["--quick"],
+              "export": ["--quick"]}
 JSON_NAMES = {"tokenizer": "tokenizer.json", "pt": "bench_pt.json", "tf": "bench_tf.json",
               "sdconv_tf": "sdconv_tf.json",
-              "convert": "convert.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json"}
+              "convert": "convert.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json",
+              "export": "bench_export.json"}
 
 GPU_ONLY = ("kernels", "gpu_train")
 

@@ -106,3 +106,10 @@ INIT_STD_RTOL = 0.1
 # A fresh Keras table is random at the configured scale, not zeros: its std exceeds this fraction
 # of initializer_range (a 2-sigma truncated normal gives ~0.88 of it).
 INIT_STD_MIN_FRACTION = 0.5
+# Exported graphs against our own eager model, fp32 (the export issue's targets): onnxruntime's CPU
+# kernels (MLAS GEMM, its fused LayerNormalization) and LiteRT's (XNNPACK) sum in other orders.
+ONNX_FP32_ATOL = 1e-4
+LITERT_FP32_ATOL = 1e-4
+# Dynamic int8 (onnxruntime) against fp32 on the fine-tuned toy classifier: the share of evaluation
+# examples whose predicted label must not change.
+INT8_LABEL_AGREEMENT = 0.99

@@ -2,6 +2,7 @@
 ``ConvBertForPreTraining`` (replaced-token detection)."""
 
 from convbert_common.config import ConvBertConfig
+from convbert_pt.export import export_onnx
 from convbert_pt.modeling import (
     ConvBertForMaskedLM,
     ConvBertForMultipleChoice,
@@ -24,5 +25,6 @@ __all__ = [
     "ConvBertForTokenClassification",
     "ConvBertModel",
     "ConvBertPreTrainedModel",
+    "export_onnx",
     "span_dynamic_conv",
 ]

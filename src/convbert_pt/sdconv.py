@@ -11,11 +11,16 @@ with zero padding outside [0, L). One entry, three implementations:
 - ``"native"``: shift-and-accumulate over the K taps with a hand-written backward. Forward keeps
   one (B, L, N', D) accumulator; backward saves only ``values`` (already alive: it is the output
   of ``conv_out_layer``) and the (B, L, N', K) softmax weights. Nothing of size (B, L, A, K) exists.
+- ``"padded"``: the same sum over K windows of the zero-padded values, ``(B, L + K - 1, N', D)``,
+  each a slice of static offset and length L. It has no branch on L (the shift-and-accumulate skips
+  taps that fall outside the sequence, which ``torch.export`` can only trace as guards on L), so it
+  is what ``"auto"`` picks while ``torch.export`` traces the model (the ONNX export).
 - ``"triton"``: the fused kernel of ``kernels/sdconv_triton.py`` (softmax fused, forward and
   backward); it raises, naming the reason, wherever it cannot run (no CUDA tensor, Triton missing,
   K > 31, an unsupported dtype).
 
-``"auto"`` picks ``"triton"`` for CUDA tensors when every condition holds, else ``"native"``;
+``"auto"`` picks ``"padded"`` under ``torch.export``, ``"triton"`` for CUDA tensors when every condition
+holds, else ``"native"``;
 Triton is imported only for CUDA tensors, so CPU runs never load it.
 """
 
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 
 from convbert_common import shapes
 
-IMPLS = ("auto", "reference", "native", "triton")
+IMPLS = ("auto", "reference", "native", "padded", "triton")
 
 
 def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: str = "auto") -> torch.Tensor:
@@ -34,6 +39,8 @@ def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: s
     _check(values, kernel_logits, impl)
     if impl == "reference":
         return span_dynamic_conv_reference(values, kernel_logits)
+    if impl == "padded" or (impl == "auto" and torch.compiler.is_exporting()):
+        return span_dynamic_conv_padded(values, kernel_logits)
     if impl == "triton":
         from convbert_pt.kernels import sdconv_triton
 
@@ -83,6 +90,21 @@ def span_dynamic_conv_reference(values: torch.Tensor, kernel_logits: torch.Tenso
     columns = columns.transpose(1, 2).reshape(B, L, N, D, K)  # (B, L, N', D, K)
     out = torch.matmul(columns, weights.unsqueeze(-1))  # (B, L, N', D, 1)
     return out.squeeze(-1)  # (B, L, N', D)
+
+
+def span_dynamic_conv_padded(values: torch.Tensor, kernel_logits: torch.Tensor) -> torch.Tensor:
+    """The sum over the K windows of the zero-padded values: shape-generic, for graph export."""
+    L, K = values.shape[1], kernel_logits.shape[-1]
+    p = shapes.conv_padding(K)
+    acc = _accumulate_dtype(values.dtype)
+    weights = torch.softmax(kernel_logits.to(acc), dim=-1)  # (B, L, N', K)
+    # Concatenated zeros rather than F.pad: ONNX's Pad changed at opset 18 and has no converter down.
+    zeros = values.new_zeros((values.shape[0], p, *values.shape[2:]), dtype=acc)  # (B, p, N', D)
+    padded = torch.cat([zeros, values.to(acc), zeros], dim=1)  # (B, L + K - 1, N', D)
+    out = weights[..., 0:1] * padded[:, 0:L]  # (B, L, N', D)
+    for j in range(1, K):
+        out = out + weights[..., j : j + 1] * padded[:, j : j + L]
+    return out.to(values.dtype)
 
 
 def _taps(L: int, K: int):

@@ -6,6 +6,7 @@ classes. Importing this package never imports torch.
 
 from convbert_common import heads
 from convbert_common.config import ConvBertConfig
+from convbert_tf.export import export
 from convbert_tf.io import canonical_variables, save_pretrained
 from convbert_tf.modeling import (
     MODEL_CLASSES,
@@ -52,6 +53,7 @@ __all__ = [
     "TFConvBertModel",
     "TFConvBertPreTrainedModel",
     "canonical_variables",
+    "export",
     "from_pretrained",
     "save_pretrained",
     "span_dynamic_conv",

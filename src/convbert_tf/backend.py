@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 
-class BackendError(RuntimeError):
+class BackendError(ValueError):
     """A feature was asked for on a Keras backend that does not have it."""
 
 

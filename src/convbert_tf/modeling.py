@@ -688,7 +688,8 @@ class ConvBertModel(ConvBertPreTrainedModel):
             hidden_states = self.embeddings_project(hidden_states)  # (B, L, H)
         mask = None
         if attention_mask is not None:
-            mask = ops.not_equal(attention_mask, 0)[:, None, None, :]  # (B, 1, 1, L) bool
+            # expand_dims, not [:, None, None, :]: LiteRT has no builtin for a strided slice that adds axes.
+            mask = ops.not_equal(ops.expand_dims(ops.expand_dims(attention_mask, 1), 1), 0)  # (B, 1, 1, L) bool
         last, all_hidden, all_attentions = self.encoder(
             hidden_states, attention_mask=mask, head_mask=head_mask, output_attentions=bool(output_attentions),
             output_hidden_states=bool(output_hidden_states), training=training,

@@ -28,7 +28,8 @@ from convbert_tools.demo import checkpoint_dir as demo_checkpoint_dir  # noqa: F
 logger = logging.getLogger("convbert")
 
 # The sub-commands, in the order --help lists them.
-COMMANDS = ("convert", "verify", "info", "demo", "clean", "pretrain_data", "pretrain", "fill_mask", "detect_replaced")
+COMMANDS = ("convert", "verify", "export", "info", "demo", "clean", "pretrain_data", "pretrain", "fill_mask",
+            "detect_replaced")
 
 # What a user's input can raise once every check of ours has had its say: the message names the
 # file, key or value. Anything else is a bug of ours.

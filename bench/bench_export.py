@@ -1,0 +1,204 @@
+"""Serving on the CPU: ConvBERT-base sequence classification in our PyTorch eager model, onnxruntime
+fp32, onnxruntime int8 (dynamic quantization) and the TF SavedModel, all from the same weights.
+
+One process; each format gets ``--threads`` intra-op threads; runs interleaved (PyTorch, ORT fp32,
+ORT int8, SavedModel, PyTorch, ...), medians of ``--runs`` after ``--warmup``, at 1x128 and 8x128.
+Also the export times (ONNX, int8 quantization, SavedModel) and the int8 model's agreement with the
+fp32 labels and its largest logit difference on ``--agreement-rows`` random rows (random weights:
+the issue's accuracy figure is the fine-tuned classifier of tests/tools/test_export_command.py).
+
+Targets (issue 13): onnxruntime fp32 <= 0.9x our PyTorch eager; int8 <= 0.5x.
+
+    python bench/bench_export.py [--runs 10] [--threads 2] [--quick] [--json bench/results/bench_export.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHAPES = ((1, 128), (8, 128))
+TARGETS = {"onnx fp32": 0.9, "onnx int8": 0.5}
+
+
+def cpu_description() -> dict[str, str]:
+    """The CPU model and its flags, from lscpu (the numbers depend on AVX-512 / VNNI / AMX)."""
+    info = {"model": platform.processor() or "unknown", "flags": ""}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return info
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            info["model"] = value.strip()
+        elif key.strip() == "Flags":
+            info["flags"] = value.strip()
+    return info
+
+
+def interesting_flags(flags: str) -> str:
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+    present = set(flags.split())
+    return " ".join(f for f in wanted if f in present) or "(none of the vector extensions listed)"
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, float]:
+    """Each run calls every function once, in turn; medians in seconds."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def batch(vocab: int, b: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"input_ids": rng.integers(1000, vocab, (b, length)), "attention_mask": np.ones((b, length), np.int64),
+            "token_type_ids": np.zeros((b, length), np.int64)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--agreement-rows", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="ConvBERT-small, 3 runs (a smoke test of the script)")
+    p.add_argument("--json", default=os.path.join(HERE, "results", "bench_export.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.warmup, args.agreement_rows = 3, 1, 16
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import torch
+
+    # The ONNX export loads torch._dynamo, which loads Triton: its LLVM must come before TensorFlow's
+    # (the other order aborts the process; see the README's notes).
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import onnxruntime as ort
+
+    import convbert_pt
+    import convbert_tf
+    from convbert_common import presets
+    from convbert_pt.export import export_onnx, quantize_int8
+    from convbert_tf.io import assign_canonical
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = presets.preset("small" if args.quick else "base", hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0, num_labels=2)
+    pt_model = convbert_pt.ConvBertForSequenceClassification(config).eval()
+    keras_model = convbert_tf.ConvBertForSequenceClassification(config, initialize=False)
+    assign_canonical(keras_model, {k: v.numpy() for k, v in pt_model.state_dict().items()})
+
+    work = tempfile.mkdtemp(prefix="bench_export.")
+    export_seconds = {}
+    try:
+        t = time.perf_counter()
+        export_onnx(pt_model, os.path.join(work, "model.onnx"))
+        export_seconds["onnx"] = time.perf_counter() - t
+        t = time.perf_counter()
+        quantize_int8(os.path.join(work, "model.onnx"), os.path.join(work, "model_quantized.onnx"))
+        export_seconds["int8"] = time.perf_counter() - t
+        t = time.perf_counter()
+        convbert_tf.export(keras_model, os.path.join(work, "saved_model"))
+        export_seconds["saved-model"] = time.perf_counter() - t
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        # Interleaved with other runtimes: onnxruntime's workers would otherwise spin on the cores
+        # after each run, and the next runtime's time would pay for it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        fp32 = ort.InferenceSession(os.path.join(work, "model.onnx"), options, providers=["CPUExecutionProvider"])
+        int8 = ort.InferenceSession(os.path.join(work, "model_quantized.onnx"), options,
+                                    providers=["CPUExecutionProvider"])
+        serve = tf.saved_model.load(os.path.join(work, "saved_model")).signatures["serving_default"]
+        sizes = {name: os.path.getsize(os.path.join(work, name)) for name in ("model.onnx", "model_quantized.onnx")}
+
+        cases = {}
+        for b, length in SHAPES:
+            feed = batch(config.vocab_size, b, length, seed=b)
+            pt_feed = {k: torch.from_numpy(v) for k, v in feed.items()}
+            tf_feed = {k: tf.constant(v.astype(np.int32)) for k, v in feed.items()}
+
+            def run_pt(pt_feed=pt_feed):
+                with torch.no_grad():
+                    return pt_model(**pt_feed).logits
+
+            fns = {
+                "pytorch eager": run_pt,
+                "onnx fp32": lambda feed=feed: fp32.run(None, feed),
+                "onnx int8": lambda feed=feed: int8.run(None, feed),
+                "tf saved-model": lambda tf_feed=tf_feed: serve(**tf_feed)["logits"].numpy(),
+            }
+            cases[f"{b}x{length}"] = interleaved(fns, args.runs, args.warmup)
+
+        rows = batch(config.vocab_size, args.agreement_rows, 128, seed=7)
+        want = fp32.run(None, rows)[0]
+        got = int8.run(None, rows)[0]
+        agreement = {"rows": args.agreement_rows, "labels_agree": float(np.mean(got.argmax(-1) == want.argmax(-1))),
+                     "max_abs_logit_diff": float(np.abs(got - want).max()),
+                     "max_abs_logit": float(np.abs(want).max())}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    cpu = cpu_description()
+    result = {
+        "machine": {"cpu": cpu["model"], "flags": interesting_flags(cpu["flags"]), "threads": args.threads,
+                    "platform": platform.platform()},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "tensorflow": tf.__version__},
+        "model": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
+        "export_seconds": export_seconds, "file_bytes": sizes, "cases": cases, "int8_agreement": agreement,
+    }
+    print(f"CPU: {cpu['model']}; flags: {result['machine']['flags']}; {args.threads} threads")
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, tensorflow {tf.__version__}; "
+          f"ConvBERT-{result['model']} sequence classification, medians of {args.runs} interleaved runs")
+    print()
+    print(f"| shape | {' | '.join(cases[next(iter(cases))])} | fp32/PT (<= 0.9) | int8/PT (<= 0.5) | SavedModel/PT |")
+    print("|---|" + "---:|" * 7)
+    for shape, times in cases.items():
+        base = times["pytorch eager"]
+        cells = " | ".join(f"{1000 * v:.1f} ms" for v in times.values())
+        print(f"| {shape} | {cells} | {times['onnx fp32'] / base:.2f} | {times['onnx int8'] / base:.2f} | "
+              f"{times['tf saved-model'] / base:.2f} |")
+    print()
+    print("export: " + ", ".join(f"{k} {v:.1f} s" for k, v in export_seconds.items()))
+    print(f"files: model.onnx {sizes['model.onnx'] / 2**20:.0f} MiB, model_quantized.onnx "
+          f"{sizes['model_quantized.onnx'] / 2**20:.0f} MiB")
+    print(f"int8 vs fp32 on {agreement['rows']} random rows (random weights): labels agree "
+          f"{agreement['labels_agree']:.3f}, max |logit diff| {agreement['max_abs_logit_diff']:.3e} "
+          f"(max |logit| {agreement['max_abs_logit']:.3f})")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,167 @@
+"""ONNX export (``convbert_pt.export_onnx``): every head runs in onnxruntime with PyTorch's numbers at
+shapes never traced, under HF's input and output names with dynamic axes; the dynamic convolution
+exports without the im2col gather; torch.export traces every length; opsets below 18."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx", reason="the ONNX export needs the export extra (pip install 'convbert[export]')")
+ort = pytest.importorskip("onnxruntime", reason="the ONNX checks need the export extra")
+pytest.importorskip("onnxscript", reason="the ONNX export needs the export extra")
+
+import convbert_pt  # noqa: E402
+from convbert_common import heads  # noqa: E402
+from convbert_pt.export import _Serving, check_opset, export_onnx, required_opsets  # noqa: E402
+from convbert_pt.sdconv import span_dynamic_conv  # noqa: E402
+from tests.conftest import HEADS  # noqa: E402
+from tests.parity import assert_close  # noqa: E402
+from tests.configs import tiny_config  # noqa: E402
+from tests.tolerances import ONNX_FP32_ATOL, SDCONV_NATIVE_FP32_ATOL  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# (batch, length): batch 1 with L = 1, batch 1 with L < K (= 5), and a padded batch; none is the
+# (2, 7) the export traces with. Multiple choice adds 2 choices.
+SHAPES = ((1, 1), (1, 3), (4, 13))
+
+
+def head_config(head: str):
+    # One layer: the graph is the same per layer, and the export's time grows with the layer count.
+    return tiny_config(num_hidden_layers=1, num_labels=2 if head == "question_answering" else 3)
+
+
+def model_of(head: str) -> torch.nn.Module:
+    torch.manual_seed(1234)
+    return getattr(convbert_pt, heads.get(head).class_name)(head_config(head)).eval()
+
+
+def batch(config, head: str, b: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + 97 * length + b)
+    shape = (b, 2, length) if heads.get(head).input_rank == 3 else (b, length)
+    ids = rng.integers(1, config.vocab_size, shape)
+    mask = np.ones(shape, np.int64)
+    types = np.zeros(shape, np.int64)
+    if length > 2:
+        mask[..., :1, -2:] = 0  # the first row (of each example) padded
+        ids[mask == 0] = 0
+        types[..., length // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every head exported once: {head: (model, onnxruntime session, model proto)}."""
+    root = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for head in HEADS:
+        model = model_of(head)
+        path = export_onnx(model, root / f"{head}.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out[head] = (model, session, onnx.load(str(path)))
+    return out
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_onnxruntime_matches_pytorch_at_shapes_never_traced(exported, head):
+    model, session, _ = exported[head]
+    for b, length in SHAPES:
+        feed = batch(model.config, head, b, length)
+        with torch.no_grad():
+            want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+        for name in heads.get(head).output_keys:
+            assert_close(f"{head} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_graph_has_hf_names_int64_inputs_and_dynamic_axes(exported, head):
+    _, session, proto = exported[head]
+    task = heads.get(head)
+    axes = ["batch", "num_choices", "sequence"] if task.input_rank == 3 else ["batch", "sequence"]
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert sorted(inputs) == ["attention_mask", "input_ids", "token_type_ids"]
+    for i in inputs.values():
+        assert i.type == "tensor(int64)" and i.shape == axes, (i.name, i.type, i.shape)
+    assert [o.name for o in session.get_outputs()] == list(task.output_keys)
+    assert session.get_outputs()[0].shape[0] == "batch"
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 18
+
+
+def _im2col_gathers(proto) -> list[str]:
+    """Gather nodes that index an activation (not a weight) with indices computed at run time: the
+    unfold (im2col) of the reference dynamic convolution; an embedding lookup gathers from a weight,
+    the [CLS] pooling with a constant index."""
+    graph = proto.graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] not in constants
+            and n.input[1] not in constants]
+
+
+def test_dynamic_convolution_exports_without_the_im2col_gather(exported, tmp_path):
+    for head in HEADS:
+        assert not _im2col_gathers(exported[head][2]), head
+    # The check sees the unfold where it is: the reference formulation exports one per layer at least.
+    model = model_of("model")
+    model.set_sdconv_impl("reference")
+    reference = onnx.load(export_onnx(model, tmp_path / "reference.onnx"))
+    assert len(_im2col_gathers(reference)) >= model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 17])
+@pytest.mark.parametrize("kernel", [3, 5, 9])
+def test_padded_dynamic_convolution_equals_the_default_path(length, kernel):
+    """The export's formulation (impl="padded") against the CPU default and the unfold reference, forward and grads."""
+    g = torch.Generator().manual_seed(length * 31 + kernel)
+    values = torch.randn(2, length, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(2, length, 3, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, length, 3, 4, generator=g, dtype=torch.float64)
+    results = {}
+    for impl in ("padded", "native", "reference"):
+        out = span_dynamic_conv(values, logits, impl=impl)
+        results[impl] = (out, *torch.autograd.grad(out, (values, logits), grad))
+    for impl in ("native", "reference"):
+        for name, a, b in zip(("out", "d values", "d logits"), results["padded"], results[impl], strict=True):
+            assert_close(f"padded vs {impl} {name} L={length} K={kernel}", a, b, SDCONV_NATIVE_FP32_ATOL)
+
+
+def test_torch_export_traces_every_length_without_guards():
+    """Under torch.export, impl="auto" takes the padded path: no guard on L, so L = 1 stays in range;
+    the shift-and-accumulate path, asked for explicitly, guards on L (why the export needs the other)."""
+    model = model_of("sequence_classification")
+    config = model.config
+    ids = torch.ones(2, 7, dtype=torch.long)
+    sequence = torch.export.Dim("sequence", min=1, max=config.max_position_embeddings)
+    shapes = {name: {1: sequence} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    serving = _Serving(model).eval()
+    with torch.no_grad():
+        program = torch.export.export(serving, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                                      dynamic_shapes=shapes, strict=False)
+        ranges = [r for r in program.range_constraints.values() if r.upper == config.max_position_embeddings]
+        assert ranges and ranges[0].lower <= 1
+        model.set_sdconv_impl("native")
+        with pytest.raises(Exception, match="sequence"):
+            torch.export.export(serving, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                                dynamic_shapes=shapes, strict=False)
+
+
+def test_opset_17_is_converted_and_gives_the_same_numbers(exported, tmp_path):
+    model, session18, _ = exported["token_classification"]
+    path = export_onnx(model, tmp_path / "opset17.onnx", opset=17)
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 17
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = batch(model.config, "token_classification", 2, 9)
+    assert_close("opset 17 vs 18 logits", session.run(None, feed)[0], session18.run(None, feed)[0], ONNX_FP32_ATOL)
+
+
+def test_opset_below_what_the_model_needs_names_the_operator(exported):
+    proto = exported["model"][2]
+    assert required_opsets(proto)["LayerNormalization"] == 17
+    with pytest.raises(ValueError, match=r"--opset 16 is below what the model needs: LayerNormalization \(opset 17\)"):
+        check_opset(proto, 16)
+    check_opset(proto, 17)
