@@ -16,9 +16,9 @@ import convbert_pt  # noqa: E402
 from convbert_common import heads  # noqa: E402
 from convbert_pt.export import _Serving, check_opset, export_onnx, required_opsets  # noqa: E402
 from convbert_pt.sdconv import span_dynamic_conv  # noqa: E402
+from tests.configs import tiny_config  # noqa: E402
 from tests.conftest import HEADS  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
-from tests.configs import tiny_config  # noqa: E402
 from tests.tolerances import ONNX_FP32_ATOL, SDCONV_NATIVE_FP32_ATOL  # noqa: E402
 
 pytestmark = pytest.mark.slow
