@@ -222,16 +222,17 @@ class TaskModel:
             self._step_guard.create_state(self.distribute_strategy)
 
     # -------------------------------------------------------------- the non-finite guard
-    def train_step(self, data):
+    def train_step(self, *args):
+        # TensorFlow's trainer calls train_step(data); JAX's train_step(state, data): pass both through.
         guard = self._step_guard
         if not guard.active:
-            return super().train_step(data)
+            return super().train_step(*args)
         optimizer = self.optimizer
         if not isinstance(optimizer.__dict__.get("apply"), _GuardedApply):
             optimizer.apply = _GuardedApply(guard, optimizer, optimizer.apply)
         guard.tracing += 1
         try:
-            return super().train_step(data)
+            return super().train_step(*args)
         finally:
             guard.tracing -= 1
             guard.loss = None
