@@ -28,6 +28,7 @@ BENCHES = {
     "tf": ["bench_tf.py"],
     "sdconv_tf": ["bench_sdconv_tf.py"],
     "convert": ["bench_convert.py"],
+    "load": ["bench_load.py"],
     "kernels": ["bench_kernels.py"],
     "gpu_train": ["bench_gpu_train.py"],
     "export": ["bench_export.py"],
@@ -38,7 +39,7 @@ QUICK_ARGS = {"pt": ["--quick"], "tf": ["--quick"], "sdconv_tf": ["--quick"],
               "export": ["--quick"]}
 JSON_NAMES = {"tokenizer": "tokenizer.json", "pt": "bench_pt.json", "tf": "bench_tf.json",
               "sdconv_tf": "sdconv_tf.json",
-              "convert": "convert.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json",
+              "convert": "convert.json", "load": "load.json", "kernels": "kernels.json", "gpu_train": "gpu_train.json",
               "export": "bench_export.json"}
 
 GPU_ONLY = ("kernels", "gpu_train")

@@ -163,8 +163,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--resume: no checkpoint in {checkpoint_dir}")
         model = ConvBertForSequenceClassification.from_pretrained(checkpoint_dir)
     elif args.init_from:
+        # Another label count than the checkpoint's head: that head is initialised afresh (and reported).
         model = ConvBertForSequenceClassification.from_pretrained(
-            args.init_from, num_labels=2, id2label={0: "negative", 1: "positive"}
+            args.init_from, num_labels=2, id2label={0: "negative", 1: "positive"}, ignore_mismatched_sizes=True
         )
     else:
         pad = tokenizer.convert_tokens_to_ids("[PAD]")

@@ -68,6 +68,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No test reaches the network: Hub ids resolve from fake caches in tmp_path (tests/hub_cache.py).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -167,8 +167,17 @@ def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Every shard must be a file inside the index's directory (no absolute path, no ``..``, no
     symlink out of it), and the shards must hold exactly the tensors the ``weight_map`` assigns
     them: a tensor in two shards, or in a shard other than its own, is an error naming both.
-    Every header is checked before the first tensor is read.
+    Every header is checked before the first tensor is read (``safetensors_index_files``).
     """
+    files = safetensors_index_files(path)
+    stack = contextlib.ExitStack()
+    with stack:
+        handles = {file: stack.enter_context(_open_safetensors(file)) for file in sorted(set(files.values()))}
+        return {name: _widen_bf16(handles[file].get_tensor(name)) for name, file in files.items()}
+
+
+def safetensors_index_files(path: str | os.PathLike) -> dict[str, str]:
+    """{tensor name: shard file} of a sharded checkpoint, every shard and header checked (see above)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     weight_map = _read_weight_map(path)
@@ -176,22 +185,28 @@ def read_safetensors_index(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for name, shard in weight_map.items():
         shards.setdefault(shard, []).append(name)
     files = {shard: _shard_path(path, directory, shard) for shard in shards}
-    stack = contextlib.ExitStack()
-    with stack:
-        handles = {shard: stack.enter_context(_open_safetensors(files[shard])) for shard in sorted(shards)}
-        for shard, fh in handles.items():
-            for name in fh.keys():
-                owner = weight_map.get(name)
-                if owner is None:
-                    raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map does not list it")
-                if owner != shard:
-                    raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map assigns it "
-                                          f"to shard {owner}")
-            missing = sorted(set(shards[shard]) - set(fh.keys()))
-            if missing:
-                raise CheckpointError(f"{path}: the weight_map assigns {', '.join(missing[:8])} to shard {shard}, "
-                                      "which does not hold " + ("them" if len(missing) > 1 else "it"))
-        return {name: _widen_bf16(handles[shard].get_tensor(name)) for name, shard in weight_map.items()}
+    for shard in sorted(shards):
+        with _open_safetensors(files[shard]) as fh:
+            keys = set(fh.keys())
+        for name in sorted(keys):
+            owner = weight_map.get(name)
+            if owner is None:
+                raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map does not list it")
+            if owner != shard:
+                raise CheckpointError(f"{path}: {name} is in shard {shard}, but the weight_map assigns it "
+                                      f"to shard {owner}")
+        missing = sorted(set(shards[shard]) - keys)
+        if missing:
+            raise CheckpointError(f"{path}: the weight_map assigns {', '.join(missing[:8])} to shard {shard}, "
+                                  "which does not hold " + ("them" if len(missing) > 1 else "it"))
+    return {name: files[shard] for name, shard in weight_map.items()}
+
+
+def safetensors_entries(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{name: (dtype code, shape)} of a safetensors file, its header and data spans checked."""
+    with _open_safetensors(os.fspath(path)) as fh:
+        return {name: (fh.get_slice(name).get_dtype(), tuple(int(d) for d in fh.get_slice(name).get_shape()))
+                for name in fh.keys()}
 
 
 def _read_weight_map(path: str) -> dict[str, str]:
@@ -235,6 +250,11 @@ def _shard_path(index: str, directory: str, shard: str) -> str:
         raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside {directory}")
     target = os.path.join(directory, shard)
     real, root = os.path.realpath(target), os.path.realpath(directory)
+    snapshots = os.path.dirname(os.path.abspath(directory))
+    if os.path.basename(snapshots) == "snapshots" and os.path.basename(os.path.dirname(snapshots)).startswith(
+            ("models--", "datasets--")):
+        # A Hugging Face cache snapshot: its files are links into the repository's blobs/.
+        root = os.path.realpath(os.path.dirname(snapshots))
     if os.path.commonpath([real, root]) != root:
         raise CheckpointError(f"{index}: shard {shard!r} resolves to {real}, outside {directory}")
     return target
@@ -470,9 +490,15 @@ def h5_file_for_writing(path: str | os.PathLike, target: str | os.PathLike | Non
 def write_pytorch_bin(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
     import torch
 
+    def as_torch(array: np.ndarray):
+        array = np.ascontiguousarray(array)
+        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch.from_numpy does not know
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array)
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         try:
-            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, fh)
+            torch.save({k: as_torch(v) for k, v in tensors.items()}, fh)
         except RuntimeError as exc:  # torch's writer reports a failed write as a RuntimeError about positions
             cause = exc.__context__
             if isinstance(cause, OSError):
@@ -510,10 +536,12 @@ def write_hf_tf_h5(
 
 # ---------------------------------------------------------------------------------- translation
 def from_format(config, head, raw: Mapping[str, np.ndarray], fmt: str, *, tf1_scope: str | None = None,
-                source: str = "checkpoint") -> tuple[dict[str, np.ndarray], list[str]]:
+                source: str = "checkpoint", mismatched: list | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
     """Translate ``raw`` tensors named in ``fmt`` ('hf_tf' or 'tf1') to canonical names and layouts.
 
-    Returns the canonical tensors found and the raw names that matched no spec.
+    Returns the canonical tensors found and the raw names that matched no spec. With a
+    ``mismatched`` list, head tensors of another shape are appended to it (canonical name, raw
+    shape, expected shape) and left out instead of raising.
     """
     specs = wm.model_specs(config, head, tf1_scope=tf1_scope)
     out: dict[str, np.ndarray] = {}
@@ -526,7 +554,17 @@ def from_format(config, head, raw: Mapping[str, np.ndarray], fmt: str, *, tf1_sc
         try:
             out[spec.name] = layout.to_canonical(np.asarray(raw[name]), spec.shape, f"{source}: {name}")
         except LayoutError as exc:
-            raise CheckpointError(f"{exc} (canonical {spec.name}); does config.json match the weights?") from None
+            if mismatched is not None and spec.is_head:
+                # Reported in the canonical layout, like the other formats' mismatches (head tensors
+                # are stored as they are or transposed).
+                found = tuple(np.shape(raw[name]))
+                layout_name = getattr(spec, f"{fmt}_layout")
+                mismatched.append((spec.name, found[::-1] if layout_name == "transpose" else found, spec.shape))
+                used.add(name)
+                continue
+            hint = (" (or pass ignore_mismatched_sizes=True to initialise this head tensor afresh)"
+                    if spec.is_head else "")
+            raise CheckpointError(f"{exc} (canonical {spec.name}); does config.json match the weights?{hint}") from None
         used.add(name)
     return out, sorted(_report_name(n) for n in set(raw) - used)
 
@@ -626,6 +664,9 @@ class LoadResult:
     unexpected_keys: list[str] = field(default_factory=list)
     source: str = ""
     fmt: str = ""
+    # (name, checkpoint shape, model shape) of head tensors left out by ignore_mismatched_sizes=True;
+    # their names are in missing_keys too (the model initialises them afresh).
+    mismatched_keys: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
 
 def _all_head_names(config) -> set[str]:
@@ -639,7 +680,7 @@ def _all_head_names(config) -> set[str]:
 
 
 def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, source: str,
-                   extra_unexpected: list[str] | None = None) -> LoadResult:
+                   extra_unexpected: list[str] | None = None, ignore_mismatched_sizes: bool = False) -> LoadResult:
     """Check canonical tensors against the specs of ``head``'s model before any assignment.
 
     Handles the ``convbert.`` prefix both ways (base checkpoint into a head model and back), the
@@ -669,17 +710,22 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
         if spec.name not in src:
             result.missing_keys.append(spec.name)
             continue
-        value = np.asarray(src.pop(spec.name))
-        if tuple(value.shape) != spec.shape:
-            problems.append(f"{spec.name}: checkpoint shape {tuple(value.shape)}, model expects {spec.shape}")
+        value = src.pop(spec.name)  # an array, or a streaming.LazyTensor read only when used
+        if tuple(np.shape(value)) != spec.shape:
+            if ignore_mismatched_sizes and spec.is_head:
+                result.mismatched_keys.append((spec.name, tuple(np.shape(value)), spec.shape))
+                result.missing_keys.append(spec.name)
+                continue
+            problems.append(f"{spec.name}: checkpoint shape {tuple(np.shape(value))}, model expects {spec.shape}")
             continue
         check_weight_dtype(value, spec.name, source)
         result.tensors[spec.name] = value
     if problems:
-        raise CheckpointError(
-            f"{source}: {len(problems)} tensor(s) do not fit the config: " + "; ".join(problems)
-            + " (nothing was loaded)"
-        )
+        heads_only = all(s.is_head for s in specs if any(p.startswith(s.name + ":") for p in problems))
+        hint = (" (nothing was loaded; pass ignore_mismatched_sizes=True to initialise these head tensors afresh, "
+                "e.g. for another num_labels)") if heads_only else " (nothing was loaded)"
+        raise CheckpointError(f"{source}: {len(problems)} tensor(s) do not fit the config: " + "; ".join(problems)
+                              + hint)
     head_names = _all_head_names(config)
     unexpected = sorted(src) + list(extra_unexpected or [])
     foreign = [n for n in unexpected if n not in head_names and wm.strip_base_prefix(n) not in head_names]
@@ -705,6 +751,9 @@ def match_to_model(config, head: str, canonical: Mapping[str, np.ndarray], *, so
             "is num_labels (or vocab_size) what you meant? (nothing was loaded)"
         )
     result.unexpected_keys = unexpected
+    for name, found, wanted in result.mismatched_keys:
+        logger.warning("%s: %s has shape %s in the checkpoint and %s in the model: newly initialised", source, name,
+                       found, wanted)
     if result.missing_keys:
         logger.warning("%s: head weights not in the checkpoint, newly initialised: %s", source, result.missing_keys)
     if result.unexpected_keys:
@@ -779,8 +828,13 @@ def read_any(path: str, fmt: str) -> dict[str, np.ndarray]:
     raise ValueError(f"unknown checkpoint format {fmt!r}")
 
 
-def load_for_model(config, head: str, path: str | os.PathLike, *, weights_file: str | None = None) -> LoadResult:
-    """Read the weights at ``path`` (a checkpoint directory or a weight file) for ``head``'s model."""
+def load_for_model(config, head: str, path: str | os.PathLike, *, weights_file: str | None = None,
+                   ignore_mismatched_sizes: bool = False, lazy: bool = False) -> LoadResult:
+    """Read the weights at ``path`` (a checkpoint directory or a weight file) for ``head``'s model.
+
+    ``lazy=True``: safetensors entries come back as ``streaming.LazyTensor`` (checked by their
+    header's shapes, read on ``np.asarray``), so that a loader holds one tensor at a time.
+    """
     path = os.fspath(path)
     if weights_file is not None:
         path = os.path.join(path, weights_file)
@@ -791,13 +845,22 @@ def load_for_model(config, head: str, path: str | os.PathLike, *, weights_file: 
         base = os.path.basename(path)
         fmt = ("hf_tf" if base.endswith(".h5") else "pytorch_bin" if base.endswith((".bin", ".pt", ".pth"))
                else "safetensors")
-    raw = read_any(file, fmt)
+    if lazy and fmt == "safetensors":
+        from convbert_common import streaming
+
+        raw = streaming.read_index_lazy(file) if file.endswith(".json") else streaming.read_lazy(file)
+    else:
+        raw = read_any(file, fmt)
     if fmt == "hf_tf":
         # HF-TF names are "<layer>/<model scope>/<path>" stripped to "<path>" by the reader.
         check_layer_count(config, raw, "hf_tf", source=file)
-        canonical, rest = from_format(config, head, raw, "hf_tf", source=file)
-        result = match_to_model(config, head, canonical, source=file, extra_unexpected=rest)
+        mismatched: list | None = [] if ignore_mismatched_sizes else None
+        canonical, rest = from_format(config, head, raw, "hf_tf", source=file, mismatched=mismatched)
+        result = match_to_model(config, head, canonical, source=file, extra_unexpected=rest,
+                                ignore_mismatched_sizes=ignore_mismatched_sizes)
+        for entry in mismatched or ():
+            result.mismatched_keys.append(entry)
     else:
-        result = match_to_model(config, head, raw, source=file)
+        result = match_to_model(config, head, raw, source=file, ignore_mismatched_sizes=ignore_mismatched_sizes)
     result.fmt = fmt
     return result

@@ -148,6 +148,13 @@ class ConvBertConfig:
             raise ValueError(
                 f"ConvBertConfig.id2label has {len(self.id2label)} entries but num_labels is {self.num_labels}"
             )
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            # The saved weights' dtype name, as HF writes it; a torch/NumPy dtype object here would
+            # not survive JSON. Loading in another dtype is from_pretrained(..., dtype=...).
+            raise ValueError(
+                f"ConvBertConfig.dtype records the checkpoint's dtype name ('float32', 'bfloat16'...), got "
+                f"{self.dtype!r}; to load the weights in a dtype, pass dtype= to the model's from_pretrained"
+            )
         archs = self.architectures
         if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
             raise ValueError(f"ConvBertConfig.architectures must be a list of class names, got {archs!r}")
@@ -230,10 +237,20 @@ class ConvBertConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ConvBertConfig:
-        """Read ``config.json`` from a checkpoint directory, or a JSON file given directly."""
+        """Read ``config.json`` from a checkpoint directory, a JSON file given directly, or a Hub id.
+
+        Hub ids (``"org/name"``) take HF's ``revision``, ``cache_dir``, ``local_files_only``,
+        ``token``, ``subfolder`` (see ``convbert_common.hub``); only ``config.json`` is downloaded.
+        """
+        from convbert_common import hub
+
+        options = hub.HubOptions.pop_from(overrides)
         path = os.fspath(path)
-        if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
+        local = hub.local_path(path, options)
+        if local is None and hub.is_repo_id(path):
+            path = hub.resolve_file(path, CONFIG_NAME, options)
+        elif local is not None:
+            path = os.path.join(local, CONFIG_NAME) if os.path.isdir(local) else local
         return cls.from_json_file(path, **overrides)
 
     @classmethod

@@ -347,7 +347,9 @@ def register(registry: FormatRegistry) -> None:
                              read=read_checkpoint_dir, write=_dir_writer(_safetensors), detect=_is_checkpoint_dir))
     registry.register(Format("pytorch-bin", "directory", "Hugging Face directory with pytorch_model.bin",
                              framework="torch", extra="torch", write=_dir_writer(_pytorch_bin)))
+    # HDF5 has no bfloat16 type: h5py would store opaque 2-byte records ("|V2") that neither HF's
+    # TensorFlow loader nor ours can read, so bfloat16 is refused for this format.
     registry.register(Format("hf-tf-h5", "directory", "Hugging Face TensorFlow directory with tf_model.h5",
-                             write=_dir_writer(_hf_tf_h5)))
+                             write=_dir_writer(_hf_tf_h5), dtypes=("float32", "float16")))
     registry.register(Format("tf1", "directory", "the authors' original TF1 checkpoint (read only)",
                              framework="tensorflow", extra="tf", read=read_tf1, detect=ck.is_tf1_checkpoint))

@@ -1402,8 +1402,19 @@ class _WordPieceTokenizer:
         The pipeline is rebuilt from vocab.txt and the saved options (keyword arguments override
         them); tokens added beyond the vocabulary come back with their ids from
         ``tokenizer_config.json``, ``tokenizer.json`` and ``added_tokens.json``, which must agree.
+        A Hub id (``"org/name"``) downloads only the tokenizer files, with HF's ``revision``,
+        ``cache_dir``, ``local_files_only``, ``token`` and ``subfolder`` (``convbert_common.hub``).
         """
+        from convbert_common import hub
+
+        options = hub.HubOptions.pop_from(overrides)
         directory = os.fspath(pretrained_path)
+        local = hub.local_path(directory, options)
+        if local is None and hub.is_repo_id(directory):
+            optional = (TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE)
+            directory = hub.resolve_files(directory, (), optional, options, any_of=(VOCAB_FILE, TOKENIZER_FILE))
+        elif local is not None:
+            directory = local
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"tokenizer directory not found: {directory}")
         kwargs = _saved_options(directory)

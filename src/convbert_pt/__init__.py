@@ -2,6 +2,8 @@
 ``ConvBertForPreTraining`` (replaced-token detection)."""
 
 from convbert_common.config import ConvBertConfig
+from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from convbert_common.version import __version__
 from convbert_pt.export import export_onnx
 from convbert_pt.modeling import (
     ConvBertForMaskedLM,
@@ -12,6 +14,7 @@ from convbert_pt.modeling import (
     ConvBertModel,
     ConvBertPreTrainedModel,
 )
+from convbert_pt.pipelines import pipeline
 from convbert_pt.pretraining import ConvBertForPreTraining
 from convbert_pt.sdconv import span_dynamic_conv
 
@@ -26,5 +29,9 @@ __all__ = [
     "ConvBertModel",
     "ConvBertPreTrainedModel",
     "export_onnx",
+    "ConvBertTokenizer",
+    "ConvBertTokenizerFast",
+    "__version__",
+    "pipeline",
     "span_dynamic_conv",
 ]

@@ -345,6 +345,7 @@ class ConvBertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([ConvBertLayer(config) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
+        self._checkpoint_kwargs = {"use_reentrant": False}  # torch.utils.checkpoint options
 
     def forward(
         self,
@@ -361,7 +362,7 @@ class ConvBertEncoder(nn.Module):
             layer_head_mask = head_mask[i] if head_mask is not None else None
             if self.gradient_checkpointing and self.training:
                 hidden_states, probs = torch.utils.checkpoint.checkpoint(
-                    layer, hidden_states, attention_mask, layer_head_mask, output_attentions, use_reentrant=False
+                    layer, hidden_states, attention_mask, layer_head_mask, output_attentions, **self._checkpoint_kwargs
                 )
             else:
                 hidden_states, probs = layer(hidden_states, attention_mask, layer_head_mask, output_attentions)
@@ -486,12 +487,19 @@ class ConvBertPreTrainedModel(nn.Module):
 
     # -------------------------------------------------------------- training helpers
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Recompute each layer in backward instead of keeping its activations (training only)."""
-        if gradient_checkpointing_kwargs:
-            raise ValueError("gradient_checkpointing_kwargs are not supported (non-reentrant checkpointing is used)")
+        """Recompute each layer in backward instead of keeping its activations (training only).
+
+        ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint``, as in HF
+        (``{"use_reentrant": False}``, the default here, is what ``TrainingArguments`` recipes pass).
+        """
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        if not isinstance(kwargs["use_reentrant"], bool):
+            raise ValueError(f"gradient_checkpointing_kwargs['use_reentrant'] must be a bool, got "
+                             f"{kwargs['use_reentrant']!r}")
         for module in self.modules():
             if isinstance(module, ConvBertEncoder):
                 module.gradient_checkpointing = True
+                module._checkpoint_kwargs = kwargs
 
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
@@ -525,6 +533,12 @@ class ConvBertPreTrainedModel(nn.Module):
         from convbert_pt import io
 
         return io.save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload ``save_pretrained``'s folder to the Hub (huggingface_hub); see ``convbert_pt.io.push_to_hub``."""
+        from convbert_pt import io
+
+        return io.push_to_hub(self, repo_id, **kwargs)
 
     def load_weights(self, path, **kwargs) -> dict[str, list[str]]:
         """Load a checkpoint into this model in place; nothing changes if it does not fit."""

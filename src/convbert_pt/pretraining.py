@@ -273,7 +273,7 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         """
         path = os.fspath(pretrained_model_path)
         ConvBertConfig.check_overrides(config_overrides, f"{cls.__name__}.from_pretrained")
-        info: dict[str, list[str]] = {"missing_keys": [], "unexpected_keys": []}
+        info: dict[str, list] = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
         if ptc.is_pretraining_dir(path):
             if generator_config is not None:
                 raise ValueError(f"{path} is a pretraining directory: its generator/ is loaded; do not pass a "
@@ -300,7 +300,8 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             result = checkpoint.load_for_model(config, cls.task, path)
             model = cls(config, generator_config, pretraining_config, with_generator=generator_config is not None)
             plan = dict(result.tensors)
-            info = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
+            info = {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys),
+                    "mismatched_keys": list(result.mismatched_keys)}
         _assign(model, plan, path)
         dtype = io._resolve_dtype(torch_dtype, config)
         if dtype is not None or device is not None:

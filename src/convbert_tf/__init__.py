@@ -6,6 +6,8 @@ classes. Importing this package never imports torch.
 
 from convbert_common import heads
 from convbert_common.config import ConvBertConfig
+from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from convbert_common.version import __version__
 from convbert_tf.export import export
 from convbert_tf.io import canonical_variables, save_pretrained
 from convbert_tf.modeling import (
@@ -18,12 +20,20 @@ from convbert_tf.modeling import (
     ConvBertModel,
     ConvBertPreTrainedModel,
 )
+from convbert_tf.pipelines import pipeline
 from convbert_tf.sdconv import span_dynamic_conv
 
 
 def from_pretrained(pretrained_model_path, **kwargs):
-    """The model class a checkpoint's ``config.json`` names (``ConvBertModel`` if none), loaded from it."""
-    config = ConvBertConfig.from_pretrained(pretrained_model_path)
+    """The model class a checkpoint's ``config.json`` names (``ConvBertModel`` if none), loaded from it.
+
+    Takes the keyword arguments of ``ConvBertPreTrainedModel.from_pretrained`` (Hub ids included).
+    """
+    config = kwargs.get("config")
+    if not isinstance(config, ConvBertConfig):
+        hub_options = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "subfolder")
+                       if k in kwargs}
+        config = ConvBertConfig.from_pretrained(config or pretrained_model_path, **hub_options)
     task = heads.of_architectures(config.architectures, source=str(pretrained_model_path)) or heads.MODEL
     return MODEL_CLASSES[task.name].from_pretrained(pretrained_model_path, **kwargs)
 
@@ -45,6 +55,8 @@ __all__ = [
     "ConvBertForTokenClassification",
     "ConvBertModel",
     "ConvBertPreTrainedModel",
+    "ConvBertTokenizer",
+    "ConvBertTokenizerFast",
     "TFConvBertForMaskedLM",
     "TFConvBertForMultipleChoice",
     "TFConvBertForQuestionAnswering",
@@ -52,6 +64,8 @@ __all__ = [
     "TFConvBertForTokenClassification",
     "TFConvBertModel",
     "TFConvBertPreTrainedModel",
+    "__version__",
+    "pipeline",
     "canonical_variables",
     "export",
     "from_pretrained",

@@ -37,3 +37,15 @@ class ConfigLayer(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "config": self.config.to_dict()}
+
+    def compute_output_spec(self, *args, **kwargs):
+        return traced_output_spec(self, *args, **kwargs)
+
+
+def traced_output_spec(layer, *args, **kwargs):
+    """A symbolic call's outputs from tracing ``call`` (exact dtypes, optional outputs included).
+
+    Layers here define ``compute_output_shape`` for ``summary()``; Keras would otherwise build the
+    symbolic outputs from it too, in the compute dtype, where the heads return float32.
+    """
+    return keras.Operation.compute_output_spec(layer, *args, **kwargs)

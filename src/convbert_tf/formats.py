@@ -60,7 +60,7 @@ def _writer(weights_only: bool):
                              "other formats")
         # The canonical arrays are freed as they are written (``consume``): the checkpoint is not held twice.
         with tqdm(total=len(loaded.tensors), desc="writing " + ("keras-weights" if weights_only else "keras"),
-                  disable=not progress, leave=False) as bar:
+                  disable=None if progress is None else not progress, leave=False) as bar:
             kwargs = dict(consume=True, source=loaded.source, on_tensor=lambda _name: bar.update())
             if weights_only:
                 keras_file.write_weights(target, loaded.config, loaded.head, loaded.tensors, **kwargs)

@@ -35,7 +35,7 @@ from keras import ops
 from convbert_common import checks, heads, shapes
 from convbert_common.config import ConvBertConfig
 from convbert_tf import io
-from convbert_tf._config_layer import ConfigLayer, as_config
+from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
 from convbert_tf.activations import _gelu, get_activation
 from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
@@ -191,6 +191,11 @@ class ConvBertEmbeddings(ConfigLayer):
             table = self.word_embeddings.embeddings
             row = ops.zeros((1, self.config.embedding_size), dtype=table.dtype)
             table.assign(ops.slice_update(table.value, (pad, 0), row))
+
+    def compute_output_shape(self, input_shape=None):
+        """(B, L) ids -> (B, L, E); for summary()."""
+        lead = tuple(input_shape)[:2] if input_shape is not None else (None, None)
+        return (*lead, self.config.embedding_size)
 
     def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, training=None):
         c = self.config
@@ -463,6 +468,11 @@ class ConvBertEncoder(ConfigLayer):
         for layer in self.layer:
             layer.build()
 
+    def compute_output_shape(self, input_shape=None):
+        """The last hidden state (B, L, H), what summary() shows (call also returns the optional tuples)."""
+        lead = tuple(input_shape)[:2] if input_shape is not None else (None, None)
+        return (*lead, self.config.hidden_size)
+
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
              output_hidden_states=False, training=None):
         """hidden_states (B, L, H); attention_mask (B, 1, 1, L) bool; head_mask (layers, 1, N', 1, 1)."""
@@ -515,12 +525,40 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
             return ConvBertModel(self.config, **self.sub(heads.BASE_PREFIX))
 
     def _finish_init(self) -> None:
-        # Variables' shapes depend on the config only: build them now, deterministically.
-        self.build()
+        # Variables' shapes depend on the config only: build them now, deterministically. The
+        # ``None`` input shape is recorded by Keras, so summary() can ask compute_output_shape.
+        self.build(None)
+
+    def _rebuild(self, input_shape) -> bool:
+        """Whether the model is built already; then ``build(shape)`` only records the new input shape
+        (Keras' summary reads it) for the model and its backbone, and creates nothing."""
+        if not self.built:
+            return False
+        backbone = getattr(self, heads.BASE_PREFIX, None)
+        if backbone is not None:
+            backbone.build(input_shape)
+        return True
+
+    @staticmethod
+    def _lead(input_shape, rank: int = 2) -> tuple:
+        """The (B, L) (or (B, C, L) for multiple choice) of an input shape, a dict of them, or None."""
+        if isinstance(input_shape, dict):
+            if "input_ids" in input_shape:
+                input_shape = input_shape["input_ids"]
+            elif "inputs_embeds" in input_shape:
+                input_shape = tuple(input_shape["inputs_embeds"])[:-1]
+            else:
+                input_shape = None
+        if input_shape is None or len(tuple(input_shape)) != rank:
+            return (None,) * rank
+        return tuple(input_shape)
 
     # -------------------------------------------------------------- serialisation
     def get_config(self) -> dict:
         return {**keras.layers.Layer.get_config(self), "config": self.config.to_dict()}
+
+    def compute_output_spec(self, *args, **kwargs):
+        return traced_output_spec(self, *args, **kwargs)
 
     @classmethod
     def from_config(cls, config: dict):
@@ -538,6 +576,10 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
     def save_pretrained(self, save_directory, **kwargs) -> str:
         """``config.json`` + ``model.safetensors`` in HF's layout; see ``convbert_tf.io.save_pretrained``."""
         return io.save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload ``save_pretrained``'s folder to the Hub (huggingface_hub); see ``convbert_tf.io.push_to_hub``."""
+        return io.push_to_hub(self, repo_id, **kwargs)
 
     # -------------------------------------------------------------- implementation choices
     def _self_attention_layers(self) -> list:
@@ -668,10 +710,15 @@ class ConvBertModel(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
-        self.embeddings.build()
+        if self._rebuild(input_shape):
+            return
+        self.embeddings.build((None, None))
         if self.embeddings_project is not None:
             self.embeddings_project.build((None, None, self.config.embedding_size))
-        self.encoder.build()
+        self.encoder.build((None, None, self.config.hidden_size))
+
+    def compute_output_shape(self, input_shape=None):
+        return {"last_hidden_state": (*self._lead(input_shape), self.config.hidden_size)}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -718,6 +765,9 @@ class ConvBertGeneratorPredictions(ConfigLayer):
         self.dense.build((None, None, self.config.hidden_size))
         self.LayerNorm.build((None, None, self.config.embedding_size))
 
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], self.config.embedding_size)
+
     def call(self, hidden_states):
         """(B, L, H) -> (B, L, E)."""
         return self.LayerNorm(_gelu(self.dense(hidden_states)))
@@ -729,6 +779,9 @@ class ConvBertMaskedLMHead(ConfigLayer):
 
     def build(self, input_shape=None):
         self.bias = self.add_weight(shape=(self.config.vocab_size,), initializer="zeros", name="bias")
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], self.config.vocab_size)
 
     def call(self, hidden_states, word_embeddings):
         """(B, L, E), embedding matrix (V, E) -> float32 logits (B, L, V)."""
@@ -754,8 +807,14 @@ class ConvBertForMaskedLM(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
-        self.generator_predictions.build()
-        self.generator_lm_head.build()
+        if self._rebuild(input_shape):
+            return
+        c = self.config
+        self.generator_predictions.build((None, None, c.hidden_size))
+        self.generator_lm_head.build((None, None, c.embedding_size))
+
+    def compute_output_shape(self, input_shape=None):
+        return {"logits": (*self._lead(input_shape), self.config.vocab_size)}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
@@ -785,6 +844,9 @@ class ConvBertClassificationHead(ConfigLayer):
         self.dense.build((None, self.config.hidden_size))
         self.out_proj.build((None, self.config.hidden_size))
 
+    def compute_output_shape(self, input_shape):
+        return (tuple(input_shape)[0], self.config.num_labels)
+
     def call(self, hidden_states, training=None):
         """(B, L, H) -> float32 (B, num_labels)."""
         x = self.dropout(hidden_states[:, 0], training=training)  # (B, H)
@@ -803,7 +865,12 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
-        self.classifier.build()
+        if self._rebuild(input_shape):
+            return
+        self.classifier.build((None, None, self.config.hidden_size))
+
+    def compute_output_shape(self, input_shape=None):
+        return {"logits": (self._lead(input_shape)[0], self.config.num_labels)}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
@@ -825,7 +892,16 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
+        if self._rebuild(None if input_shape is None else self._flat_choices(input_shape)):
+            return
         self.classifier.build((None, self.config.hidden_size))
+
+    def _flat_choices(self, input_shape):
+        b, c, length = self._lead(input_shape, rank=3)
+        return (None if b is None or c is None else b * c, length)
+
+    def compute_output_shape(self, input_shape=None):
+        return {"logits": self._lead(input_shape, rank=3)[:2]}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
@@ -865,7 +941,13 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
+        if self._rebuild(input_shape):
+            return
+        self.dropout.build((None, None, self.config.hidden_size))
         self.classifier.build((None, None, self.config.hidden_size))
+
+    def compute_output_shape(self, input_shape=None):
+        return {"logits": (*self._lead(input_shape), self.config.num_labels)}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, labels=None,
@@ -893,7 +975,13 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
         self._finish_init()
 
     def build(self, input_shape=None):
+        if self._rebuild(input_shape):
+            return
         self.qa_outputs.build((None, None, self.config.hidden_size))
+
+    def compute_output_shape(self, input_shape=None):
+        lead = self._lead(input_shape)
+        return {"start_logits": lead, "end_logits": lead}
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None,

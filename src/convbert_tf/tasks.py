@@ -333,6 +333,21 @@ class TaskModel:
         return {name: tf.TensorSpec(shape, tf.int32, name=name)
                 for name in ("input_ids", "attention_mask", "token_type_ids")}
 
+    @property
+    def _default_save_signature(self):
+        # Keras' hook for tf.saved_model.save, which traces it for every tracked model: Keras builds it
+        # from the recorded build shapes in the compute dtype (float "ids"); a model of token ids
+        # serves int32 ids, as serving_input_signature() says.
+        if keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf
+
+        @tf.function(input_signature=[self.serving_input_signature()])
+        def serving_default(inputs):
+            return self(inputs, training=False)
+
+        return serving_default
+
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """Keras ``export``; a SavedModel's serving signature defaults to ``serving_input_signature()``."""
         if format == "tf_saved_model":

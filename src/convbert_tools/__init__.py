@@ -5,3 +5,7 @@
 the checkpoint shipped in ``data/demo``). Frameworks are imported only where a sub-command needs
 one, so ``convbert info`` and conversions between framework-free formats run with neither installed.
 """
+
+from convbert_common.version import __version__
+
+__all__ = ["__version__"]

@@ -22,13 +22,14 @@ import threading
 import traceback
 import zipfile
 
+from convbert_tools import __version__
 from convbert_tools.commands import EXIT_ERROR, EXIT_INTERRUPTED
 from convbert_tools.demo import checkpoint_dir as demo_checkpoint_dir  # noqa: F401 (the shipped checkpoint)
 
 logger = logging.getLogger("convbert")
 
 # The sub-commands, in the order --help lists them.
-COMMANDS = ("convert", "verify", "export", "info", "demo", "clean", "pretrain_data", "pretrain", "fill_mask",
+COMMANDS = ("convert", "verify", "export", "info", "predict", "demo", "clean", "pretrain_data", "pretrain", "fill_mask",
             "detect_replaced")
 
 # What a user's input can raise once every check of ours has had its say: the message names the
@@ -67,6 +68,7 @@ def _signals_as_interrupts():
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convbert", description="ConvBERT for PyTorch and Keras")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is skipped and why")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command = importlib.import_module(f"convbert_tools.commands.{name}")

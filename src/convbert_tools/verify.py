@@ -140,7 +140,10 @@ def check_finite(path: str, config: ConvBertConfig, task) -> None:
 
 
 def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None,
-           atol: float = DEFAULT_ATOL) -> Report:
+           atol: float = DEFAULT_ATOL, progress: bool | None = False) -> Report:
+    """Compare PyTorch and Keras on ``path``; a progress bar with ``progress=True`` (None: on a TTY)."""
+    from tqdm.auto import tqdm
+
     config = ConvBertConfig.from_pretrained(path)
     todo = [heads.get(t) for t in tasks] if tasks else [head_from_config(config, source=path)]
     if heads.PRETRAINING in todo:
@@ -148,15 +151,22 @@ def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None
                          "yet; compare its backbone with --heads model")
     check_finite(path, config, todo[0])
     report = Report(path=path, atol=atol)
+    batches = _batches(path, config, text)
+    bar = tqdm(total=2 * len(todo) * len(batches), desc="verifying", unit="run",
+               disable=None if progress is None else not progress, leave=False)
     for task in todo:
         head = task.name
-        for batch_name, inputs in _batches(path, config, text).items():
+        for batch_name, inputs in batches.items():
             if task.input_rank == 3:
                 # Choices along axis 1: the same batch seen as one example with B choices.
                 inputs = {k: v[None] for k, v in inputs.items()}
             labels = labels_for(config, task, inputs)
+            bar.set_postfix_str(f"{task.class_name} {batch_name} PyTorch")
             pt = run_pytorch(path, head, inputs, labels)
+            bar.update()
+            bar.set_postfix_str(f"{task.class_name} {batch_name} Keras")
             tf = run_keras(path, head, inputs, labels)
+            bar.update()
             for key in sorted(set(pt) | set(tf)):
                 if key not in pt or key not in tf:
                     report.rows.append(Row(head, batch_name, key + (" (PyTorch only)" if key in pt else
@@ -169,7 +179,15 @@ def verify(path: str, *, tasks: list[str] | None = None, text: str | None = None
                 diff = float(np.max(np.abs(pt[key].astype(np.float64) - tf[key].astype(np.float64)))) \
                     if pt[key].size else 0.0
                 report.rows.append(Row(head, batch_name, key, diff, diff <= atol))
+    bar.close()
     return report
+
+
+def report_dict(report: Report) -> dict:
+    """The --json form of a report."""
+    return {"path": report.path, "atol": report.atol, "ok": report.ok,
+            "rows": [{"head": r.head, "batch": r.batch, "output": r.output, "max_abs_diff": r.max_abs_diff,
+                      "ok": r.ok} for r in report.rows]}
 
 
 def format_report(report: Report) -> str:

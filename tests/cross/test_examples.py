@@ -15,4 +15,6 @@ def test_convert_walkthrough_round_trip_is_bit_identical_and_verify_passes(tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bit-identical: True" in proc.stdout
     assert "OK:" in proc.stdout and "MISMATCH" not in proc.stdout
+    # The round-tripped directory is what verify checked, not the source.
+    assert f"verified {tmp_path / 'back'}" in proc.stdout.splitlines()
     assert {"hf-tf", "model.keras", "back"} <= {p.name for p in tmp_path.iterdir()}

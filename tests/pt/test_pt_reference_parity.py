@@ -33,7 +33,7 @@ def test_reference_checkpoint_reproduces_every_hidden_state_attention_map_and_lo
     model, info = MODEL_CLASSES[head].from_pretrained(
         head_dir(head, weights_file), weights_file=weights_file, output_loading_info=True
     )
-    assert info == {"missing_keys": [], "unexpected_keys": []}
+    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
     assert not model.training
     with torch.no_grad():
         out = model(**torch_inputs(expected), output_hidden_states=True, output_attentions=True)

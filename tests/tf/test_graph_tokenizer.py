@@ -22,7 +22,7 @@ from convbert_common.tokenizer import ConvBertTokenizerFast  # noqa: E402
 from convbert_tf import graph_tokenizer  # noqa: E402
 from tests.conftest import fixture_file  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_backend]  # a tf.Module tokenizer for SavedModel
 
 FIELDS = ("input_ids", "token_type_ids", "attention_mask")
 UNLIMITED = 10**6

@@ -196,7 +196,10 @@ def test_config_of_another_model_type_is_refused(tmp_path):
 
 def test_unknown_from_pretrained_argument_is_refused(tmp_path):
     path = _copy_tiny(tmp_path)
-    with pytest.raises(TypeError, match="unexpected keyword argument.*from_pt"):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*use_flash"):
+        model_class("model").from_pretrained(path, use_flash=True)
+    # from_pt=True is HF's option (read pytorch_model.bin): a folder without one says so.
+    with pytest.raises(FileNotFoundError, match=r"no pytorch_model.bin \(from_pt=True asks for it\)"):
         model_class("model").from_pretrained(path, from_pt=True)
     assert not os.path.exists(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):

@@ -15,7 +15,8 @@ from tests.parity import assert_close
 from tests.tf.helpers import head_config, model_class
 from tests.tolerances import COMPILED_FP32_ATOL, LITERT_FP32_ATOL
 
-pytestmark = pytest.mark.slow
+# SavedModel and LiteRT are TensorFlow artefacts: the export refuses other Keras backends.
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_backend]
 
 # (batch, length), none of them traced at export (the signature is (None, None)); multiple choice
 # adds 2 choices. Batch 1 with L = 1, L < K (= 5), and a padded batch.

@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convbert_tools import demo
+    from convbert_tools import demo, quiet
+
+    quiet.import_frameworks("torch", "keras", verbose=getattr(args, "verbose", False))
 
     return demo.run(demo.checkpoint_dir(), text=args.text, text_pair=args.text_pair, out=sys.stdout)

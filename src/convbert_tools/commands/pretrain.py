@@ -61,15 +61,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
                      help="AdamW weight decay (none on biases and LayerNorm)")
     opt.add_argument("--clip", type=float, default=d.clip, help="clip the global gradient norm (0: off)")
-    opt.add_argument("--adam-beta1", type=float, default=d.adam_beta1)
-    opt.add_argument("--adam-beta2", type=float, default=d.adam_beta2)
-    opt.add_argument("--adam-epsilon", type=float, default=d.adam_epsilon)
+    opt.add_argument("--adam-beta1", type=float, default=d.adam_beta1, help="AdamW beta1 (default %(default)s)")
+    opt.add_argument("--adam-beta2", type=float, default=d.adam_beta2, help="AdamW beta2 (default %(default)s)")
+    opt.add_argument("--adam-epsilon", type=float, default=d.adam_epsilon, help="AdamW epsilon (default %(default)s)")
     opt.add_argument("--seed", type=int, default=d.seed, help="data order, masks, samples and initialisation")
     opt.add_argument("--bf16", action="store_true", help="bfloat16 autocast (weights and AdamW stay float32)")
     opt.add_argument("--compile", action="store_true", help="torch.compile the two encoders")
     opt.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 instead of DDP")
-    opt.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    opt.add_argument("--framework", default="pytorch", choices=FRAMEWORKS)
+    opt.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"),
+                     help="where to train (auto: CUDA when available)")
+    opt.add_argument("--framework", default="pytorch", choices=FRAMEWORKS, help="PyTorch or Keras (default pytorch)")
 
     rtd = p.add_argument_group("replaced-token detection")
     rtd.add_argument("--mask-prob", type=float, default=k.mask_prob, help="masked fraction of the real tokens")

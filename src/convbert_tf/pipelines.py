@@ -1,0 +1,60 @@
+"""``convbert_tf.pipeline(task, model)``: Hugging Face's pipelines on the Keras models.
+
+The work (features, windows, batching, scores, spans, entities) is ``convbert_common.pipelines``,
+shared with ``convbert_pt.pipeline``; this module loads the model and runs it in inference mode
+(``training=False``), on ``device`` when one is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from convbert_common import pipelines as core
+from convbert_common.tokenizer import ConvBertTokenizerFast
+
+
+def _forward(model, device: str | None) -> core.Forward:
+    def forward(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.ascontiguousarray(v, dtype=np.int32) for k, v in batch.items()}
+        with keras.device(device) if device else contextlib.nullcontext():
+            out = model(feed, training=False)
+        return {k: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32) for k, v in out.items()
+                if not isinstance(v, (tuple, list))}
+
+    return forward
+
+
+def pipeline(task: str, model: Any = None, tokenizer: Any = None, *, device: str | None = None, batch_size: int = 1,
+             **kwargs: Any) -> core.Pipeline:
+    """A pipeline for ``task`` on ``model`` (a checkpoint directory, a Hub id, or a loaded model).
+
+    As ``convbert_pt.pipeline``: ``tokenizer`` defaults to the model folder's; task options become
+    defaults, other keyword arguments go to ``from_pretrained``. ``device`` (``"cpu"``,
+    ``"gpu:0"``...) places the computation through ``keras.device``.
+    """
+    import convbert_tf
+
+    name = core.task_name(task)
+    cls = core.TASKS[name]
+    defaults = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.options}
+    if model is None:
+        raise ValueError(f"{name} pipeline: pass model= (a checkpoint directory, a Hub id or a loaded model)")
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        model = getattr(convbert_tf, core.TASK_CLASSES[name]).from_pretrained(source, **kwargs)
+        if tokenizer is None:
+            hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
+            tokenizer = ConvBertTokenizerFast.from_pretrained(source, **{k: kwargs[k] for k in hub_keys if k in kwargs})
+    elif kwargs:
+        raise TypeError(f"pipeline got loading option(s) {', '.join(sorted(kwargs))} for an already loaded model")
+    elif tokenizer is None:
+        raise ValueError(f"{name} pipeline: pass tokenizer= with a loaded model")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = ConvBertTokenizerFast.from_pretrained(tokenizer)
+    return cls(_forward(model, device), tokenizer, model.config, batch_size=batch_size, framework="tf", model=model,
+               **defaults)
