@@ -5,6 +5,7 @@ from convbert_common.config import ConvBertConfig
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
 from convbert_common.version import __version__
 from convbert_pt.export import export_onnx
+from convbert_pt.gemm import gemm_backend, set_gemm_backend
 from convbert_pt.modeling import (
     ConvBertForMaskedLM,
     ConvBertForMultipleChoice,
@@ -29,9 +30,11 @@ __all__ = [
     "ConvBertModel",
     "ConvBertPreTrainedModel",
     "export_onnx",
+    "gemm_backend",
     "ConvBertTokenizer",
     "ConvBertTokenizerFast",
     "__version__",
     "pipeline",
+    "set_gemm_backend",
     "span_dynamic_conv",
 ]

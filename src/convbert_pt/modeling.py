@@ -24,7 +24,7 @@ from torch import nn
 
 from convbert_common import checks, heads, shapes
 from convbert_common.config import ConvBertConfig
-from convbert_pt import losses
+from convbert_pt import gemm, losses
 from convbert_pt.activations import Activation, get_activation
 from convbert_pt.losses import tensor_info
 from convbert_pt.outputs import (
@@ -196,7 +196,7 @@ class SeparableConv1D(nn.Module):
         x = F.conv2d(x, weight, padding=(0, self.depthwise.padding[0]), groups=H)
         x = x.squeeze(2).transpose(1, 2)  # (B, L, H)
         # A 1x1 convolution is a dense layer on the channels: (A, H, 1) -> (A, H), bias (A, 1) -> (A,).
-        return F.linear(x, self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
+        return gemm.linear(x, self.pointwise.weight.squeeze(-1), self.bias.squeeze(-1))
 
 
 class ConvBertSelfAttention(nn.Module):
@@ -207,12 +207,12 @@ class ConvBertSelfAttention(nn.Module):
         self.heads = config.heads
         H, A, K = config.hidden_size, self.heads.all_head_size, config.conv_kernel_size
         self.kernel_size = K
-        self.query = nn.Linear(H, A)
-        self.key = nn.Linear(H, A)
-        self.value = nn.Linear(H, A)
+        self.query = gemm.Linear(H, A)
+        self.key = gemm.Linear(H, A)
+        self.value = gemm.Linear(H, A)
         self.key_conv_attn_layer = SeparableConv1D(config, H, A, K)
-        self.conv_kernel_layer = nn.Linear(A, shapes.conv_kernel_width(self.heads.num_heads, K))
-        self.conv_out_layer = nn.Linear(H, A)
+        self.conv_kernel_layer = gemm.Linear(A, shapes.conv_kernel_width(self.heads.num_heads, K))
+        self.conv_out_layer = gemm.Linear(H, A)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         # span_dynamic_conv implementation: "auto" | "reference" | "native" | "triton"
         self.sdconv_impl = "auto"
@@ -243,7 +243,7 @@ class ConvBertSelfAttention(nn.Module):
 class ConvBertSelfOutput(nn.Module):
     def __init__(self, config: ConvBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.heads.mixed_size, config.hidden_size)
+        self.dense = gemm.Linear(config.heads.mixed_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -283,7 +283,7 @@ class GroupedLinearLayer(nn.Module):
 def _feed_forward_dense(config: ConvBertConfig, input_size: int, output_size: int) -> nn.Module:
     """The feed-forward's dense layer: grouped when the config has groups."""
     if config.num_groups == 1:
-        return nn.Linear(input_size, output_size)
+        return gemm.Linear(input_size, output_size)
     return GroupedLinearLayer(input_size, output_size, config.num_groups)
 
 
@@ -318,7 +318,7 @@ class ConvBertOutput(nn.Module):
         elif isinstance(self.dense, GroupedLinearLayer):
             out = activation_dense(hidden_states, self.dense.weight, self.dense.bias, activation, grouped_linear)
         else:
-            out = activation_dense(hidden_states, self.dense.weight, self.dense.bias, activation, F.linear)
+            out = activation_dense(hidden_states, self.dense.weight, self.dense.bias, activation, gemm.linear)
         return self.LayerNorm(self.dropout(out) + input_tensor)
 
 
@@ -572,7 +572,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
         super().__init__(config)
         self.embeddings = ConvBertEmbeddings(config)
         if config.embedding_size != config.hidden_size:
-            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+            self.embeddings_project = gemm.Linear(config.embedding_size, config.hidden_size)
         self.encoder = ConvBertEncoder(config)
         self.post_init()
 
@@ -601,7 +601,7 @@ class ConvBertGeneratorPredictions(nn.Module):
 
     def __init__(self, config: ConvBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.dense = gemm.Linear(config.hidden_size, config.embedding_size)
         self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -622,7 +622,7 @@ class ConvBertMaskedLMHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, L, E), embedding matrix (V, E) -> logits (B, L, V)."""
-        return F.linear(hidden_states, word_embeddings, self.bias)
+        return gemm.linear(hidden_states, word_embeddings, self.bias)
 
     @torch.no_grad()
     def resize(self, size: int, mean_resizing: bool = True) -> None:
@@ -684,9 +684,9 @@ class ConvBertClassificationHead(nn.Module):
     def __init__(self, config: ConvBertConfig):
         super().__init__()
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = gemm.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        self.out_proj = gemm.Linear(config.hidden_size, config.num_labels)
         self.act = get_activation(config.hidden_act)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -727,7 +727,7 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
     def __init__(self, config: ConvBertConfig):
         super().__init__(config)
         self.convbert = ConvBertModel(config)
-        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.classifier = gemm.Linear(config.hidden_size, 1)
         self.post_init()
 
     def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
@@ -764,7 +764,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.convbert = ConvBertModel(config)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = gemm.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
@@ -792,7 +792,7 @@ class ConvBertForQuestionAnswering(ConvBertPreTrainedModel):
             )
         self.num_labels = config.num_labels
         self.convbert = ConvBertModel(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.qa_outputs = gemm.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,

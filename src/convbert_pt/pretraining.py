@@ -39,7 +39,7 @@ from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.fileio import atomic_directory
 from convbert_common.formats import copy_tokenizer
-from convbert_pt import io
+from convbert_pt import gemm, io
 from convbert_pt.activations import get_activation
 from convbert_pt.losses import tensor_info
 from convbert_pt.modeling import ConvBertForMaskedLM, ConvBertModel, ConvBertPreTrainedModel, _check_ids
@@ -80,9 +80,9 @@ class ConvBertDiscriminatorPredictions(nn.Module):
 
     def __init__(self, config: ConvBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = gemm.Linear(config.hidden_size, config.hidden_size)
         self.activation = get_activation(config.hidden_act)
-        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+        self.dense_prediction = gemm.Linear(config.hidden_size, 1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L)."""

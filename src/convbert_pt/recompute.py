@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from convbert_pt.activations import Activation
+from convbert_pt.gemm import mm_nt
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -98,8 +99,9 @@ def _dense_backward(
     weight is nn.Linear's (O, I) or the grouped layout (G, I/G, O/G) of ``modeling.grouped_linear``.
     """
     if weight.dim() == 2:
-        grad_a = torch.mm(grad_y, weight)  # (M, I)
-        grad_weight = torch.mm(grad_y.t(), a)  # (O, I)
+        # The products of gemm.linear's backward, by the same GEMM choice as the forward's.
+        grad_a = mm_nt(grad_y, weight.t())  # (M, I)
+        grad_weight = mm_nt(grad_y.t(), a.t())  # (O, I)
     else:
         G, group_in, group_out = weight.shape
         a_groups = a.view(-1, G, group_in).transpose(0, 1)  # (G, M, I/G)
@@ -140,7 +142,7 @@ def activation_dense(
 ) -> torch.Tensor:
     """dense(activation(pre_activation), weight, bias), keeping only pre_activation for backward.
 
-    pre_activation (..., I); weight (O, I) with ``dense=F.linear`` or (G, I/G, O/G) with
+    pre_activation (..., I); weight (O, I) with ``dense=gemm.linear`` (or ``F.linear``) or (G, I/G, O/G) with
     ``dense=grouped_linear``; bias (O,). Returns (..., O).
     """
     return _ActivationDense.apply(pre_activation, weight, bias, activation, dense)

@@ -1,0 +1,272 @@
+"""The GEMM behind every dense layer: MKL (``torch.mm`` / ``F.linear``) or oneDNN, whichever is faster here.
+
+M tokens (the product of the leading dimensions), K input features, N output features.
+
+PyTorch's fp32 CPU matmul is MKL's, and MKL takes its generic path on CPUs that are not Intel's:
+on an AMD CPU with AVX-512 it runs at half the rate of oneDNN (which PyTorch also ships, for its
+convolutions and low-precision matmuls). ``linear`` is ``F.linear`` computed by the faster of the
+two, in true fp32 (oneDNN's fp32 matmul accumulates in fp32, as MKL's does; only the blocking
+and so the summation order differ), forward and backward.
+
+The choice is one explicit process setting, ``set_gemm_backend`` (or the ``CONVBERT_GEMM``
+environment variable, read when the first dense layer runs and no backend was set):
+
+- ``"mkl"``: ``F.linear`` as PyTorch runs it; the path the model had before this module.
+- ``"onednn"``: every fp32 CPU dense layer through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+  which takes ordinary strided tensors, so nothing is converted to the oneDNN layout).
+- ``"auto"`` (the default): per shape class (M rounded up to a power of two, K, N), a short
+  interleaved timing of both, once per process, cached; oneDNN only where it is faster. Without
+  oneDNN (a build without it) every shape takes MKL and ``gemm_backend().reason`` says why.
+
+Low-precision tensors, autocast, and non-CPU devices always take ``F.linear``: PyTorch already
+sends bf16 CPU matmuls to oneDNN, and autocast must see the op it casts.
+
+In training the gradients go through the same choice (grad_x = grad_y W, grad_W = grad_y^T x, as
+GEMMs of their own shapes). Under ``torch.compile`` a oneDNN or "auto" layer is the custom op
+``convbert::linear`` (a fake implementation for tracing, an autograd formula for the backward
+graph), so the graph does not break and the per-shape choice is made when the compiled code runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import statistics
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "mkl", "onednn")
+ENV_VAR = "CONVBERT_GEMM"
+
+# The timing of one shape class: the GEMM is cut down to at most this many FLOPs-defining rows and
+# columns, so that deciding for the tied LM head (N = vocabulary) costs milliseconds, not seconds.
+_PROBE_MAX_M = 256
+_PROBE_MAX_N = 4096
+_PROBE_RUNS = 5
+# oneDNN must beat MKL by this factor: "auto" never trades today's path for a tie.
+_PROBE_MARGIN = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeChoice:
+    """The backend "auto" chose for one shape class, and the medians it chose by (seconds)."""
+
+    backend: str
+    mkl_seconds: float | None
+    onednn_seconds: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmBackend:
+    """What ``gemm_backend()`` reports: the setting, where it came from, and what it runs."""
+
+    requested: str  # "auto" | "mkl" | "onednn"
+    source: str  # "set_gemm_backend" | "env CONVBERT_GEMM" | "default"
+    onednn_available: bool
+    reason: str  # why the dense layers run what they run
+    choices: dict[tuple[int, int, int], ShapeChoice]  # "auto" only: (M class, K, N) -> choice
+
+
+@dataclasses.dataclass
+class _ProcessSetting:
+    """The one process-wide setting of this module (``set_gemm_backend``) and the per-shape cache of "auto"."""
+
+    requested: str | None = None  # None: not set; the environment variable or the default decides
+    source: str = "default"
+    choices: dict[tuple[int, int, int], ShapeChoice] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+_SETTING = _ProcessSetting()
+
+
+def _check_backend(name: object, what: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{what} must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return name  # type: ignore[return-value]
+
+
+def onednn_unavailable_reason() -> str | None:
+    """Why oneDNN cannot run fp32 dense layers in this process, or None when it can."""
+    if not torch.backends.mkldnn.is_available():
+        return "this PyTorch build has no oneDNN (torch.backends.mkldnn.is_available() is False)"
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return "this PyTorch build has no torch.ops.mkldnn._linear_pointwise"
+    return None
+
+
+def set_gemm_backend(name: str) -> None:
+    """Choose the GEMM of every dense layer in this process: "auto" (default), "mkl" or "onednn".
+
+    Clears the per-shape timings of "auto". Raises if "onednn" is asked for where oneDNN cannot run.
+    """
+    _check_backend(name, "set_gemm_backend(name)")
+    if name == "onednn" and (why := onednn_unavailable_reason()):
+        raise RuntimeError(f"set_gemm_backend('onednn'): {why}")
+    with _SETTING.lock:
+        _SETTING.requested, _SETTING.source = name, "set_gemm_backend"
+        _SETTING.choices.clear()
+
+
+def _requested() -> tuple[str, str]:
+    if _SETTING.requested is not None:
+        return _SETTING.requested, _SETTING.source
+    env = os.environ.get(ENV_VAR, "").strip().lower()
+    if env:
+        name = _check_backend(env, f"the environment variable {ENV_VAR}")
+        if name == "onednn" and (why := onednn_unavailable_reason()):
+            raise RuntimeError(f"{ENV_VAR}=onednn: {why}")
+        return name, f"env {ENV_VAR}"
+    return "auto", "default"
+
+
+def gemm_backend() -> GemmBackend:
+    """The current setting and what it runs: ``.reason`` says why, ``.choices`` what "auto" measured."""
+    requested, source = _requested()
+    why_not = onednn_unavailable_reason()
+    if requested == "mkl":
+        reason = f"mkl requested ({source}): F.linear as PyTorch runs it"
+    elif requested == "onednn":
+        reason = f"onednn requested ({source}): every fp32 CPU dense layer through oneDNN"
+    elif why_not:
+        reason = f"auto falls back to mkl: {why_not}"
+    else:
+        reason = "auto: per shape class, the faster of mkl and onednn by a short timing (see .choices)"
+    return GemmBackend(requested, source, why_not is None, reason, dict(_SETTING.choices))
+
+
+# ------------------------------------------------------------------------------------------ kernels
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (M, K) @ weight (N, K)^T + bias (N,) by oneDNN; any strides."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _shape_class(M: int, K: int, N: int) -> tuple[int, int, int]:
+    return (1 << max(M - 1, 0).bit_length(), K, N)
+
+
+def _probe(M: int, K: int, N: int) -> ShapeChoice:
+    """Time F.linear and oneDNN on an (M, K) x (K, N) product, interleaved, medians."""
+    m, n = min(M, _PROBE_MAX_M), min(N, _PROBE_MAX_N)
+    x, w = torch.randn(m, K), torch.randn(n, K)
+    fns = {"mkl": lambda: F.linear(x, w), "onednn": lambda: _onednn(x, w, None)}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()
+        for _ in range(_PROBE_RUNS):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    mkl_s, onednn_s = statistics.median(samples["mkl"]), statistics.median(samples["onednn"])
+    backend = "onednn" if onednn_s < _PROBE_MARGIN * mkl_s else "mkl"
+    return ShapeChoice(backend, mkl_s, onednn_s)
+
+
+def _choose(M: int, K: int, N: int) -> str:
+    """The backend for an (M, K) x (K, N) fp32 CPU product under the current setting."""
+    requested, _ = _requested()
+    if requested != "auto":
+        return requested
+    if onednn_unavailable_reason():
+        return "mkl"
+    key = _shape_class(M, K, N)
+    choice = _SETTING.choices.get(key)
+    if choice is None:
+        with _SETTING.lock:
+            choice = _SETTING.choices.get(key)
+            if choice is None:
+                choice = _probe(*key)
+                _SETTING.choices[key] = choice
+                logger.debug("gemm shape class %s: %s (mkl %.3g s, onednn %.3g s)", key, choice.backend,
+                             choice.mkl_seconds, choice.onednn_seconds)
+    return choice.backend
+
+
+def _gemm_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """a (M, K) @ b (N, K)^T + bias (N,), by the chosen backend: (M, N)."""
+    if _choose(a.shape[0], a.shape[1], b.shape[0]) == "onednn":
+        return _onednn(a, b, bias)
+    return F.linear(a, b, bias)
+
+
+# ------------------------------------------------------------------------------------------ the op
+
+
+@torch.library.custom_op("convbert::linear", mutates_args=())
+def _linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (M, K), weight (N, K), bias (N,) or None -> (M, N) by the chosen GEMM."""
+    return _gemm_nt(x, weight, bias)
+
+
+@_linear_op.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _linear_op(grad, weight.t(), None)  # (M, N) @ (N, K) -> (M, K)
+    if ctx.needs_input_grad[1]:
+        grad_w = _linear_op(grad.t(), x.t(), None)  # (N, M) @ (M, K) -> (N, K)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = grad.sum(0)
+    return grad_x, grad_w, grad_b
+
+
+_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _routable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` by the GEMM of ``set_gemm_backend``: x (..., K), weight (N, K) -> (..., N)."""
+    if not _routable(x, weight):
+        return F.linear(x, weight, bias)
+    requested, _ = _requested()
+    if requested == "mkl":
+        return F.linear(x, weight, bias)
+    lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
+    if not torch.compiler.is_compiling() and _choose(x.numel() // max(K, 1), K, N) == "mkl":
+        return F.linear(x, weight, bias)
+    y = _linear_op(x.reshape(-1, K), weight, bias)  # (M, N)
+    return y.view(*lead, N)  # (..., N)
+
+
+def mm_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (M, K) @ b (N, K)^T -> (M, N) without autograd (a backward formula's product), by the chosen GEMM."""
+    if not _routable(a, b) or _requested()[0] == "mkl":
+        return torch.mm(a, b.t())
+    return _gemm_nt(a, b, None)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state_dict) whose product is ``linear``'s."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return linear(input, self.weight, self.bias)
