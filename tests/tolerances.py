@@ -36,6 +36,9 @@ SOFTMAX_KERNEL_FP32_RTOL = 1e-6
 SOFTMAX_KERNEL_FP32_ATOL = 1e-7
 # recompute.py's autograd functions vs plain autograd, fp32 gradients (same formulas, recomputed).
 RECOMPUTE_FP32_ATOL = 1e-6
+# A dense layer's GEMM by oneDNN vs MKL vs float64, fp32 (gemm.py): the same products blocked and
+# summed in another order; a tiny model's outputs and gradients, forward and backward, O(1) values.
+GEMM_BACKEND_FP32_ATOL = 1e-5
 # One model forward through two of our implementations of a block (fused vs explicit attention,
 # native vs reference span conv), fp32: different op sequences whose rounding compounds through
 # the layers.

@@ -102,16 +102,18 @@ def onednn_unavailable_reason() -> str | None:
     return None
 
 
-def set_gemm_backend(name: str) -> None:
+def set_gemm_backend(name: str | None) -> None:
     """Choose the GEMM of every dense layer in this process: "auto" (default), "mkl" or "onednn".
 
-    Clears the per-shape timings of "auto". Raises if "onednn" is asked for where oneDNN cannot run.
+    ``None`` undoes an earlier call: the environment variable or the default decides again. Clears
+    the per-shape timings of "auto". Raises if "onednn" is asked for where oneDNN cannot run.
     """
-    _check_backend(name, "set_gemm_backend(name)")
+    if name is not None:
+        _check_backend(name, "set_gemm_backend(name)")
     if name == "onednn" and (why := onednn_unavailable_reason()):
         raise RuntimeError(f"set_gemm_backend('onednn'): {why}")
     with _SETTING.lock:
-        _SETTING.requested, _SETTING.source = name, "set_gemm_backend"
+        _SETTING.requested, _SETTING.source = name, ("default" if name is None else "set_gemm_backend")
         _SETTING.choices.clear()
 
 
@@ -169,8 +171,12 @@ def _probe(M: int, K: int, N: int) -> ShapeChoice:
                 fn()
                 samples[name].append(time.perf_counter() - start)
     mkl_s, onednn_s = statistics.median(samples["mkl"]), statistics.median(samples["onednn"])
-    backend = "onednn" if onednn_s < _PROBE_MARGIN * mkl_s else "mkl"
-    return ShapeChoice(backend, mkl_s, onednn_s)
+    return ShapeChoice(faster(mkl_s, onednn_s), mkl_s, onednn_s)
+
+
+def faster(mkl_seconds: float, onednn_seconds: float) -> str:
+    """The backend "auto" takes for these medians: oneDNN only when clearly faster, MKL on a tie."""
+    return "onednn" if onednn_seconds < _PROBE_MARGIN * mkl_seconds else "mkl"
 
 
 def _choose(M: int, K: int, N: int) -> str:
