@@ -3,9 +3,10 @@
 - ``interleaved`` / ``interleaved_samples``: every round calls each function once, in turn (ours,
   theirs, ours, ...), after warm-up rounds, so that drift in machine load hits every side alike;
   medians in seconds. ``timer`` times one call (the wall clock, or CUDA events on a GPU).
-- ``matmul_rates``: the FLOP/s of one square matmul by each library that can do it here (on a CPU:
-  ``torch.mm`` (MKL), oneDNN through ``torch.utils.mkldnn``, NumPy's BLAS; on a GPU: ``torch.mm``)
-  and the best of them, the roofline a benchmark compares with.
+- ``gemm_rates`` / ``matmul_rates``: the FLOP/s of one matmul by each library that can do it here
+  (on a CPU: ``torch.mm`` (MKL), oneDNN on strided and on oneDNN-layout tensors, NumPy's BLAS; on a
+  GPU: ``torch.mm``) and the best of them. ``best_gemm_rate``: the same over a model's dense-layer
+  shapes (``model_gemm_shapes``), the roofline that every "% of limit" figure divides by.
 - ``machine_info`` / ``machine_line``: the CPU model and its vector / matrix ISA flags (``lscpu``),
   the thread count and the library versions (read from the installed metadata, so that nothing
   is imported for them: torch and TensorFlow do not share a process well).
@@ -78,42 +79,97 @@ def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: 
 
 
 # ------------------------------------------------------------------------------------------ matmul
-def matmul_rates(n: int = 2048, *, dtype: str = "float32", device: str = "cpu", runs: int = 15,
-                 warmup: int = 2) -> dict[str, float | None]:
-    """FLOP/s of an (n, n) @ (n, n) matmul in ``dtype`` by each library, interleaved, medians; and the best.
+def _numpy_blas() -> str:
+    """The BLAS NumPy was built with ("openblas", "mkl", ...), from its build configuration."""
+    import numpy as np
 
-    CPU: ``torch.mm`` (MKL for float32, oneDNN for bfloat16), oneDNN itself (``torch.utils.mkldnn``
-    on oneDNN tensors; None where torch was built without it) and NumPy (float32 only: NumPy has
-    no bfloat16 BLAS). GPU: ``torch.mm``. ``best`` is the roofline: the highest of them.
+    try:
+        config = np.show_config(mode="dicts")
+        name = config["Build Dependencies"]["blas"]["name"]
+    except (TypeError, KeyError, AttributeError):
+        return "numpy"
+    return "openblas" if "openblas" in name.lower() else name.lower()
+
+
+def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = "cpu", runs: int = 15,
+               warmup: int = 2) -> dict[str, float | None]:
+    """FLOP/s of an (m, k) @ (k, n) matmul in ``dtype`` by each library, interleaved, medians; and the best.
+
+    CPU: ``torch.mm`` ("mkl": PyTorch's BLAS for float32; oneDNN for bfloat16), oneDNN on ordinary
+    strided tensors (``torch.ops.mkldnn._linear_pointwise``, what ``convbert_pt.gemm`` runs), oneDNN
+    on oneDNN-layout tensors (``torch.utils.mkldnn``, input already converted, weight packed), and
+    NumPy's BLAS (float32 only; named after the library it was built with). GPU: ``torch.mm``.
+    A library this torch lacks is None. ``best`` is the highest of them: the roofline.
     """
     import torch
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    a = torch.randn(n, n, device=device).to(torch_dtype)
-    b = torch.randn(n, n, device=device).to(torch_dtype)
-    fns: dict[str, Callable[[], object] | None] = {"torch.mm": lambda: torch.mm(a, b), "onednn": None, "numpy": None}
+    a = torch.randn(m, k, device=device).to(torch_dtype)
+    b = torch.randn(k, n, device=device).to(torch_dtype)
+    fns: dict[str, Callable[[], object] | None] = {"mkl (torch.mm)": lambda: torch.mm(a, b)}
     timer = wall_seconds
     if device.startswith("cuda"):
         timer = cuda_seconds
-        del fns["onednn"], fns["numpy"]
+        fns = {"torch.mm": fns["mkl (torch.mm)"]}
     else:
-        if torch.backends.mkldnn.is_available() and dtype != "float16":
+        onednn_ok = torch.backends.mkldnn.is_available() and dtype != "float16"
+        fns["onednn (strided)"] = fns["onednn (mkldnn layout)"] = None
+        if onednn_ok and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            weight = b.t().contiguous()  # (n, k): nn.Linear's layout
+            fns["onednn (strided)"] = lambda: torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], "")
+        if onednn_ok:
             from torch.utils import mkldnn
 
-            linear = torch.nn.Linear(n, n, bias=False)
+            linear = torch.nn.Linear(k, n, bias=False)
             with torch.no_grad():
                 linear.weight.copy_(b.float().t())  # x @ weight.T: the same product as a @ b
-            onednn = mkldnn.to_mkldnn(linear, torch_dtype)
+            packed = mkldnn.to_mkldnn(linear, torch_dtype)
             a_onednn = a.to_mkldnn()
-            fns["onednn"] = lambda: onednn(a_onednn)
+            fns["onednn (mkldnn layout)"] = lambda: packed(a_onednn)
         if dtype == "float32":
             a_np, b_np = a.numpy(), b.numpy()
-            fns["numpy"] = lambda: a_np @ b_np
+            fns[f"{_numpy_blas()} (numpy)"] = lambda: a_np @ b_np
     with torch.no_grad():
         seconds = interleaved(fns, runs, warmup, timer=timer)
-    rates = {name: (2.0 * n**3 / t if t else None) for name, t in seconds.items()}
+    rates = {name: (2.0 * m * k * n / t if t else None) for name, t in seconds.items()}
     rates["best"] = max(r for r in rates.values() if r is not None)
     return rates
+
+
+def matmul_rates(n: int = 2048, **kwargs) -> dict[str, float | None]:
+    """``gemm_rates`` of a square (n, n) @ (n, n) matmul."""
+    return gemm_rates(n, n, n, **kwargs)
+
+
+def model_gemm_shapes(hidden: int, intermediate: int, tokens: int) -> dict[str, tuple[int, int, int]]:
+    """The (M, K, N) of a BERT-sized encoder's dense layers: the shapes its roofline is measured at."""
+    return {"projection": (tokens, hidden, hidden), "ffn in": (tokens, hidden, intermediate),
+            "ffn out": (tokens, intermediate, hidden)}
+
+
+def best_gemm_rate(shapes: dict[str, tuple[int, int, int]], **kwargs) -> dict:
+    """Each library's rate over ``shapes`` (total FLOPs / total seconds, the shapes weighted by their
+    FLOPs), the per-shape rates, and ``best``/``best_library``: the roofline and who reaches it."""
+    per_shape = {name: gemm_rates(*shape, **kwargs) for name, shape in shapes.items()}
+    libraries = [lib for lib in next(iter(per_shape.values())) if lib != "best"]
+    overall: dict[str, float | None] = {}
+    for lib in libraries:
+        if any(per_shape[name][lib] is None for name in shapes):
+            overall[lib] = None
+            continue
+        flops = [2.0 * m * k * n for m, k, n in shapes.values()]
+        seconds = [f / per_shape[name][lib] for f, name in zip(flops, shapes)]
+        overall[lib] = sum(flops) / sum(seconds)
+    best_library = max((lib for lib in overall if overall[lib]), key=lambda lib: overall[lib])
+    return {"shapes": shapes, "per_shape": per_shape, "overall": overall, "best_library": best_library,
+            "best": overall[best_library]}
+
+
+def gemm_line(result: dict) -> str:
+    parts = ", ".join(f"{lib} {rate / 1e9:,.0f}" for lib, rate in result["overall"].items() if rate)
+    shapes = ", ".join("x".join(map(str, s)) for s in result["shapes"].values())
+    return (f"fp32 GEMM rate at the model's shapes ({shapes}; GFLOP/s): {parts}; "
+            f"best {result['best_library']} {result['best'] / 1e9:,.0f}")
 
 
 def matmul_line(rates: dict[str, float | None], dtype: str = "float32", n: int | None = None) -> str:

@@ -18,8 +18,9 @@ environment variable, read when the first dense layer runs and no backend was se
   interleaved timing of both, once per process, cached; oneDNN only where it is faster. Without
   oneDNN (a build without it) every shape takes MKL and ``gemm_backend().reason`` says why.
 
-Low-precision tensors, autocast, and non-CPU devices always take ``F.linear``: PyTorch already
-sends bf16 CPU matmuls to oneDNN, and autocast must see the op it casts.
+Low-precision tensors, autocast, non-CPU devices and exports (ONNX, ``torch.export``, tracing)
+always take ``F.linear``: PyTorch already sends bf16 CPU matmuls to oneDNN, autocast must see the
+op it casts, and an exported graph must hold the portable op.
 
 In training the gradients go through the same choice (grad_x = grad_y W, grad_W = grad_y^T x, as
 GEMMs of their own shapes). Under ``torch.compile`` a oneDNN or "auto" layer is the custom op
@@ -105,8 +106,9 @@ def onednn_unavailable_reason() -> str | None:
 def set_gemm_backend(name: str | None) -> None:
     """Choose the GEMM of every dense layer in this process: "auto" (default), "mkl" or "onednn".
 
-    ``None`` undoes an earlier call: the environment variable or the default decides again. Clears
-    the per-shape timings of "auto". Raises if "onednn" is asked for where oneDNN cannot run.
+    ``None`` undoes an earlier call: the environment variable or the default decides again, and the
+    per-shape timings of "auto" are dropped (other calls keep them: they are facts of the machine).
+    Raises if "onednn" is asked for where oneDNN cannot run.
     """
     if name is not None:
         _check_backend(name, "set_gemm_backend(name)")
@@ -114,7 +116,8 @@ def set_gemm_backend(name: str | None) -> None:
         raise RuntimeError(f"set_gemm_backend('onednn'): {why}")
     with _SETTING.lock:
         _SETTING.requested, _SETTING.source = name, ("default" if name is None else "set_gemm_backend")
-        _SETTING.choices.clear()
+        if name is None:
+            _SETTING.choices.clear()
 
 
 def _requested() -> tuple[str, str]:
@@ -159,7 +162,10 @@ def _shape_class(M: int, K: int, N: int) -> tuple[int, int, int]:
 def _probe(M: int, K: int, N: int) -> ShapeChoice:
     """Time F.linear and oneDNN on an (M, K) x (K, N) product, interleaved, medians."""
     m, n = min(M, _PROBE_MAX_M), min(N, _PROBE_MAX_N)
-    x, w = torch.randn(m, K), torch.randn(n, K)
+    # A generator of its own: the global one drives dropout and masking, which a probe in the middle
+    # of a training step must not shift.
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(m, K, generator=g), torch.randn(n, K, generator=g)
     fns = {"mkl": lambda: F.linear(x, w), "onednn": lambda: _onednn(x, w, None)}
     samples: dict[str, list[float]] = {name: [] for name in fns}
     with torch.no_grad():
@@ -241,9 +247,15 @@ def _backward(ctx, grad):
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _exporting() -> bool:
+    # An exported graph (ONNX, torch.export) must hold the portable aten op, not ours.
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _routable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
-        x.device.type == "cpu"
+        not _exporting()
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")

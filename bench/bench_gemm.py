@@ -1,0 +1,136 @@
+"""The fp32 GEMM rate of every library present, at ConvBERT-base's dense-layer shapes: the roofline.
+
+MKL (``torch.mm``), oneDNN on strided tensors (``torch.ops.mkldnn._linear_pointwise``, what
+``convbert_pt.gemm`` runs), oneDNN on oneDNN-layout tensors (``torch.utils.mkldnn``), NumPy's BLAS
+(OpenBLAS in the wheels), and with ``--tf`` TensorFlow's ``tf.linalg.matmul`` (oneDNN or Eigen,
+in a child process: torch and TensorFlow do not share a process well). Interleaved runs, medians.
+
+The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): the projections
+(M x 768 x 768), the feed-forward in (M x 768 x 3072) and out (M x 3072 x 768); plus a square
+2048 matmul. "overall" weights the three model shapes by their FLOPs; its best library is the
+limit that bench_pt and bench_tf divide by. The last column says what ``convbert_pt.gemm``'s
+"auto" chose for each shape.
+
+    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--json bench/results/bench_gemm.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from _common import best_gemm_rate, gemm_line, gemm_rates, machine_info, machine_line, model_gemm_shapes
+
+_TF_CHILD = "--tf-child"
+
+
+def tf_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float]:
+    """tf.linalg.matmul FLOP/s per shape, medians, in this process (the child's side)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    rates = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
+        matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=False)
+        for _ in range(2):
+            matmul(a, b).numpy()
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            matmul(a, b).numpy()
+            seconds.append(time.perf_counter() - start)
+        rates[name] = 2.0 * m * k * n / statistics.median(seconds)
+    return rates
+
+
+def tf_rates_in_child(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float] | None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        out = subprocess.run([sys.executable, __file__, _TF_CHILD, json.dumps(shapes), str(threads), str(runs)],
+                             capture_output=True, text=True, timeout=600, env=env, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        print(f"TensorFlow column unavailable: {err}")
+        return None
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=1024)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_gemm.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    machine = machine_info(args.threads)
+    print(machine_line(machine))
+
+    shapes = model_gemm_shapes(768, 3072, args.tokens)
+    result = best_gemm_rate(shapes, runs=args.runs)
+    square = gemm_rates(2048, 2048, 2048, runs=args.runs)
+    per_shape = {**result["per_shape"], "square 2048": square}
+    all_shapes = {**shapes, "square 2048": (2048, 2048, 2048)}
+    if args.tf:
+        tf = tf_rates_in_child(all_shapes, args.threads, args.runs)
+        if tf:
+            for name in per_shape:
+                per_shape[name]["tensorflow (tf.matmul)"] = tf[name]
+            result["overall"]["tensorflow (tf.matmul)"] = sum(2.0 * m * k * n for m, k, n in shapes.values()) / sum(
+                2.0 * m * k * n / tf[name] for name, (m, k, n) in shapes.items())
+
+    from convbert_pt import gemm
+
+    gemm.set_gemm_backend("auto")
+    auto = {}
+    for name, (m, k, n) in all_shapes.items():
+        gemm.linear(torch.randn(m, k), torch.randn(n, k))
+        auto[name] = gemm.gemm_backend().choices[gemm._shape_class(m, k, n)].backend
+
+    libraries = [lib for lib in result["overall"]]
+    print(f"{'shape (M x K x N)':28s}" + "".join(f"{lib:>24s}" for lib in libraries) + f"{'gemm auto':>12s}")
+    for name, rates in per_shape.items():
+        dims = "x".join(map(str, all_shapes[name]))
+        cells = "".join(f"{rates[lib] / 1e9:>24,.0f}" if rates.get(lib) else f"{'-':>24s}" for lib in libraries)
+        print(f"{name + ' ' + dims:28s}{cells}{auto[name]:>12s}")
+    cells = "".join(f"{result['overall'][lib] / 1e9:>24,.0f}" if result["overall"].get(lib) else f"{'-':>24s}"
+                    for lib in libraries)
+    print(f"{'overall (model shapes)':28s}{cells}")
+    best_library = max((lib for lib, r in result["overall"].items() if r), key=lambda lib: result["overall"][lib])
+    print(gemm_line({**result, "best_library": best_library, "best": result["overall"][best_library]}))
+    results = {
+        "machine": machine,
+        "tokens": args.tokens,
+        "shapes": all_shapes,
+        "gflops": {name: {lib: (r / 1e9 if r else None) for lib, r in rates.items()} for name, rates in per_shape.items()},
+        "overall_gflops": {lib: (r / 1e9 if r else None) for lib, r in result["overall"].items()},
+        "best_library": best_library,
+        "best_gflops": result["overall"][best_library] / 1e9,
+        "torch_best_library": result["best_library"],
+        "torch_best_gflops": result["best"] / 1e9,
+        "convbert_gemm_auto": auto,
+    }
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == _TF_CHILD:
+        print(json.dumps(tf_rates({k: tuple(v) for k, v in json.loads(sys.argv[2]).items()},
+                                  int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()
