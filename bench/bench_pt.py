@@ -9,15 +9,17 @@ runs interleaved (ours, HF, ours, HF, ...), medians of ``--runs`` runs after ``-
 - ConvBERT-small (hidden 256, embedding 128, 4 heads, ffn 1024) forward at 8x128;
 - HF BERT-base (SDPA) forward at 8x128, the yardstick ConvBERT promised to beat;
 - ``--compile``: the base forward under ``torch.compile`` (both sides); ``--bf16``: the base
-  forward and train step under ``torch.autocast("cpu", torch.bfloat16)`` and the logits' distance
-  to our fp32 logits.
+  forward and train step under ``torch.autocast("cpu", torch.bfloat16)``, the forward of the model
+  cast with ``.to(torch.bfloat16)``, and the logits' distance to our fp32 logits;
+- ``gemm`` (a default case): our base forward and train step at 8x128 with each dense-layer GEMM
+  backend of ``convbert_pt.set_gemm_backend`` ("mkl", "onednn", "auto"), interleaved.
 
 HF transformers is optional (``pip install 'convbert[bench]'``): without it the HF columns say
 "unavailable" and our numbers, the FLOP counts and the measured matmul rate are still printed.
 FLOPs count the matmuls (2 per multiply-add) of our model and of a BERT-base of the same batch
-shape ("BERT-equivalent"); the roofline is the best fp32 rate of a large matmul timed here by
-torch.mm (MKL), oneDNN and NumPy (``bench/_common.matmul_rates``), and "% roofline" is model
-matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
+shape ("BERT-equivalent"); the roofline ("the limit") is the best fp32 GEMM rate at the model's own
+dense-layer shapes timed here by torch.mm (MKL), oneDNN and NumPy (``bench/_common.best_gemm_rate``,
+``bench/bench_gemm.py``), and "% of limit" is model matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
 autograd saves for backward during the forward (what a train step keeps alive), not a process RSS.
 
     python bench/bench_pt.py [--runs 10] [--threads 2] [--cases forward,small,train,memory]
@@ -31,11 +33,11 @@ import json
 import os
 
 import torch
-from _common import interleaved, machine_info, machine_line, matmul_line, matmul_rates
+from _common import best_gemm_rate, gemm_line, interleaved, machine_info, machine_line, model_gemm_shapes
 
 from convbert_common import presets
 from convbert_common.config import ConvBertConfig
-from convbert_pt import ConvBertForSequenceClassification, ConvBertModel
+from convbert_pt import ConvBertForSequenceClassification, ConvBertModel, gemm_backend, set_gemm_backend
 
 try:  # optional: the reference implementation
     import transformers
@@ -46,8 +48,9 @@ HF_UNAVAILABLE = "unavailable (transformers not installed; pip install 'convbert
 
 
 # ------------------------------------------------------------------------------------------ models
-ALL_CASES = ("forward", "small", "train", "memory", "compile", "bf16")
-DEFAULT_CASES = ("forward", "small", "train", "memory")
+ALL_CASES = ("forward", "small", "train", "memory", "gemm", "compile", "bf16")
+DEFAULT_CASES = ("forward", "small", "train", "memory", "gemm")
+GEMM_BACKENDS = ("mkl", "onednn", "auto")
 
 
 def base_config() -> ConvBertConfig:
@@ -122,18 +125,21 @@ def inputs(vocab: int, batch: int, length: int, seed: int = 0) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
-def forward_fn(model, batch_inputs, autocast: bool = False):
+def forward_fn(model, batch_inputs, autocast: bool = False, gemm: str | None = None):
+    """One no-grad forward; ``gemm`` names the dense-layer backend set before each call."""
     if model is None:
         return None
 
     def run():
+        if gemm:
+            set_gemm_backend(gemm)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return model(**batch_inputs)
 
     return run
 
 
-def train_step_fn(model, batch_inputs, autocast: bool = False):
+def train_step_fn(model, batch_inputs, autocast: bool = False, gemm: str | None = None):
     if model is None:
         return None
     model.train()
@@ -141,6 +147,8 @@ def train_step_fn(model, batch_inputs, autocast: bool = False):
     labels = torch.zeros(batch_inputs["input_ids"].shape[0], dtype=torch.long)
 
     def run():
+        if gemm:
+            set_gemm_backend(gemm)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(**batch_inputs, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -203,24 +211,24 @@ def main(argv=None) -> dict:
         args.runs, args.warmup = 3, 1
     batch, length, long_len = (2, 32, 64) if args.quick else (8, 128, 512)
 
-    matmul_n = 512 if args.quick else 2048
-    rates = matmul_rates(matmul_n)
-    rate = rates["best"]
+    base = base_config()
+    limit = best_gemm_rate(model_gemm_shapes(base.hidden_size, base.intermediate_size, batch * length),
+                           runs=5 if args.quick else 15)
+    rate = limit["best"]
     machine = machine_info(args.threads)
     results: dict = {
         "machine": {**machine, "transformers": getattr(transformers, "__version__", None),
-                    "matmul_fp32_gflops": rate / 1e9,
-                    "matmul_fp32_gflops_by_library": {k: v / 1e9 for k, v in rates.items() if v and k != "best"}},
+                    "gemm_fp32_gflops": rate / 1e9, "gemm_fp32_best_library": limit["best_library"],
+                    "gemm_fp32_gflops_by_library": {k: v / 1e9 for k, v in limit["overall"].items() if v}},
         "settings": {"runs": args.runs, "warmup": args.warmup, "batch": batch, "length": length,
                      "long_length": long_len},
         "cases": {},
     }
     print(machine_line(machine))
-    print(f"{matmul_line(rates, n=matmul_n)} (the roofline)")
+    print(f"{gemm_line(limit)} (the limit)")
     if transformers is None:
         print(f"HF column: {HF_UNAVAILABLE}")
 
-    base = base_config()
     ours_base = ConvBertModel(base).eval()
     hf_base = hf_twin(ours_base, base, head=False)
     hf_base = hf_base.eval() if hf_base is not None else None
@@ -232,9 +240,9 @@ def main(argv=None) -> dict:
         row = {"ours_s": ours, "hf_s": hf, "ours_over_hf": (ours / hf) if ours and hf else None, **extra}
         if flops:
             row["matmul_gflop"] = flops / 1e9
-            row["ours_pct_roofline"] = 100 * flops / ours / rate if ours else None
+            row["ours_pct_limit"] = 100 * flops / ours / rate if ours else None
         results["cases"][name] = row
-        pct = f"  {row['ours_pct_roofline']:.0f}% of roofline" if flops and ours else ""
+        pct = f"  {row['ours_pct_limit']:.0f}% of limit" if flops and ours else ""
         extras = "".join(f"  {k}={v}" for k, v in extra.items())
         print(f"{name:46s} ours {fmt_time(ours)}   HF {fmt_time(hf)}   ours/HF {ratio(ours, hf)}{pct}{extras}")
 
@@ -289,14 +297,41 @@ def main(argv=None) -> dict:
         set_dropout(ours_cls, 0.0)
         set_dropout(hf_cls, 0.0)
 
+    if "gemm" in cases:
+        def backends(name: str, make, flop: float) -> None:
+            times = interleaved({b: make(b) for b in GEMM_BACKENDS}, args.runs, args.warmup, alternate=True)
+            row = {f"{b}_s": t for b, t in times.items()}
+            row.update({f"{b}_pct_limit": 100 * flop / t / rate for b, t in times.items()})
+            row["onednn_over_mkl"] = times["onednn"] / times["mkl"]
+            results["cases"][name] = row
+            print(f"{name:46s} " + "   ".join(f"{b} {fmt_time(t)} ({100 * flop / t / rate:.0f}% of limit)"
+                                               for b, t in times.items()))
+
+        backends(f"gemm backends: base forward {batch}x{length}", lambda b: forward_fn(ours_base, x, gemm=b), flops)
+        backends(f"gemm backends: base train step {batch}x{length}", lambda b: train_step_fn(ours_cls, x, gemm=b),
+                 3 * flops)
+        set_gemm_backend(None)
+        ours_cls.eval()
+        results["gemm_auto_choices"] = {"x".join(map(str, k)): v.backend for k, v in gemm_backend().choices.items()}
+
     if "bf16" in cases:
         with torch.no_grad():
             ref = ours_cls.eval()(**x).logits
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low = ours_cls(**x).logits.float()
+            cast_cls = ConvBertForSequenceClassification(base).eval()
+            cast_cls.load_state_dict(ours_cls.state_dict())
+            cast = cast_cls.to(torch.bfloat16)(**x).logits.float()
+            ours_bf16 = ConvBertModel(base).eval()
+            ours_bf16.load_state_dict(ours_base.state_dict())
+            ours_bf16.to(torch.bfloat16)
         record(f"bf16 autocast base forward {batch}x{length}", interleaved(
             {"ours": forward_fn(ours_base, x, autocast=True), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup),
             flops, logits_max_abs_diff_vs_fp32=float((low - ref).abs().max()))
+        record(f"bf16 .to(bfloat16) base forward {batch}x{length}", interleaved(
+            {"ours": forward_fn(ours_bf16, x), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup),
+            flops, logits_max_abs_diff_vs_fp32=float((cast - ref).abs().max()))
+        del ours_bf16, cast_cls
         record(f"bf16 autocast train step {batch}x{length}", interleaved(
             {"ours": train_step_fn(ours_cls, x, autocast=True), "hf": train_step_fn(hf_cls, x)},
             args.runs, args.warmup), 3 * flops)

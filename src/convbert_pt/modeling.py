@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from convbert_common import checks, heads, shapes
+from convbert_common import checks, cpu, heads, shapes
 from convbert_common.config import ConvBertConfig
 from convbert_pt import gemm, losses
 from convbert_pt.activations import Activation, get_activation
@@ -92,6 +92,14 @@ def attention(
 
 def _is_compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+def _bf16_on_cpu(t: torch.Tensor) -> bool:
+    """Whether this forward runs bfloat16 matmuls on the CPU (a bf16 model, or bf16 autocast)."""
+    if t.device.type != "cpu" or _is_compiling():
+        return False
+    return t.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
 
 
 def _info(t: torch.Tensor | None) -> checks.TensorInfo | None:
@@ -583,6 +591,8 @@ class ConvBertModel(ConvBertPreTrainedModel):
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         head_mask = self._head_mask(head_mask)
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, E)
+        if _bf16_on_cpu(hidden_states):
+            cpu.warn_bf16_emulated()
         if hasattr(self, "embeddings_project"):
             hidden_states = self.embeddings_project(hidden_states)  # (B, L, H)
         mask = attention_mask[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, L)
