@@ -158,7 +158,7 @@ def best_gemm_rate(shapes: dict[str, tuple[int, int, int]], **kwargs) -> dict:
             overall[lib] = None
             continue
         flops = [2.0 * m * k * n for m, k, n in shapes.values()]
-        seconds = [f / per_shape[name][lib] for f, name in zip(flops, shapes)]
+        seconds = [f / per_shape[name][lib] for f, name in zip(flops, shapes, strict=True)]
         overall[lib] = sum(flops) / sum(seconds)
     best_library = max((lib for lib in overall if overall[lib]), key=lambda lib: overall[lib])
     return {"shapes": shapes, "per_shape": per_shape, "overall": overall, "best_library": best_library,
@@ -176,6 +176,44 @@ def matmul_line(rates: dict[str, float | None], dtype: str = "float32", n: int |
     parts = ", ".join(f"{name} {rate / 1e9:,.1f}" for name, rate in rates.items() if name != "best" and rate)
     shape = f" at {n}x{n}" if n else ""
     return f"measured {dtype} matmul rate{shape} (GFLOP/s): {parts}; best {rates['best'] / 1e9:,.1f}"
+
+
+def convbert_matmul_flops(c, batch: int, length: int) -> float:
+    """Matmul FLOPs (2 per multiply-add) of a ConvBERT forward of ``config`` c at batch x length."""
+    hs = c.heads
+    tokens = batch * length
+    H, A, K, I = c.hidden_size, hs.all_head_size, c.conv_kernel_size, c.intermediate_size
+    E, G = c.embedding_size, c.num_groups
+    per_layer = (
+        4 * H * A  # query, key, value, conv_out_layer
+        + H * A  # pointwise half of the separable conv
+        + A * hs.num_heads * K  # conv_kernel_layer
+        + hs.mixed_size * H  # attention output dense
+        + 2 * H * I / G  # feed-forward (grouped)
+    ) * tokens + 2 * batch * hs.num_heads * length * length * hs.head_size  # scores and context
+    project = tokens * E * H if E != H else 0
+    return 2.0 * (c.num_hidden_layers * per_layer + project)
+
+
+def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float]:
+    """``tf.linalg.matmul`` FLOP/s per (M, K, N) shape under ``tf.function``, medians; TensorFlow imported here."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    rates = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
+        matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=False)
+        for _ in range(2):
+            matmul(a, b).numpy()
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            matmul(a, b).numpy()
+            seconds.append(time.perf_counter() - start)
+        rates[name] = 2.0 * m * k * n / statistics.median(seconds)
+    return rates
 
 
 # ------------------------------------------------------------------------------------------ machine

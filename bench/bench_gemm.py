@@ -19,36 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from _common import best_gemm_rate, gemm_line, gemm_rates, machine_info, machine_line, model_gemm_shapes
+from _common import best_gemm_rate, gemm_line, gemm_rates, machine_info, machine_line, model_gemm_shapes, tf_gemm_rates
 
 _TF_CHILD = "--tf-child"
-
-
-def tf_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float]:
-    """tf.linalg.matmul FLOP/s per shape, medians, in this process (the child's side)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    rates = {}
-    for name, (m, k, n) in shapes.items():
-        a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
-        matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=False)
-        for _ in range(2):
-            matmul(a, b).numpy()
-        seconds = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            matmul(a, b).numpy()
-            seconds.append(time.perf_counter() - start)
-        rates[name] = 2.0 * m * k * n / statistics.median(seconds)
-    return rates
 
 
 def tf_rates_in_child(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float] | None:
@@ -110,7 +87,8 @@ def main(argv=None) -> dict:
         "machine": machine,
         "tokens": args.tokens,
         "shapes": all_shapes,
-        "gflops": {name: {lib: (r / 1e9 if r else None) for lib, r in rates.items()} for name, rates in per_shape.items()},
+        "gflops": {name: {lib: (r / 1e9 if r else None) for lib, r in rates.items()}
+                   for name, rates in per_shape.items()},
         "overall_gflops": {lib: (r / 1e9 if r else None) for lib, r in result["overall"].items()},
         "best_library": best_library,
         "best_gflops": result["overall"][best_library] / 1e9,
@@ -130,7 +108,7 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == _TF_CHILD:
-        print(json.dumps(tf_rates({k: tuple(v) for k, v in json.loads(sys.argv[2]).items()},
+        print(json.dumps(tf_gemm_rates({k: tuple(v) for k, v in json.loads(sys.argv[2]).items()},
                                   int(sys.argv[3]), int(sys.argv[4]))))
     else:
         main()

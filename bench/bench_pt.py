@@ -19,8 +19,9 @@ HF transformers is optional (``pip install 'convbert[bench]'``): without it the 
 FLOPs count the matmuls (2 per multiply-add) of our model and of a BERT-base of the same batch
 shape ("BERT-equivalent"); the roofline ("the limit") is the best fp32 GEMM rate at the model's own
 dense-layer shapes timed here by torch.mm (MKL), oneDNN and NumPy (``bench/_common.best_gemm_rate``,
-``bench/bench_gemm.py``), and "% of limit" is model matmul FLOPs / time / that rate. Activation memory is the bytes of the distinct storages
-autograd saves for backward during the forward (what a train step keeps alive), not a process RSS.
+``bench/bench_gemm.py``), and "% of limit" is model matmul FLOPs / time / that rate. Activation
+memory is the bytes of the distinct storages autograd saves for backward during the forward (what a
+train step keeps alive), not a process RSS.
 
     python bench/bench_pt.py [--runs 10] [--threads 2] [--cases forward,small,train,memory]
         [--compile] [--bf16] [--quick] [--json bench/results/bench_pt.json]
@@ -33,7 +34,15 @@ import json
 import os
 
 import torch
-from _common import best_gemm_rate, gemm_line, interleaved, machine_info, machine_line, model_gemm_shapes
+from _common import (
+    best_gemm_rate,
+    convbert_matmul_flops,
+    gemm_line,
+    interleaved,
+    machine_info,
+    machine_line,
+    model_gemm_shapes,
+)
 
 from convbert_common import presets
 from convbert_common.config import ConvBertConfig
@@ -98,22 +107,6 @@ def hf_bert_base():
 
 
 # ------------------------------------------------------------------------------------------ flops
-def convbert_matmul_flops(c: ConvBertConfig, batch: int, length: int) -> float:
-    hs = c.heads
-    tokens = batch * length
-    H, A, K, I = c.hidden_size, hs.all_head_size, c.conv_kernel_size, c.intermediate_size
-    E, G = c.embedding_size, c.num_groups
-    per_layer = (
-        4 * H * A  # query, key, value, conv_out_layer
-        + H * A  # pointwise half of the separable conv
-        + A * hs.num_heads * K  # conv_kernel_layer
-        + hs.mixed_size * H  # attention output dense
-        + 2 * H * I / G  # feed-forward (grouped)
-    ) * tokens + 2 * batch * hs.num_heads * length * length * hs.head_size  # scores and context
-    project = tokens * E * H if E != H else 0
-    return 2.0 * (c.num_hidden_layers * per_layer + project)
-
-
 def bert_base_flops(batch: int, length: int, layers: int = 12, H: int = 768, I: int = 3072) -> float:
     tokens = batch * length
     return 2.0 * layers * ((4 * H * H + 2 * H * I) * tokens + 2 * batch * length * length * H)

@@ -16,6 +16,10 @@ without it the HF column says "unavailable" and our numbers are still measured. 
 within one run: our best fp32 forward <= 0.90x HF's best, fit step <= 0.80x HF's, first fit step
 well under HF's, mixed_bfloat16 forward <= 0.60x HF's fp32.
 
+"% of limit": model matmul FLOPs / time / the best fp32 GEMM rate at the model's dense-layer shapes:
+the higher of TensorFlow's own matmul, timed here, and the best library of ``bench/bench_gemm.py``'s
+JSON when that was written on the same CPU model (torch cannot share this process).
+
     python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--cases forward,bf16,fit]
                              [--json bench/results/bench_tf.json]
 """
@@ -39,7 +43,15 @@ os.environ.setdefault("USE_TF", "1")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved, machine_info, machine_line, wall_seconds  # noqa: E402
+from _common import (  # noqa: E402
+    convbert_matmul_flops,
+    interleaved,
+    machine_info,
+    machine_line,
+    model_gemm_shapes,
+    tf_gemm_rates,
+    wall_seconds,
+)
 
 from convbert_common import presets  # noqa: E402
 from convbert_common.config import ConvBertConfig  # noqa: E402
@@ -154,6 +166,21 @@ def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, w
                                                       / results["first_step_seconds"]["hf/fit_step/8x128"])
 
 
+def gemm_limit(cfg: ConvBertConfig, tokens: int, gemm_json: Path) -> tuple[float, str]:
+    """The best fp32 GEMM rate (FLOP/s) at the model's shapes and who reached it (see the module doc)."""
+    shapes = model_gemm_shapes(cfg.hidden_size, cfg.intermediate_size, tokens)
+    tf_rate = tf_gemm_rates(shapes, os.cpu_count() or 1, 15)
+    total = sum(2.0 * m * k * n for m, k, n in shapes.values())
+    best = (total / sum(2.0 * m * k * n / tf_rate[name] for name, (m, k, n) in shapes.items()),
+            "tensorflow (tf.matmul)")
+    if gemm_json.exists():
+        saved = json.loads(gemm_json.read_text())
+        same_cpu = saved.get("machine", {}).get("cpu_model") == machine_info()["cpu_model"]
+        if same_cpu and saved.get("tokens") == tokens and saved["torch_best_gflops"] * 1e9 > best[0]:
+            best = (saved["torch_best_gflops"] * 1e9, f"{saved['torch_best_library']} ({gemm_json.name})")
+    return best
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
@@ -162,6 +189,8 @@ def main(argv=None) -> dict:
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated subset of {', '.join(CASES)} (all by default)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_tf.json")
+    p.add_argument("--gemm-json", type=Path, default=ROOT / "bench" / "results" / "bench_gemm.json",
+                   help="bench_gemm.py's results: its best library joins the limit when it ran on this CPU")
     args = p.parse_args(argv)
     cases = set(args.cases.split(","))
     if not cases <= set(CASES):
@@ -196,8 +225,18 @@ def main(argv=None) -> dict:
     if "fit" in cases:
         bench_fit(results, cfg, ours_cls, hf_cls, args.runs, args.warmup)
 
+    limit, limit_library = gemm_limit(cfg, 8 * 128, args.gemm_json)
+    results["gemm_fp32_gflops"], results["gemm_fp32_best_library"] = limit / 1e9, limit_library
+    results["pct_limit"] = {}
+    for name, flop in (("forward/8x128", convbert_matmul_flops(cfg, 8, 128)),
+                       ("forward/1x512", convbert_matmul_flops(cfg, 1, 512)),
+                       ("fit_step/8x128", 3 * convbert_matmul_flops(cfg, 8, 128))):
+        for key in [k for k in seconds if k.startswith(f"ours/{name}")]:
+            results["pct_limit"][key] = 100 * flop / seconds[key] / limit
+
     # ------------------------------------------------------------------ report
     print(machine_line(results["machine"]))
+    print(f"limit: best fp32 GEMM at the model's shapes {limit / 1e9:,.0f} GFLOP/s ({limit_library})")
     print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs; medians of {args.runs} interleaved runs (seconds)")
     print(f"HF transformers: {results['hf']}")
@@ -213,6 +252,8 @@ def main(argv=None) -> dict:
         print(f"mixed_bfloat16 forward: {results['bf16_best_mode']} is faster")
     for name, value in results["ratios"].items():
         print(f"ratio {name}: {value:.3f}")
+    for name, value in results["pct_limit"].items():
+        print(f"{name}: {value:.0f}% of limit")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.json, json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.json}")
