@@ -13,7 +13,10 @@ environment variable, read when the first dense layer runs and no backend was se
 
 - ``"mkl"``: ``F.linear`` as PyTorch runs it; the path the model had before this module.
 - ``"onednn"``: every fp32 CPU dense layer through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
-  which takes ordinary strided tensors, so nothing is converted to the oneDNN layout).
+  which takes ordinary strided tensors, so activations are never converted). In inference (no
+  gradient to the weight) each weight parameter is reordered once into oneDNN's blocked layout
+  and the copy kept beside it (one more copy of the dense weights in memory, dropped with the
+  parameter; an in-place update of the weight bumps its ``_version`` and repacks it).
 - ``"auto"`` (the default): per shape class (M rounded up to a power of two, K, N), a short
   interleaved timing of both, once per process, cached; oneDNN only where it is faster. Without
   oneDNN (a build without it) every shape takes MKL and ``gemm_backend().reason`` says why.
@@ -36,6 +39,7 @@ import os
 import statistics
 import threading
 import time
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +86,10 @@ class _ProcessSetting:
     requested: str | None = None  # None: not set; the environment variable or the default decides
     source: str = "default"
     choices: dict[tuple[int, int, int], ShapeChoice] = dataclasses.field(default_factory=dict)
+    # Inference only: id(weight parameter) -> (a weak reference to it, its _version, M class, the copy in
+    # oneDNN's blocked layout). The entry goes when the parameter does (the weak reference's
+    # callback); a new _version (an in-place update, load_state_dict) repacks.
+    packed: dict[int, tuple] = dataclasses.field(default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
@@ -107,7 +115,8 @@ def set_gemm_backend(name: str | None) -> None:
     """Choose the GEMM of every dense layer in this process: "auto" (default), "mkl" or "onednn".
 
     ``None`` undoes an earlier call: the environment variable or the default decides again, and the
-    per-shape timings of "auto" are dropped (other calls keep them: they are facts of the machine).
+    per-shape timings of "auto" and the packed inference weights are dropped (other calls keep
+    them: the timings are facts of the machine).
     Raises if "onednn" is asked for where oneDNN cannot run.
     """
     if name is not None:
@@ -118,6 +127,7 @@ def set_gemm_backend(name: str | None) -> None:
         _SETTING.requested, _SETTING.source = name, ("default" if name is None else "set_gemm_backend")
         if name is None:
             _SETTING.choices.clear()
+            _SETTING.packed.clear()
 
 
 def _requested() -> tuple[str, str]:
@@ -205,10 +215,23 @@ def _choose(M: int, K: int, N: int) -> str:
     return choice.backend
 
 
-def _gemm_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """a (M, K) @ b (N, K)^T + bias (N,), by the chosen backend: (M, N)."""
+def _packed(weight: torch.Tensor, M: int) -> torch.Tensor:
+    """``weight`` (N, K) reordered once into oneDNN's blocked layout for about M rows (cached)."""
+    m_class = _shape_class(M, 1, 1)[0]
+    key = id(weight)
+    entry = _SETTING.packed.get(key)
+    if entry is None or entry[0]() is not weight or entry[1] != weight._version or entry[2] != m_class:
+        ref = weakref.ref(weight, lambda _, key=key: _SETTING.packed.pop(key, None))
+        entry = (ref, weight._version, m_class, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), m_class))
+        _SETTING.packed[key] = entry
+    return entry[3]
+
+
+def _gemm_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, pack: bool = False) -> torch.Tensor:
+    """a (M, K) @ b (N, K)^T + bias (N,), by the chosen backend: (M, N). ``pack``: b is a parameter
+    that no gradient flows to, worth keeping in oneDNN's layout."""
     if _choose(a.shape[0], a.shape[1], b.shape[0]) == "onednn":
-        return _onednn(a, b, bias)
+        return _onednn(a, _packed(b, a.shape[0]) if pack else b, bias)
     return F.linear(a, b, bias)
 
 
@@ -216,18 +239,18 @@ def _gemm_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> tor
 
 
 @torch.library.custom_op("convbert::linear", mutates_args=())
-def _linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (M, K), weight (N, K), bias (N,) or None -> (M, N) by the chosen GEMM."""
-    return _gemm_nt(x, weight, bias)
+def _linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pack: bool) -> torch.Tensor:
+    """x (M, K), weight (N, K), bias (N,) or None -> (M, N) by the chosen GEMM (``pack``: see _gemm_nt)."""
+    return _gemm_nt(x, weight, bias, pack)
 
 
 @_linear_op.register_fake
-def _(x, weight, bias):
+def _(x, weight, bias, pack):
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias = inputs
+    x, weight, bias, _ = inputs
     ctx.save_for_backward(x, weight)
     ctx.has_bias = bias is not None
 
@@ -236,12 +259,12 @@ def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
     grad_x = grad_w = grad_b = None
     if ctx.needs_input_grad[0]:
-        grad_x = _linear_op(grad, weight.t(), None)  # (M, N) @ (N, K) -> (M, K)
+        grad_x = _linear_op(grad, weight.t(), None, False)  # (M, N) @ (N, K) -> (M, K)
     if ctx.needs_input_grad[1]:
-        grad_w = _linear_op(grad.t(), x.t(), None)  # (N, M) @ (M, K) -> (N, K)
+        grad_w = _linear_op(grad.t(), x.t(), None, False)  # (N, M) @ (M, K) -> (N, K)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         grad_b = grad.sum(0)
-    return grad_x, grad_w, grad_b
+    return grad_x, grad_w, grad_b, None
 
 
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -270,9 +293,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if requested == "mkl":
         return F.linear(x, weight, bias)
     lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
-    if not torch.compiler.is_compiling() and _choose(x.numel() // max(K, 1), K, N) == "mkl":
-        return F.linear(x, weight, bias)
-    y = _linear_op(x.reshape(-1, K), weight, bias)  # (M, N)
+    pack = False
+    if not torch.compiler.is_compiling():
+        if _choose(x.numel() // max(K, 1), K, N) == "mkl":
+            return F.linear(x, weight, bias)
+        # Inference on a parameter itself (not a view made per call): pack it once.
+        pack = isinstance(weight, nn.Parameter) and not (
+            torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+    y = _linear_op(x.reshape(-1, K), weight, bias, pack)  # (M, N)
     return y.view(*lead, N)  # (..., N)
 
 

@@ -176,3 +176,34 @@ def test_compiled_training_step_equals_eager(backend):
     for name, grad in eager[1].items():
         assert_close(name, grads[name.removeprefix("_orig_mod.")] if name in grads else grads["_orig_mod." + name],
                      grad, COMPILED_FP32_ATOL)
+
+
+@pytest.mark.skipif(not ONEDNN, reason="no oneDNN in this torch")
+def test_packed_inference_weights_follow_every_update():
+    """Inference keeps oneDNN-layout copies of the weights; an in-place update or a load repacks them."""
+    gemm.set_gemm_backend("onednn")
+    model, inputs = _model().eval(), random_inputs(tiny_config())
+
+    def both():
+        with torch.no_grad():
+            fast = model(**inputs).logits
+            gemm.set_gemm_backend("mkl")
+            plain = model(**inputs).logits
+            gemm.set_gemm_backend("onednn")
+        return fast, plain
+
+    fast, plain = both()
+    assert_close("packed", fast, plain, GEMM_BACKEND_FP32_ATOL)
+    assert len(gemm._SETTING.packed) > 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.9)
+    fast, plain = both()
+    assert_close("after an in-place update", fast, plain, GEMM_BACKEND_FP32_ATOL)
+    other = _model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    model.load_state_dict(other.state_dict())
+    fast, plain = both()
+    assert_close("after load_state_dict", fast, plain, GEMM_BACKEND_FP32_ATOL)
