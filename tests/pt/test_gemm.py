@@ -207,3 +207,30 @@ def test_packed_inference_weights_follow_every_update():
     model.load_state_dict(other.state_dict())
     fast, plain = both()
     assert_close("after load_state_dict", fast, plain, GEMM_BACKEND_FP32_ATOL)
+
+
+def _saved_bytes(model, inputs) -> int:
+    """Bytes of the distinct storages autograd keeps for backward in one training forward, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**inputs, labels=inputs["input_ids"]).loss
+    loss.backward()
+    return sum(seen.values())
+
+
+@pytest.mark.skipif(not ONEDNN, reason="no oneDNN in this torch")
+def test_training_keeps_the_same_activation_memory():
+    """oneDNN's autograd formula saves what F.linear's does, and the FFN recompute still keeps one tensor."""
+    inputs = random_inputs(tiny_config(), batch=4, length=16)
+    gemm.set_gemm_backend("mkl")
+    plain = _saved_bytes(_model(), inputs)
+    gemm.set_gemm_backend("onednn")
+    assert _saved_bytes(_model(), inputs) == plain
