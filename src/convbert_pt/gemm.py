@@ -25,6 +25,10 @@ Low-precision tensors, autocast, non-CPU devices and exports (ONNX, ``torch.expo
 always take ``F.linear``: PyTorch already sends bf16 CPU matmuls to oneDNN, autocast must see the
 op it casts, and an exported graph must hold the portable op.
 
+In inference with oneDNN, the feed-forward's activation and the residual sums before the
+LayerNorms run in the GEMM's epilogue (``linear_activation``, ``linear_residual``): the same
+numbers, one memory pass fewer each.
+
 In training the gradients go through the same choice (grad_x = grad_y W, grad_W = grad_y^T x, as
 GEMMs of their own shapes). Under ``torch.compile`` a oneDNN or "auto" layer is the custom op
 ``convbert::linear`` (a fake implementation for tracing, an autograd formula for the backward
@@ -45,7 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convbert_pt.activations import FORMULAS, Activation
+
 logger = logging.getLogger(__name__)
+
+FORMULA_NAMES = {activation: name for name, activation in FORMULAS.items()}
 
 BACKENDS = ("auto", "mkl", "onednn")
 ENV_VAR = "CONVBERT_GEMM"
@@ -301,6 +309,49 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         pack = isinstance(weight, nn.Parameter) and not (
             torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
     y = _linear_op(x.reshape(-1, K), weight, bias, pack)  # (M, N)
+    return y.view(*lead, N)  # (..., N)
+
+
+# oneDNN post-ops for the activations it computes in the GEMM's epilogue: (attr, scalars, algorithm).
+_POST_OPS = {"gelu": ("gelu", [], "none"), "gelu_tanh": ("gelu", [], "tanh"), "relu": ("relu", [], "")}
+
+
+def _fused_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this product may take a fused oneDNN epilogue: eager, fp32 CPU, no gradient, oneDNN chosen."""
+    if not _routable(x, weight) or torch.compiler.is_compiling() or _requested()[0] == "mkl":
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    K = x.shape[-1]
+    return _choose(x.numel() // max(K, 1), K, weight.shape[0]) == "onednn"
+
+
+def _inference_weight(x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return _packed(weight, x2.shape[0]) if isinstance(weight, nn.Parameter) else weight
+
+
+def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      activation: Activation) -> torch.Tensor:
+    """``activation(linear(x, weight, bias))``; in oneDNN inference the activation runs in the GEMM's
+    epilogue (gelu, gelu_tanh, relu), saving one pass over the (..., N) output."""
+    post = _POST_OPS.get(FORMULA_NAMES.get(activation, ""))
+    if post is None or not _fused_inference(x, weight):
+        return activation(linear(x, weight, bias))
+    lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
+    x2 = x.reshape(-1, K)  # (M, K)
+    y = torch.ops.mkldnn._linear_pointwise(x2, _inference_weight(x2, weight), bias, *post)  # (M, N)
+    return y.view(*lead, N)  # (..., N)
+
+
+def linear_residual(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    residual: torch.Tensor) -> torch.Tensor:
+    """``linear(x, weight, bias) + residual``; in oneDNN inference the sum runs in the GEMM's epilogue."""
+    if not _fused_inference(x, weight) or residual.dtype != torch.float32 or residual.shape[-1] != weight.shape[0]:
+        return linear(x, weight, bias) + residual
+    lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
+    x2 = x.reshape(-1, K)  # (M, K)
+    y = torch.ops.mkldnn._linear_pointwise.binary(
+        x2, residual.reshape(-1, N), _inference_weight(x2, weight), bias, "add")  # (M, N)
     return y.view(*lead, N)  # (..., N)
 
 
