@@ -76,7 +76,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -293,19 +293,8 @@ class CorpusStats:
     skipped_by_file: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "files": self.files,
-            "lines": self.lines,
-            "skipped_lines": self.skipped_lines,
-            "documents": self.documents,
-            "sentences": self.sentences,
-            "corpus_tokens": self.corpus_tokens,
-            "examples": self.examples,
-            "example_tokens": self.example_tokens,
-            "dropped_tokens": self.dropped_tokens,
-            "total_ids": self.total_ids,
-            "single_segment_examples": self.single_segment_examples,
-        }
+        """The manifest's ``counts``: every counter but the per-file skips."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped_by_file"}
 
 
 class _Progress:
