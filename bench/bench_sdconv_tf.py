@@ -17,7 +17,6 @@ XLA (``jit_compile=True``), interleaved (ours, reference, ours, ...), medians of
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved, machine_info, machine_line, wall_seconds  # noqa: E402
+from _common import interleaved, machine_info, machine_line, wall_seconds, write_json  # noqa: E402
 
 from convbert_tf import sdconv  # noqa: E402
 
@@ -118,10 +117,7 @@ def main(argv=None) -> dict:
     result = {"machine": machine,
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return result
 
 
