@@ -14,7 +14,6 @@ Targets (issue 13): onnxruntime fp32 <= 0.9x our PyTorch eager; int8 <= 0.5x.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import interleaved, machine_info, machine_line, write_json
+from _common import bench_parser, interleaved, machine_info, machine_line, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = ((1, 128), (8, 128))
@@ -36,13 +35,8 @@ def batch(vocab: int, b: int, length: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_parser(__doc__, "bench_export.json", quick="ConvBERT-small, 3 runs (a smoke test of the script)")
     p.add_argument("--agreement-rows", type=int, default=64)
-    p.add_argument("--quick", action="store_true", help="ConvBERT-small, 3 runs (a smoke test of the script)")
-    p.add_argument("--json", default=os.path.join(HERE, "results", "bench_export.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.agreement_rows = 3, 1, 16

@@ -24,14 +24,13 @@ so and our numbers are still printed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import interleaved_samples, machine_info, machine_line, saved_tensor_bytes, write_json
+from _common import bench_parser, interleaved_samples, machine_info, machine_line, saved_tensor_bytes, write_json
 from torch import nn
 
 from convbert_common import heads, presets
@@ -133,14 +132,9 @@ def activation_bytes(model: nn.Module | None, batch: dict, noise: torch.Tensor, 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_parser(__doc__, "bench_pretrain.json", quick="batch 4 x 64 and 3 runs: a smoke test of the script")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--quick", action="store_true", help="batch 4 x 64 and 3 runs: a smoke test of the script")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_pretrain.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.batch, args.length = 3, 1, 4, 64
