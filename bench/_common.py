@@ -10,13 +10,18 @@
 - ``machine_info`` / ``machine_line``: the CPU model and its vector / matrix ISA flags (``lscpu``),
   the thread count and the library versions (read from the installed metadata, so that nothing
   is imported for them: torch and TensorFlow do not share a process well).
+- ``saved_tensor_bytes``: the activation memory of one PyTorch training forward.
+- ``write_json``: a benchmark's result file, written whole or not at all.
+- ``bench_parser``: the flags every benchmark takes (``--runs --warmup --threads --quick --json``).
 
 Nothing here imports torch or TensorFlow at module level.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -261,3 +266,61 @@ def machine_line(info: dict) -> str:
                          if k in ("numpy", "torch", "tensorflow", "keras", "transformers", "tokenizers"))
     return (f"{info['cpu_model']} ({info['cpus']} CPUs{threads}; flags: {' '.join(info['cpu_isa_flags']) or 'n/a'}); "
             f"python {info['python']}, {versions}")
+
+
+# ------------------------------------------------------------------------------------------ memory
+def saved_tensor_bytes(model, loss: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``loss()`` runs on ``model``.
+
+    The model's own parameters are not counted; the backward runs after, and the gradients are dropped.
+    """
+    import torch
+
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        value = loss()
+    value.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+# ------------------------------------------------------------------------------------------ output
+def write_json(path: str | os.PathLike, result: dict) -> None:
+    """Write ``result`` to ``path`` atomically (its folder created) and say where."""
+    from convbert_common.fileio import atomic_write_text
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------ flags
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def bench_parser(doc: str, json_name: str, *, runs: int = 10, warmup: int | None = 2, threads: int | None = 2,
+                 quick: str | None = "small shapes and 3 runs: a smoke test of the script") -> argparse.ArgumentParser:
+    """A parser with the flags every benchmark shares; the benchmark adds its own.
+
+    ``warmup``, ``threads`` or ``quick`` set to None leaves that flag out; ``--json`` defaults to
+    ``bench/results/<json_name>``.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=runs, help=f"timed runs per case, median reported (default {runs})")
+    if warmup is not None:
+        parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed runs before them (default {warmup})")
+    if threads is not None:
+        parser.add_argument("--threads", type=int, default=threads, help=f"intra-op threads (default {threads})")
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--json", default=os.path.join(RESULTS, json_name), help="where the results go")
+    return parser

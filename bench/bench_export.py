@@ -14,59 +14,18 @@ Targets (issue 13): onnxruntime fp32 <= 0.9x our PyTorch eager; int8 <= 0.5x.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
+from _common import bench_parser, interleaved, machine_info, machine_line, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = ((1, 128), (8, 128))
 TARGETS = {"onnx fp32": 0.9, "onnx int8": 0.5}
-
-
-def cpu_description() -> dict[str, str]:
-    """The CPU model and its flags, from lscpu (the numbers depend on AVX-512 / VNNI / AMX)."""
-    info = {"model": platform.processor() or "unknown", "flags": ""}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return info
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name":
-            info["model"] = value.strip()
-        elif key.strip() == "Flags":
-            info["flags"] = value.strip()
-    return info
-
-
-def interesting_flags(flags: str) -> str:
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-    present = set(flags.split())
-    return " ".join(f for f in wanted if f in present) or "(none of the vector extensions listed)"
-
-
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, float]:
-    """Each run calls every function once, in turn; medians in seconds."""
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def batch(vocab: int, b: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -76,13 +35,8 @@ def batch(vocab: int, b: int, length: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_parser(__doc__, "bench_export.json", quick="ConvBERT-small, 3 runs (a smoke test of the script)")
     p.add_argument("--agreement-rows", type=int, default=64)
-    p.add_argument("--quick", action="store_true", help="ConvBERT-small, 3 runs (a smoke test of the script)")
-    p.add_argument("--json", default=os.path.join(HERE, "results", "bench_export.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.agreement_rows = 3, 1, 16
@@ -168,15 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    cpu = cpu_description()
+    machine = machine_info(args.threads)
     result = {
-        "machine": {"cpu": cpu["model"], "flags": interesting_flags(cpu["flags"]), "threads": args.threads,
-                    "platform": platform.platform()},
+        "machine": machine,
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "tensorflow": tf.__version__},
         "model": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
         "export_seconds": export_seconds, "file_bytes": sizes, "cases": cases, "int8_agreement": agreement,
     }
-    print(f"CPU: {cpu['model']}; flags: {result['machine']['flags']}; {args.threads} threads")
+    print(machine_line(machine))
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, tensorflow {tf.__version__}; "
           f"ConvBERT-{result['model']} sequence classification, medians of {args.runs} interleaved runs")
     print()
@@ -194,9 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"int8 vs fp32 on {agreement['rows']} random rows (random weights): labels agree "
           f"{agreement['labels_agree']:.3f}, max |logit diff| {agreement['max_abs_logit_diff']:.3e} "
           f"(max |logit| {agreement['max_abs_logit']:.3f})")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
+    write_json(args.json, result)
     return result
 
 

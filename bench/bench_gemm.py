@@ -16,14 +16,23 @@ limit that bench_pt and bench_tf divide by. The last column says what ``convbert
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 
 import torch
-from _common import best_gemm_rate, gemm_line, gemm_rates, machine_info, machine_line, model_gemm_shapes, tf_gemm_rates
+from _common import (
+    bench_parser,
+    best_gemm_rate,
+    gemm_line,
+    gemm_rates,
+    machine_info,
+    machine_line,
+    model_gemm_shapes,
+    tf_gemm_rates,
+    write_json,
+)
 
 _TF_CHILD = "--tf-child"
 
@@ -40,12 +49,9 @@ def tf_rates_in_child(shapes: dict[str, tuple[int, int, int]], threads: int, run
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tokens", type=int, default=1024)
-    p.add_argument("--runs", type=int, default=15)
+    p = bench_parser(__doc__, "bench_gemm.json", runs=15, warmup=None, quick=None)
+    p.add_argument("--tokens", type=int, default=1024, help="M of the model's shapes (default 8 x 128)")
     p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_gemm.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = machine_info(args.threads)
@@ -97,12 +103,7 @@ def main(argv=None) -> dict:
         "convbert_gemm_auto": auto,
     }
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
     return results
 
 

@@ -30,7 +30,6 @@ copy. Issue targets (H100, bf16): the Triton op at least 3x faster than ``unfold
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import platform
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import cuda_seconds, interleaved, interleaved_samples, machine_info, machine_line
+from _common import bench_parser, cuda_seconds, interleaved, interleaved_samples, machine_info, machine_line
 
 from convbert_common import shapes
 from convbert_common.fileio import atomic_write_text
@@ -208,16 +207,13 @@ def print_table(result: dict, copy_gbps: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "kernels.json", runs=50, warmup=5, threads=None, quick=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--kernel-size", type=int, default=9)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "kernels.json"))
     args = parser.parse_args(argv)
     if args.runs < 20:
         parser.error("--runs must be at least 20 (the median of fewer runs is too noisy)")

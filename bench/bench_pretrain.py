@@ -24,18 +24,13 @@ so and our numbers are still printed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import bench_parser, interleaved_samples, machine_info, machine_line, saved_tensor_bytes, write_json
 from torch import nn
 
 from convbert_common import heads, presets
@@ -51,22 +46,6 @@ except ImportError:
 HF_UNAVAILABLE = "unavailable (transformers not installed; pip install 'convbert[bench]')"
 SPECIAL_IDS = (0, 100, 101, 102, 103)  # BERT-uncased [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 103
-
-
-def cpu_description() -> dict:
-    info = {"processor": platform.processor(), "model": None, "flags": []}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return info
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name":
-            info["model"] = value.strip()
-        elif key.strip() == "Flags":
-            wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-            info["flags"] = [f for f in value.split() if f in wanted]
-    return info
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -149,48 +128,13 @@ def step_fn(model: nn.Module | None, batch: dict, noise: torch.Tensor, ours: boo
 
 
 def activation_bytes(model: nn.Module | None, batch: dict, noise: torch.Tensor, ours: bool) -> int | None:
-    if model is None:
-        return None
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(model, batch, noise, ours)()
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(seen.values())
-
-
-def interleaved(fns: dict, runs: int, warmup: int) -> dict:
-    live = {k: f for k, f in fns.items() if f is not None}
-    for _ in range(warmup):
-        for f in live.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in live}
-    for _ in range(runs):
-        for k, f in live.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in times.items()}
+    return None if model is None else saved_tensor_bytes(model, loss_fn(model, batch, noise, ours))
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_parser(__doc__, "bench_pretrain.json", quick="batch 4 x 64 and 3 runs: a smoke test of the script")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--quick", action="store_true", help="batch 4 x 64 and 3 runs: a smoke test of the script")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "bench_pretrain.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.batch, args.length = 3, 1, 4, 64
@@ -204,15 +148,13 @@ def main(argv=None) -> dict:
     masked = int((batch["labels"] != heads.IGNORE_INDEX).sum())
     noise = gumbel(torch.rand((masked, config.vocab_size), generator=torch.Generator().manual_seed(1)))
 
-    cpu = cpu_description()
+    machine = machine_info(args.threads)
     results = {
-        "machine": {**cpu, "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0],
-                    "transformers": getattr(transformers, "__version__", None), "load_average": os.getloadavg()},
+        "machine": {**machine, "load_average": os.getloadavg()},
         "settings": {"runs": args.runs, "warmup": args.warmup, "batch": args.batch, "length": args.length,
                      "masked_positions": masked, "generator_hidden_size": ours.generator_config.hidden_size},
     }
-    print(f"CPU {cpu['model']} ({', '.join(cpu['flags'])}); torch {torch.__version__}, {args.threads} threads; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{machine_line(machine)}; load average {os.getloadavg()[0]:.1f}")
     print(f"ConvBERT-small RTD step, generator hidden {ours.generator_config.hidden_size}, batch {args.batch} x "
           f"{args.length}, {masked} masked positions")
     if hf is None:
@@ -225,13 +167,13 @@ def main(argv=None) -> dict:
         print(f"same batch, weights and noise: loss ours {float(a):.6f}, HF {float(b):.6f}")
 
     mem = {"ours": activation_bytes(ours, batch, noise, True), "hf": activation_bytes(hf, batch, noise, False)}
-    times = interleaved({"ours": step_fn(ours, batch, noise, True), "hf": step_fn(hf, batch, noise, False)},
-                        args.runs, args.warmup)
+    times = interleaved_samples({"ours": step_fn(ours, batch, noise, True), "hf": step_fn(hf, batch, noise, False)},
+                                args.runs, args.warmup)
     tokens = args.batch * args.length
     rows = {}
     for side in ("ours", "hf"):
         if side in times:
-            median, low, high = times[side]
+            median, low, high = statistics.median(times[side]), min(times[side]), max(times[side])
             rows[side] = {"step_s": median, "step_min_s": low, "step_max_s": high, "tokens_per_second": tokens / median,
                           "activation_bytes": mem[side]}
     results["sides"] = rows
@@ -247,10 +189,7 @@ def main(argv=None) -> dict:
         r = results["ratios"]
         print(f"ours / HF: step time {r['step_time_ours_over_hf']:.2f}x, activation memory "
               f"{r['activation_ours_over_hf']:.2f}x")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-    print(f"wrote {args.json}")
+    write_json(args.json, results)
     return results
 
 

@@ -30,7 +30,6 @@ train step keeps alive), not a process RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import torch
@@ -42,6 +41,8 @@ from _common import (
     machine_info,
     machine_line,
     model_gemm_shapes,
+    saved_tensor_bytes,
+    write_json,
 )
 
 from convbert_common import presets
@@ -155,22 +156,8 @@ def activation_bytes(model, batch_inputs) -> int | None:
     """Bytes of the distinct storages autograd saves for backward in one training forward."""
     if model is None:
         return None
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
     labels = torch.zeros(batch_inputs["input_ids"].shape[0], dtype=torch.long)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(**batch_inputs, labels=labels).loss
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(seen.values())
+    return saved_tensor_bytes(model, lambda: model(**batch_inputs, labels=labels).loss)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -340,10 +327,7 @@ def main(argv=None) -> dict:
             {"ours": forward_fn(compiled, x), "hf": forward_fn(bert_compiled, x)}, args.runs, args.warmup), flops)
 
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, results)
     return results
 
 

@@ -16,8 +16,6 @@ XLA (``jit_compile=True``), interleaved (ours, reference, ours, ...), medians of
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved, machine_info, machine_line, wall_seconds  # noqa: E402
+from _common import bench_parser, interleaved, machine_info, machine_line, wall_seconds, write_json  # noqa: E402
 
 from convbert_tf import sdconv  # noqa: E402
 
@@ -70,12 +68,7 @@ def _run(fn: Callable, args) -> Callable[[], None]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="small shapes and 3 runs: a smoke test of the script")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "sdconv_tf.json"))
+    p = bench_parser(__doc__, "sdconv_tf.json")
     args = p.parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -118,10 +111,7 @@ def main(argv=None) -> dict:
     result = {"machine": machine,
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return result
 
 

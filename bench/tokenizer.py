@@ -13,7 +13,6 @@ machine load hits both sides alike; the figure is the median of the per-run tota
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tokenizers
-from _common import interleaved_samples, machine_info, machine_line
+from _common import bench_parser, interleaved_samples, machine_info, machine_line
 
 from convbert_common.fileio import atomic_write_text
 from convbert_common.tokenizer import ConvBertTokenizerFast
@@ -126,12 +125,10 @@ def print_table(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "tokenizer.json", runs=5, warmup=None, threads=None, quick=None)
     parser.add_argument("--lines", type=int, default=30_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "tokenizer.json"))
     args = parser.parse_args(argv)
     if args.runs < 5:
         parser.error("--runs must be at least 5 (the median of fewer runs is too noisy)")

@@ -44,21 +44,26 @@ class CharSpan(NamedTuple):
 
 
 # ------------------------------------------------------------------------------ argument checks
+def strategy_name(value: Any, names: tuple[str, ...], *, when_true: str, when_false: str, argument: str) -> str:
+    """One of ``names`` for HF's bool / str / str-enum strategy argument; ValueError naming the choices."""
+    if value is True:
+        return when_true
+    if value is False:
+        return when_false
+    if isinstance(value, str):
+        # HF's strategy enums are str enums whose values compare equal to the plain strings.
+        for name in names:
+            if value == name:
+                return name
+    others = [repr(n) for n in names if n not in (when_true, when_false)]
+    raise ValueError(f"{argument}={value!r} is not a {argument} strategy: use True/{when_true!r}, "
+                     f"{', '.join(others)} or False/{when_false!r}")
+
+
 def padding_strategy(padding: Any) -> str:
     """HF's padding argument (bool, str or its ``PaddingStrategy`` str-enum) as one of ours."""
-    if padding is True:
-        return "longest"
-    if padding is False or padding is None:
-        return "do_not_pad"
-    if isinstance(padding, str):
-        # HF's PaddingStrategy is a str enum whose value compares equal to the plain string.
-        for name in PADDING_STRATEGIES:
-            if padding == name:
-                return name
-    raise ValueError(
-        f"padding={padding!r} is not a padding strategy: "
-        "use True/'longest', 'max_length' or False/'do_not_pad'"
-    )
+    return strategy_name(False if padding is None else padding, PADDING_STRATEGIES, when_true="longest",
+                         when_false="do_not_pad", argument="padding")
 
 
 def check_padding_side(padding_side: Any, name: str = "padding_side") -> str:

@@ -1,4 +1,4 @@
-"""Atomic file and directory writes: output appears whole or not at all.
+"""Atomic file and directory writes (output appears whole or not at all), and a checked JSON read.
 
 Every write goes to a temporary beside its target, named ``.TARGET.convbert-PID-RANDOM.tmp`` (a
 directory being replaced is parked as ``...old`` for a moment), and is renamed onto the target
@@ -15,16 +15,34 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # What the temporaries of this module are called: ``.{target}.convbert-{pid}-{random}.tmp|.old``.
 TEMP_MARK = "convbert"
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.convbert-(?P<pid>\d+)-[A-Za-z0-9_]+\.(?:tmp|old)$")
+
+
+def read_json(path: str | os.PathLike, *, missing: str | None = None, object_pairs_hook=None) -> Any:
+    """The JSON value in ``path``; ValueError naming the file when it is not UTF-8 JSON.
+
+    ``missing`` is the FileNotFoundError message for an absent file (default: the system's).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh, object_pairs_hook=object_pairs_hook)
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise FileNotFoundError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from None
 
 
 def _umask() -> int:

@@ -22,11 +22,14 @@ one input at a time, in HF as here.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from convbert_common.tokenizer import ConvBertTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,38 @@ def task_name(task: str) -> str:
     if name not in TASKS:
         raise ValueError(f"unknown pipeline task {task!r}; choose one of {', '.join(sorted([*TASKS, *ALIASES]))}")
     return name
+
+
+_HUB_KEYS = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
+
+
+def resolve(task: str, model: Any, tokenizer: Any, options: dict[str, Any],
+            load: Callable[[str, str, dict[str, Any]], Any]) -> tuple[type, Any, Any, dict[str, Any]]:
+    """The pipeline class of ``task``, the model, its tokenizer, and the task's default options.
+
+    ``options`` are the caller's keyword arguments: the task's own options become its defaults and
+    the rest go to ``load(class_name, source, rest)``, the framework's ``from_pretrained``, when
+    ``model`` is a folder or a Hub id. A loaded model takes no loading options and needs a tokenizer.
+    """
+    name = task_name(task)
+    cls = TASKS[name]
+    options = dict(options)
+    defaults = {k: options.pop(k) for k in list(options) if k in cls.options}
+    if model is None:
+        raise ValueError(f"{name} pipeline: pass model= (a checkpoint directory, a Hub id or a loaded model)")
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        model = load(TASK_CLASSES[name], source, options)
+        if tokenizer is None:
+            hub = {k: options[k] for k in _HUB_KEYS if k in options}
+            tokenizer = ConvBertTokenizerFast.from_pretrained(source, **hub)
+    elif options:
+        raise TypeError(f"pipeline got loading option(s) {', '.join(sorted(options))} for an already loaded model")
+    elif tokenizer is None:
+        raise ValueError(f"{name} pipeline: pass tokenizer= with a loaded model")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = ConvBertTokenizerFast.from_pretrained(tokenizer)
+    return cls, model, tokenizer, defaults
 
 
 # --------------------------------------------------------------------------------------- batching

@@ -44,7 +44,7 @@ import numpy as np
 
 from convbert_common import heads
 from convbert_common.config import CONFIG_NAME, ConvBertConfig
-from convbert_common.fileio import atomic_path, atomic_write_text
+from convbert_common.fileio import atomic_path, atomic_write_text, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +149,7 @@ class PretrainingConfig:
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, PRETRAINING_CONFIG_NAME)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no pretraining config at {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_json(path, missing=f"no pretraining config at {path}"), source=path)
 
 
 # ------------------------------------------------------------------------------ the generator
@@ -395,13 +388,7 @@ def write_trainer_state(folder: str | os.PathLike, state: dict[str, Any]) -> str
 
 def read_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
     path = os.path.join(os.fspath(folder), TRAINER_STATE_NAME)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder} is not a complete checkpoint: no {TRAINER_STATE_NAME}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    state = read_json(path, missing=f"{folder} is not a complete checkpoint: no {TRAINER_STATE_NAME}")
     if not isinstance(state, dict) or state.get("format") != TRAINER_STATE_FORMAT:
         raise ValueError(f"{path} is not a convbert pretraining checkpoint state")
     if state.get("format_version") != TRAINER_STATE_VERSION:

@@ -76,14 +76,14 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from convbert_common.fileio import atomic_directory
+from convbert_common.fileio import atomic_directory, read_json
 from convbert_common.tokenizer import ConvBertTokenizerFast
 
 logger = logging.getLogger(__name__)
@@ -293,19 +293,8 @@ class CorpusStats:
     skipped_by_file: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "files": self.files,
-            "lines": self.lines,
-            "skipped_lines": self.skipped_lines,
-            "documents": self.documents,
-            "sentences": self.sentences,
-            "corpus_tokens": self.corpus_tokens,
-            "examples": self.examples,
-            "example_tokens": self.example_tokens,
-            "dropped_tokens": self.dropped_tokens,
-            "total_ids": self.total_ids,
-            "single_segment_examples": self.single_segment_examples,
-        }
+        """The manifest's ``counts``: every counter but the per-file skips."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "skipped_by_file"}
 
 
 class _Progress:
@@ -728,11 +717,7 @@ def _request_differences(manifest: dict[str, Any], request: dict[str, Any]) -> l
 
 def _read_manifest(directory: str) -> dict[str, Any]:
     path = os.path.join(directory, MANIFEST_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a {FORMAT_NAME} manifest (no \"format\": \"{FORMAT_NAME}\")")
     version = manifest.get("format_version")
@@ -1047,33 +1032,16 @@ class PretrainingDataset:
             begin = step * global_batch + rank * batch_size
             yield order[begin : begin + batch_size]
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_step: int = 0,
-        drop_last: bool = True,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """This rank's batches of ``epoch`` from ``start_step`` on (see ``batch_indices``).
+    def batches(self, batch_size: int, **schedule: Any) -> Iterator[dict[str, np.ndarray]]:
+        """This rank's batches: ``batch_indices(batch_size, **schedule)`` gathered.
 
-        Each is a dict of ``input_ids``, ``attention_mask``, ``token_type_ids`` ``(B, L)`` int64.
-        The data position for an exact resume is ``(epoch, step)``: a run at global step ``g``
-        resumes with ``epoch, start_step = divmod(g, steps_per_epoch(...))``.
+        ``schedule`` is ``batch_indices``' keywords (``seed``, ``epoch``, ``rank``, ``world_size``,
+        ``start_step``, ``drop_last``). Each batch is a dict of ``input_ids``, ``attention_mask``,
+        ``token_type_ids`` ``(B, L)`` int64. The data position for an exact resume is ``(epoch,
+        step)``: a run at global step ``g`` resumes with ``epoch, start_step = divmod(g,
+        steps_per_epoch(...))``.
         """
-        for indices in self.batch_indices(
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            rank=rank,
-            world_size=world_size,
-            start_step=start_step,
-            drop_last=drop_last,
-        ):
-            yield self.gather(indices)
+        return map(self.gather, self.batch_indices(batch_size, **schedule))
 
 
 # ------------------------------------------------------------------------------ masking

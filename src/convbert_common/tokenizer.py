@@ -68,9 +68,10 @@ from convbert_common.batch_encoding import (
     padding_strategy,
     positive_int_or_none,
     stack_token_fields,
+    strategy_name,
     to_tensor,
 )
-from convbert_common.fileio import atomic_write_text
+from convbert_common.fileio import atomic_write_text, read_json
 
 __all__ = [
     "BatchEncoding",
@@ -192,11 +193,7 @@ def load_tokenizer_json_vocab(tokenizer_file: str | os.PathLike) -> tuple[list[s
     path = os.fspath(tokenizer_file)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"tokenizer file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh, object_pairs_hook=_object_keeping_repeats)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    data = read_json(path, object_pairs_hook=_object_keeping_repeats)
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or model.get("type") != "WordPiece":
         kind = model.get("type") if isinstance(model, dict) else None
@@ -357,18 +354,8 @@ def _truncation_strategy(truncation: Any, max_length: int | None, padding: str) 
     if truncation is None:
         # HF's rule: an explicit max_length without padding means "truncate to it".
         return "longest_first" if max_length is not None and padding == "do_not_pad" else "do_not_truncate"
-    if truncation is True:
-        return "longest_first"
-    if truncation is False:
-        return "do_not_truncate"
-    if isinstance(truncation, str):
-        for name in TRUNCATION_STRATEGIES:
-            if truncation == name:
-                return name
-    raise ValueError(
-        f"truncation={truncation!r} is not a truncation strategy: use True/'longest_first', "
-        "'only_first', 'only_second' or False/'do_not_truncate'"
-    )
+    return strategy_name(truncation, TRUNCATION_STRATEGIES, when_true="longest_first", when_false="do_not_truncate",
+                         argument="truncation")
 
 
 def _stride(value: Any) -> int:
@@ -1819,18 +1806,10 @@ def _writable_directory(save_directory: str | os.PathLike) -> str:
     return directory
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-
-
 def _read_json_object(path: str) -> dict[str, Any] | None:
     if not os.path.isfile(path):
         return None
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object")
     return data

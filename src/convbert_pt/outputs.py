@@ -60,35 +60,33 @@ class BaseModelOutput(ModelOutput):
 
 
 @dataclass
-class MaskedLMOutput(ModelOutput):
+class LogitsOutput(ModelOutput):
+    """The fields every head with one logits tensor returns, in HF's order; the subclasses name the shape."""
+
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, V)
+    logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
-class SequenceClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, num_labels)
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+class MaskedLMOutput(LogitsOutput):
+    """``logits`` (B, L, V)."""
 
 
 @dataclass
-class MultipleChoiceModelOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, num_choices)
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+class SequenceClassifierOutput(LogitsOutput):
+    """``logits`` (B, num_labels)."""
 
 
 @dataclass
-class TokenClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, num_labels)
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+class MultipleChoiceModelOutput(LogitsOutput):
+    """``logits`` (B, num_choices)."""
+
+
+@dataclass
+class TokenClassifierOutput(LogitsOutput):
+    """``logits`` (B, L, num_labels)."""
 
 
 @dataclass

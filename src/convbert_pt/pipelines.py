@@ -7,14 +7,12 @@ on the model's device.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 
 from convbert_common import pipelines as core
-from convbert_common.tokenizer import ConvBertTokenizerFast
 
 
 def _forward(model: torch.nn.Module) -> core.Forward:
@@ -41,23 +39,10 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, *, device: str
     """
     import convbert_pt
 
-    name = core.task_name(task)
-    cls = core.TASKS[name]
-    defaults = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.options}
-    if model is None:
-        raise ValueError(f"{name} pipeline: pass model= (a checkpoint directory, a Hub id or a loaded model)")
-    if isinstance(model, (str, os.PathLike)):
-        source = os.fspath(model)
-        model = getattr(convbert_pt, core.TASK_CLASSES[name]).from_pretrained(source, **kwargs)
-        if tokenizer is None:
-            hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
-            tokenizer = ConvBertTokenizerFast.from_pretrained(source, **{k: kwargs[k] for k in hub_keys if k in kwargs})
-    elif kwargs:
-        raise TypeError(f"pipeline got loading option(s) {', '.join(sorted(kwargs))} for an already loaded model")
-    elif tokenizer is None:
-        raise ValueError(f"{name} pipeline: pass tokenizer= with a loaded model")
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = ConvBertTokenizerFast.from_pretrained(tokenizer)
+    def load(class_name: str, source: str, options: dict[str, Any]):
+        return getattr(convbert_pt, class_name).from_pretrained(source, **options)
+
+    cls, model, tokenizer, defaults = core.resolve(task, model, tokenizer, kwargs, load)
     if device is not None:
         model.to(device)
     model.eval()

@@ -8,14 +8,12 @@ shared with ``convbert_pt.pipeline``; this module loads the model and runs it in
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
 import keras
 import numpy as np
 
 from convbert_common import pipelines as core
-from convbert_common.tokenizer import ConvBertTokenizerFast
 
 
 def _forward(model, device: str | None) -> core.Forward:
@@ -39,22 +37,9 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, *, device: str
     """
     import convbert_tf
 
-    name = core.task_name(task)
-    cls = core.TASKS[name]
-    defaults = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.options}
-    if model is None:
-        raise ValueError(f"{name} pipeline: pass model= (a checkpoint directory, a Hub id or a loaded model)")
-    if isinstance(model, (str, os.PathLike)):
-        source = os.fspath(model)
-        model = getattr(convbert_tf, core.TASK_CLASSES[name]).from_pretrained(source, **kwargs)
-        if tokenizer is None:
-            hub_keys = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
-            tokenizer = ConvBertTokenizerFast.from_pretrained(source, **{k: kwargs[k] for k in hub_keys if k in kwargs})
-    elif kwargs:
-        raise TypeError(f"pipeline got loading option(s) {', '.join(sorted(kwargs))} for an already loaded model")
-    elif tokenizer is None:
-        raise ValueError(f"{name} pipeline: pass tokenizer= with a loaded model")
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = ConvBertTokenizerFast.from_pretrained(tokenizer)
+    def load(class_name: str, source: str, options: dict[str, Any]):
+        return getattr(convbert_tf, class_name).from_pretrained(source, **options)
+
+    cls, model, tokenizer, defaults = core.resolve(task, model, tokenizer, kwargs, load)
     return cls(_forward(model, device), tokenizer, model.config, batch_size=batch_size, framework="tf", model=model,
                **defaults)

@@ -280,20 +280,26 @@ def convert(src: str, dst: str, *, to: str = "safetensors", dtype: str | None = 
     fmt = _writable(reg, to)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if dtype is not None and dtype not in fmt.dtypes:
-        raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
-    check_destination(src, dst, config_path)
-    if os.path.lexists(dst):
-        if not force:
-            raise FileExistsError(f"{dst} already exists (pass --force to overwrite)")
-        check_replaceable(dst, fmt.kind)
-    warn_leftovers(dst)
+    _prepare_destination(src, dst, config_path, fmt, to, dtype, force, fmt.kind)
     loaded = read_source(src, head=head, generator=generator, config_path=config_path, registry_=reg)
     for name, why in sorted(loaded.skipped.items()):
         logger.info("skipped %s: %s", name, why)
     write_checkpoint(loaded, dst, to, dtype=dtype, force=force, progress=progress, registry_=reg,
                      allow_overflow=allow_overflow)
     return loaded
+
+
+def _prepare_destination(src: str, dst: str, config_path: str | None, fmt, to: str, dtype: str | None,
+                         force: bool, kind: str) -> None:
+    """Refuse a dtype the format does not store and a destination that may not be written or replaced."""
+    if dtype is not None and dtype not in fmt.dtypes:
+        raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
+    check_destination(src, dst, config_path)
+    if os.path.lexists(dst):
+        if not force:
+            raise FileExistsError(f"{dst} already exists (pass --force to overwrite)")
+        check_replaceable(dst, kind)
+    warn_leftovers(dst)
 
 
 def convert_pretraining(src: str, dst: str, *, to: str = "safetensors", dtype: str | None = None,
@@ -312,14 +318,7 @@ def convert_pretraining(src: str, dst: str, *, to: str = "safetensors", dtype: s
         raise ValueError(f"--pretraining writes ConvBertForPreTraining + ConvBertForMaskedLM: drop --head {head}")
     reg = registry()
     fmt = _writable(reg, to)
-    if dtype is not None and dtype not in fmt.dtypes:
-        raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
-    check_destination(src, dst, config_path)
-    if os.path.lexists(dst):
-        if not force:
-            raise FileExistsError(f"{dst} already exists (pass --force to overwrite)")
-        check_replaceable(dst, "directory")
-    warn_leftovers(dst)
+    _prepare_destination(src, dst, config_path, fmt, to, dtype, force, "directory")
     if ptc.is_pretraining_dir(src):
         if config_path or generator_config_path:
             raise ValueError(f"{src} is a pretraining directory: its configs are used; drop --config / "

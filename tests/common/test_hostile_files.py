@@ -193,6 +193,12 @@ def test_a_symlinked_shard_inside_the_checkpoint_is_read(seqcls, tmp_path):
     assert ck.read_safetensors_index(index).keys() == tensors.keys()
 
 
+def _assert_misplaced(index, name: str, found: str, assigned: str) -> None:
+    with pytest.raises(ck.CheckpointError, match=f"{name} is in shard {found}, but the weight_map assigns it to "
+                                                 f"shard {assigned}"):
+        ck.read_safetensors_index(index)
+
+
 def test_a_tensor_in_two_shards_is_an_error_naming_both(seqcls, tmp_path):
     index, tensors, parts = _shard(tmp_path / "sharded", seqcls)
     first, second = parts
@@ -200,9 +206,7 @@ def test_a_tensor_in_two_shards_is_an_error_naming_both(seqcls, tmp_path):
     # The second shard also holds a tensor the weight_map gives to the first.
     ck.write_safetensors(tmp_path / "sharded" / second,
                          {**{k: tensors[k] for k in parts[second]}, stray: np.zeros_like(tensors[stray])})
-    with pytest.raises(ck.CheckpointError, match=f"{stray} is in shard {second}, but the weight_map assigns it to "
-                                                 f"shard {first}"):
-        ck.read_safetensors_index(index)
+    _assert_misplaced(index, stray, second, first)
 
 
 def test_a_tensor_the_weight_map_puts_in_another_shard_is_an_error_naming_both(seqcls, tmp_path):
@@ -212,9 +216,7 @@ def test_a_tensor_the_weight_map_puts_in_another_shard_is_an_error_naming_both(s
     weight_map = json.loads(index.read_text())["weight_map"]
     weight_map[moved] = second
     index.write_text(json.dumps({"weight_map": weight_map}))
-    with pytest.raises(ck.CheckpointError, match=f"{moved} is in shard {first}, but the weight_map assigns it to "
-                                                 f"shard {second}"):
-        ck.read_safetensors_index(index)
+    _assert_misplaced(index, moved, first, second)
 
 
 def test_a_tensor_listed_twice_in_the_weight_map_is_an_error_naming_both_shards(seqcls, tmp_path):

@@ -498,19 +498,16 @@ def test_non_utf8_lines_name_the_file_and_byte_offset_or_are_skipped_and_counted
         build(tmp_path, gz, "gz")
 
 
-def test_malformed_jsonl_names_the_file_and_line(tmp_path):
+@pytest.mark.parametrize(("second_line", "problem"), [
+    ('{"text": "broken"', r"not valid JSON \(Expecting ',' delimiter at column 18\)"),
+    ('["a list"]', r"a JSONL line must be a JSON object, got list"),
+    ('{"body": "x"}', r"no field 'text' \(keys: body\); set text_field"),
+    ('{"text": 3}', r"field 'text' is int, not a string"),
+])
+def test_malformed_jsonl_names_the_file_and_line(tmp_path, second_line, problem):
     path = tmp_path / "c.jsonl"
-    path.write_text('{"text": "Fine."}\n{"text": "broken"\n')
-    with pytest.raises(ValueError, match=rf"{path} line 2: not valid JSON \(Expecting ',' delimiter at column 18\)"):
-        build(tmp_path, path)
-    path.write_text('{"text": "Fine."}\n["a list"]\n')
-    with pytest.raises(ValueError, match=rf"{path} line 2: a JSONL line must be a JSON object, got list"):
-        build(tmp_path, path)
-    path.write_text('{"text": "Fine."}\n{"body": "x"}\n')
-    with pytest.raises(ValueError, match=rf"{path} line 2: no field 'text' \(keys: body\); set text_field"):
-        build(tmp_path, path)
-    path.write_text('{"text": "Fine."}\n{"text": 3}\n')
-    with pytest.raises(ValueError, match=rf"{path} line 2: field 'text' is int, not a string"):
+    path.write_text('{"text": "Fine."}\n' + second_line + "\n")
+    with pytest.raises(ValueError, match=rf"{path} line 2: {problem}"):
         build(tmp_path, path)
     manifest = build(tmp_path, path, skip_bad_lines=True)
     assert manifest["counts"]["skipped_lines"] == 1 and manifest["counts"]["examples"] == 1

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import AddedToken
 
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from tests.fixtures.tokenizer.surface_state import added_state, plain, step_args
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
 VOCAB = FIXTURES / "vocab.txt"
@@ -37,17 +37,6 @@ def expected() -> dict:
 @functools.cache
 def loaded(kind: str):
     return CLASSES[kind].from_pretrained(HF_FOLDER)
-
-
-def plain(value):
-    """The generator's JSON form: arrays as dtype, shape and values; tuples as lists."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.tolist()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def differences(got: dict, want: dict) -> list[str]:
@@ -305,37 +294,8 @@ def test_return_length_and_left_padding_give_hf_outputs(kind):
 
 
 # ------------------------------------------------------------------------------- added tokens
-def step_args(args: list) -> list:
-    return [AddedToken(**a) if isinstance(a, dict) and "content" in a and "single_word" in a else a for a in args]
-
-
-def added_state(tok) -> dict:
-    state = {
-        "len": len(tok),
-        "vocab_size": tok.vocab_size,
-        "added_vocab": tok.get_added_vocab(),
-        "all_special_tokens": tok.all_special_tokens,
-        "all_special_ids": tok.all_special_ids,
-        "additional_special_tokens": tok.additional_special_tokens,
-        "pad": [tok.pad_token, tok.pad_token_id],
-        "convert_tokens_to_ids": tok.convert_tokens_to_ids(["NewWord", "newword", "<e1>", "<pad2>", "hello"]),
-        "texts": [],
-    }
-    for text in expected()["added_texts"]:
-        enc = tok(text, return_special_tokens_mask=True)
-        ids = enc["input_ids"]
-        state["texts"].append(
-            {
-                "input_ids": ids,
-                "special_tokens_mask": enc["special_tokens_mask"],
-                "tokens": tok.convert_ids_to_tokens(ids),
-                "tokenize": tok.tokenize(text),
-                "decode": tok.decode(ids),
-                "decode_skip": tok.decode(ids, skip_special_tokens=True),
-                "already_special": tok.get_special_tokens_mask(ids, already_has_special_tokens=True),
-            }
-        )
-    return state
+def state_of(tok) -> dict:
+    return added_state(tok, expected()["added_texts"])
 
 
 # The one place the slow class differs from its reference (see the module docstring of
@@ -369,7 +329,7 @@ def test_added_tokens_follow_hf_step_by_step(kind):
         zip(expected()["added_steps"], expected()[kind]["added"]["steps"], strict=True)
     ):
         assert getattr(tok, method)(*step_args(args), **kwargs) == step["count"], (number, method, args)
-        assert_same_state(added_state(tok), step["state"], kind, f"after step {number} ({method} {args})")
+        assert_same_state(state_of(tok), step["state"], kind, f"after step {number} ({method} {args})")
 
 
 @pytest.mark.parametrize("kind", CLASSES)
@@ -397,7 +357,7 @@ def test_save_pretrained_writes_the_added_tokens_as_hf_and_reloads_them(tmp_path
             data = {"added_tokens": data["added_tokens"]}
         assert not differences(data, content), (name, differences(data, content))
     reloaded = CLASSES[kind].from_pretrained(tmp_path)
-    assert_same_state(added_state(reloaded), expected()[kind]["added"]["reloaded"], kind, "reloaded")
+    assert_same_state(state_of(reloaded), expected()[kind]["added"]["reloaded"], kind, "reloaded")
 
 
 @pytest.mark.parametrize("kind", CLASSES)
@@ -408,7 +368,7 @@ def test_from_pretrained_reads_the_added_tokens_of_a_folder_hf_wrote(tmp_path, k
         else:
             (tmp_path / name).write_text(json.dumps(content), encoding="utf-8")
     tok = CLASSES[kind].from_pretrained(tmp_path)
-    assert_same_state(added_state(tok), expected()[kind]["added"]["reloaded"], kind, "HF folder")
+    assert_same_state(state_of(tok), expected()[kind]["added"]["reloaded"], kind, "HF folder")
 
 
 def test_saved_added_token_files_that_disagree_are_refused_naming_both(tmp_path):

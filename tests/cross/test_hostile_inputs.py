@@ -164,24 +164,25 @@ def test_xla_fit_of_good_batches_is_unchanged_by_the_guard():
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_guard_can_be_turned_off_and_then_xla_gives_nan_weights():
-    """What the guard prevents (documents why it is on by default)."""
+def _bad_label_batch_and_model():
+    """A batch with one label (7) past the 2 classes, and a fresh classifier: XLA's loss is NaN."""
     head = "sequence_classification"
     x, y = toy_batch(head, batch=8)
     y = y.copy()
     y[0] = 7
-    model = model_class(head)(fit_config(head))
+    return x, y, model_class(head)(fit_config(head))
+
+
+def test_the_guard_can_be_turned_off_and_then_xla_gives_nan_weights():
+    """What the guard prevents (documents why it is on by default)."""
+    x, y, model = _bad_label_batch_and_model()
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True, guard_non_finite=False)
     model.fit(x, y, batch_size=8, verbose=0)
     assert not all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_train_on_batch_is_guarded_too():
-    head = "sequence_classification"
-    x, y = toy_batch(head, batch=8)
-    y = y.copy()
-    y[0] = 7
-    model = model_class(head)(fit_config(head))
+    x, y, model = _bad_label_batch_and_model()
     model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True)
     before = model.get_weights()
     with pytest.raises(checks.NonFiniteStepError, match="^training step 1: the loss and the gradients of"):

@@ -37,6 +37,15 @@ def _leaves(*tensors):
     return [t.detach().clone().requires_grad_(True) for t in tensors]
 
 
+def _assert_same_forward_and_grads(label: str, lean, plain, grad, names, lean_in, plain_in) -> None:
+    """The recomputing path's output equals the plain one's exactly; its input gradients within tolerance."""
+    assert torch.equal(lean, plain), f"{label}: forward differs by {(lean - plain).abs().max().item():.3g}"
+    plain.backward(grad)
+    lean.backward(grad)
+    for what, a, e in zip(names, lean_in, plain_in, strict=True):
+        assert_close(f"{label} grad {what}", a.grad, e.grad, RECOMPUTE_FP32_ATOL)
+
+
 # ------------------------------------------------------------------------------ activation + dense
 
 
@@ -58,11 +67,8 @@ def test_activation_dense_equals_the_plain_path(name, grouped):
     plain_in, lean_in = _leaves(h, weight, bias), _leaves(h, weight, bias)
     plain = dense(act(plain_in[0]), plain_in[1], plain_in[2])
     lean = activation_dense(*lean_in, act, dense)
-    assert torch.equal(lean, plain), f"{name}: forward differs by {(lean - plain).abs().max().item():.3g}"
-    plain.backward(grad)
-    lean.backward(grad)
-    for what, a, e in zip(("grad h", "grad weight", "grad bias"), lean_in, plain_in, strict=True):
-        assert_close(f"{name} {'grouped' if grouped else 'linear'} {what}", a.grad, e.grad, RECOMPUTE_FP32_ATOL)
+    _assert_same_forward_and_grads(f"{name} {'grouped' if grouped else 'linear'}", lean, plain, grad,
+                                   ("h", "weight", "bias"), lean_in, plain_in)
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["linear", "grouped"])
@@ -136,11 +142,7 @@ def test_dropout_attention_equals_the_plain_path_with_the_same_mask(p, masked):
     plain = _plain_dropout_attention(*plain_in, additive, p)
     torch.manual_seed(7)
     lean = dropout_attention(*lean_in, additive, p)
-    assert torch.equal(lean, plain), f"forward differs by {(lean - plain).abs().max().item():.3g}"
-    plain.backward(grad)
-    lean.backward(grad)
-    for what, a, e in zip(("grad q", "grad k", "grad v"), lean_in, plain_in, strict=True):
-        assert_close(f"p={p} masked={masked} {what}", a.grad, e.grad, RECOMPUTE_FP32_ATOL)
+    _assert_same_forward_and_grads(f"p={p} masked={masked}", lean, plain, grad, ("q", "k", "v"), lean_in, plain_in)
 
 
 def test_dropout_attention_drops_at_the_requested_rate_and_rescales():

@@ -19,6 +19,21 @@ import triton.language as tl
 
 
 @triton.jit
+def _program_rows(L, N, BLOCK_T: tl.constexpr):
+    """This program's (batch, head) and its BLOCK_T row offsets.
+
+    A 1-D grid with t-blocks fastest: neighbouring programs share their K - 1 halo rows in cache.
+    """
+    num_t_blocks = tl.cdiv(L, BLOCK_T)
+    pid = tl.program_id(0)
+    bn = pid // num_t_blocks
+    t_block = pid % num_t_blocks
+    b = (bn // N).to(tl.int64)
+    n = (bn % N).to(tl.int64)
+    return b, n, t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+
+
+@triton.jit
 def _row_softmax_stats(w_base, offs_t, t_in, stride_wl, stride_wk, K: tl.constexpr, BLOCK_K: tl.constexpr):
     """Row max and 1 / row sum of exp(w - max) over the K taps of rows ``offs_t``: (BLOCK_T,) each."""
     offs_k = tl.arange(0, BLOCK_K)
@@ -62,15 +77,7 @@ def sdconv_forward_kernel(
     BLOCK_K: tl.constexpr,
 ):
     """out[b, t, n, :] = sum_j softmax(w[b, t, n, :])[j] * v[b, t + j - PAD, n, :]."""
-    # 1-D grid, t-blocks fastest: neighbouring programs share their K - 1 halo rows in cache.
-    num_t_blocks = tl.cdiv(L, BLOCK_T)
-    pid = tl.program_id(0)
-    bn = pid // num_t_blocks
-    t_block = pid % num_t_blocks
-    b = (bn // N).to(tl.int64)
-    n = (bn % N).to(tl.int64)
-
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    b, n, offs_t = _program_rows(L, N, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     t_in = offs_t < L
     d_in = offs_d < D
@@ -121,14 +128,7 @@ def sdconv_softmax_kernel(
     The backward needs the weights of the rows around its own (t - j + PAD); writing them once
     costs (B, L, N, K) fp32, 1/D of the activations, instead of K softmaxes per row.
     """
-    num_t_blocks = tl.cdiv(L, BLOCK_T)
-    pid = tl.program_id(0)
-    bn = pid // num_t_blocks
-    t_block = pid % num_t_blocks
-    b = (bn // N).to(tl.int64)
-    n = (bn % N).to(tl.int64)
-
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    b, n, offs_t = _program_rows(L, N, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     t_in = offs_t < L
     k_in = offs_k < K
@@ -190,14 +190,7 @@ def sdconv_backward_kernel(
     dP[t, j] = <dout[t, :], v[t + j - PAD, :]>;  dw[t, :] = p[t, :] * (dP[t, :] - <p[t, :], dP[t, :]>)
     dv[s, :] = sum_j p[s - j + PAD, j] * dout[s - j + PAD, :]   (the rows s of this program)
     """
-    num_t_blocks = tl.cdiv(L, BLOCK_T)
-    pid = tl.program_id(0)
-    bn = pid // num_t_blocks
-    t_block = pid % num_t_blocks
-    b = (bn // N).to(tl.int64)
-    n = (bn % N).to(tl.int64)
-
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    b, n, offs_t = _program_rows(L, N, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     offs_k = tl.arange(0, BLOCK_K)
     t_in = offs_t < L

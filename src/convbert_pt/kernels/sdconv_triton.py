@@ -160,28 +160,23 @@ def _forward_into(values: torch.Tensor, kernel_logits: torch.Tensor, out: torch.
     B, L, N, D = values.shape
     # D and K set compile-time block sizes: int() makes a traced (symbolic) size concrete here
     D, K = int(D), int(kernel_logits.shape[-1])
-    block_t, block_d, block_k = _blocks(D, K)
-    grid = (B * N * triton.cdiv(L, block_t),)
-    if grid[0] == 0:
-        return out
-    wrap_triton(sdconv_forward_kernel)[grid](
-        values,
-        kernel_logits,
-        out,
-        L,
-        N,
-        D,
-        *values.stride(),
-        *kernel_logits.stride(),
-        *out.stride(),
-        K=K,
-        PAD=shapes.conv_padding(K),
-        BLOCK_T=block_t,
-        BLOCK_D=block_d,
-        BLOCK_K=block_k,
-        num_warps=_NUM_WARPS,
-    )
+    if B * N * L > 0:
+        _launch_row_kernel(sdconv_forward_kernel, (values, kernel_logits, out), D, K)
     return out
+
+
+def _launch_row_kernel(kernel, tensors: tuple[torch.Tensor, ...], D: int, K: int) -> None:
+    """Run a kernel over (B, L, N, .) tensors, one program per (batch, head, t-block).
+
+    The kernel takes the tensors' pointers, then L, N, D, then every tensor's four strides in order.
+    """
+    B, L, N, _ = tensors[0].shape
+    block_t, block_d, block_k = _blocks(D, K)
+    strides = [s for t in tensors for s in t.stride()]
+    wrap_triton(kernel)[(B * N * triton.cdiv(L, block_t),)](
+        *tensors, L, N, D, *strides,
+        K=K, PAD=shapes.conv_padding(K), BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=_NUM_WARPS,
+    )
 
 
 def _backward_into(
@@ -197,7 +192,7 @@ def _backward_into(
     D, K = int(D), int(kernel_logits.shape[-1])  # compile-time block sizes, as in _forward_into
     if _slice_extent(grad_out) >= _INT32_LIMIT:
         raise RuntimeError("span_dynamic_conv backward: grad_out's strides overflow the int32 offsets")
-    block_t, block_d, block_k = _blocks(D, K)
+    block_k = _blocks(D, K)[2]
     softmax_grid = (B * N * triton.cdiv(L, _SOFTMAX_BLOCK_T),)
     if softmax_grid[0] == 0:
         return
@@ -213,28 +208,7 @@ def _backward_into(
         BLOCK_K=block_k,
         num_warps=_NUM_WARPS,
     )
-    grid = (B * N * triton.cdiv(L, block_t),)
-    wrap_triton(sdconv_backward_kernel)[grid](
-        values,
-        probs,
-        grad_out,
-        grad_values,
-        grad_logits,
-        L,
-        N,
-        D,
-        *values.stride(),
-        *probs.stride(),
-        *grad_out.stride(),
-        *grad_values.stride(),
-        *grad_logits.stride(),
-        K=K,
-        PAD=shapes.conv_padding(K),
-        BLOCK_T=block_t,
-        BLOCK_D=block_d,
-        BLOCK_K=block_k,
-        num_warps=_NUM_WARPS,
-    )
+    _launch_row_kernel(sdconv_backward_kernel, (values, probs, grad_out, grad_values, grad_logits), D, K)
 
 
 # The operators. Their bodies must stay traceable by make_fx (torch.empty + wrap_triton calls):
