@@ -11,8 +11,9 @@ runs interleaved (ours, HF, ours, HF, ...), medians of ``--runs`` runs after ``-
 - ``--compile``: the base forward under ``torch.compile`` (both sides); ``--bf16``: the base
   forward and train step under ``torch.autocast("cpu", torch.bfloat16)``, the forward of the model
   cast with ``.to(torch.bfloat16)``, and the logits' distance to our fp32 logits;
-- ``gemm`` (a default case): our base forward and train step at 8x128 with each dense-layer GEMM
-  backend of ``convbert_pt.set_gemm_backend`` ("mkl", "onednn", "auto"), interleaved.
+- ``gemm`` (a default case): our base forward at 8x128 with each dense-layer GEMM backend of
+  ``convbert_pt.set_gemm_backend`` ("mkl", "onednn", "auto"), interleaved; the train step too with
+  the ``train`` case (as is the bf16 train step).
 
 HF transformers is optional (``pip install 'convbert[bench]'``): without it the HF columns say
 "unavailable" and our numbers, the FLOP counts and the measured matmul rate are still printed.
@@ -288,11 +289,12 @@ def main(argv=None) -> dict:
                                                for b, t in times.items()))
 
         backends(f"gemm backends: base forward {batch}x{length}", lambda b: forward_fn(ours_base, x, gemm=b), flops)
-        backends(f"gemm backends: base train step {batch}x{length}", lambda b: train_step_fn(ours_cls, x, gemm=b),
-                 3 * flops)
+        if "train" in cases:
+            backends(f"gemm backends: base train step {batch}x{length}",
+                     lambda b: train_step_fn(ours_cls, x, gemm=b), 3 * flops)
+        results["gemm_auto_choices"] = {"x".join(map(str, k)): v.backend for k, v in gemm_backend().choices.items()}
         set_gemm_backend(None)
         ours_cls.eval()
-        results["gemm_auto_choices"] = {"x".join(map(str, k)): v.backend for k, v in gemm_backend().choices.items()}
 
     if "bf16" in cases:
         with torch.no_grad():
@@ -312,9 +314,10 @@ def main(argv=None) -> dict:
             {"ours": forward_fn(ours_bf16, x), "hf": forward_fn(hf_base, x)}, args.runs, args.warmup),
             flops, logits_max_abs_diff_vs_fp32=float((cast - ref).abs().max()))
         del ours_bf16, cast_cls
-        record(f"bf16 autocast train step {batch}x{length}", interleaved(
-            {"ours": train_step_fn(ours_cls, x, autocast=True), "hf": train_step_fn(hf_cls, x)},
-            args.runs, args.warmup), 3 * flops)
+        if "train" in cases:
+            record(f"bf16 autocast train step {batch}x{length}", interleaved(
+                {"ours": train_step_fn(ours_cls, x, autocast=True), "hf": train_step_fn(hf_cls, x)},
+                args.runs, args.warmup), 3 * flops)
 
     if "compile" in cases:
         compiled = torch.compile(ours_base)
