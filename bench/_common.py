@@ -204,8 +204,11 @@ def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: i
     """``tf.linalg.matmul`` FLOP/s per (M, K, N) shape under ``tf.function``, medians; TensorFlow imported here."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran in this process: its thread pools are fixed
+        pass
     rates = {}
     for name, (m, k, n) in shapes.items():
         a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
