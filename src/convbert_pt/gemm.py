@@ -316,11 +316,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 _POST_OPS = {"gelu": ("gelu", [], "none"), "gelu_tanh": ("gelu", [], "tanh"), "relu": ("relu", [], "")}
 
 
-def _fused_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether this product may take a fused oneDNN epilogue: eager, fp32 CPU, no gradient, oneDNN chosen."""
+def _fused_inference(x: torch.Tensor, weight: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """Whether this product may take a fused oneDNN epilogue: eager, fp32 CPU, no gradient to any of its
+    tensors (the fused ops have no autograd formula), oneDNN chosen for the shape."""
     if not _routable(x, weight) or torch.compiler.is_compiling() or _requested()[0] == "mkl":
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, *others)):
         return False
     K = x.shape[-1]
     return _choose(x.numel() // max(K, 1), K, weight.shape[0]) == "onednn"
@@ -335,7 +336,7 @@ def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """``activation(linear(x, weight, bias))``; in oneDNN inference the activation runs in the GEMM's
     epilogue (gelu, gelu_tanh, relu), saving one pass over the (..., N) output."""
     post = _POST_OPS.get(FORMULA_NAMES.get(activation, ""))
-    if post is None or not _fused_inference(x, weight):
+    if post is None or not _fused_inference(x, weight, bias):
         return activation(linear(x, weight, bias))
     lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
     x2 = x.reshape(-1, K)  # (M, K)
@@ -346,7 +347,8 @@ def linear_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 def linear_residual(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     residual: torch.Tensor) -> torch.Tensor:
     """``linear(x, weight, bias) + residual``; in oneDNN inference the sum runs in the GEMM's epilogue."""
-    if not _fused_inference(x, weight) or residual.dtype != torch.float32 or residual.shape[-1] != weight.shape[0]:
+    if (not _fused_inference(x, weight, bias, residual) or residual.dtype != torch.float32
+            or residual.shape != (*x.shape[:-1], weight.shape[0])):
         return linear(x, weight, bias) + residual
     lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
     x2 = x.reshape(-1, K)  # (M, K)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import convbert_pt
 from convbert_pt import ConvBertForMaskedLM, gemm
+from convbert_pt.activations import get_activation
 from tests.configs import tiny_config
 from tests.parity import assert_close
 from tests.pt.conftest import random_inputs
@@ -234,3 +235,24 @@ def test_training_keeps_the_same_activation_memory():
     plain = _saved_bytes(_model(), inputs)
     gemm.set_gemm_backend("onednn")
     assert _saved_bytes(_model(), inputs) == plain
+
+
+@pytest.mark.skipif(not ONEDNN, reason="no oneDNN in this torch")
+def test_fused_epilogues_keep_every_gradient():
+    """The fused activation / residual ops have no autograd: any tensor that wants a gradient turns them off."""
+    gemm.set_gemm_backend("onednn")
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(6, 8, generator=g), torch.randn(5, 8, generator=g), torch.randn(5, generator=g)
+    residual = torch.randn(6, 5, generator=g, requires_grad=True)
+    gemm.linear_residual(x, weight, bias, residual).sum().backward()
+    assert_close("residual grad", residual.grad, torch.ones(6, 5), GEMM_BACKEND_FP32_ATOL)
+    bias.requires_grad_(True)
+    act = get_activation("gelu")
+    gemm.linear_activation(x, weight, bias, act).sum().backward()
+    assert bias.grad is not None
+    with torch.no_grad():
+        fused = gemm.linear_activation(x, weight, bias, act)
+        assert_close("fused gelu", fused, act(F.linear(x.double(), weight.double(), bias.double())),
+                     GEMM_BACKEND_FP32_ATOL)
+        assert_close("fused add", gemm.linear_residual(x, weight, bias, residual),
+                     F.linear(x.double(), weight.double(), bias.double()) + residual.double(), GEMM_BACKEND_FP32_ATOL)
