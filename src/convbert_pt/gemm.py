@@ -9,7 +9,7 @@ two, in true fp32 (oneDNN's fp32 matmul accumulates in fp32, as MKL's does; only
 and so the summation order differ), forward and backward.
 
 The choice is one explicit process setting, ``set_gemm_backend`` (or the ``CONVBERT_GEMM``
-environment variable, read when the first dense layer runs and no backend was set):
+environment variable, which decides while no backend was set):
 
 - ``"mkl"``: ``F.linear`` as PyTorch runs it; the path the model had before this module.
 - ``"onednn"``: every fp32 CPU dense layer through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
