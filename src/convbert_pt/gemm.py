@@ -364,6 +364,13 @@ def mm_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _gemm_nt(a, b, None)
 
 
+def fusable(module: nn.Module) -> bool:
+    """Whether a model may read ``module``'s weight and bias into a fused product instead of calling it:
+    only our own ``Linear``, unwrapped and without hooks (a LoRA or quantized replacement, or a
+    forward hook, must see its call)."""
+    return type(module) is Linear and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same state_dict) whose product is ``linear``'s."""
 

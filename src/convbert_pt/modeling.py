@@ -257,7 +257,7 @@ class ConvBertSelfOutput(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         """(B, L, 2A), residual (B, L, H) -> (B, L, H)."""
-        if self.training and self.dropout.p > 0:
+        if (self.training and self.dropout.p > 0) or not gemm.fusable(self.dense):
             return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
         return self.LayerNorm(gemm.linear_residual(hidden_states, self.dense.weight, self.dense.bias, input_tensor))
 
@@ -305,7 +305,7 @@ class ConvBertIntermediate(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L, I)."""
-        if isinstance(self.dense, GroupedLinearLayer):
+        if not gemm.fusable(self.dense):
             return self.intermediate_act_fn(self.dense(hidden_states))
         return gemm.linear_activation(hidden_states, self.dense.weight, self.dense.bias, self.intermediate_act_fn)
 
@@ -325,8 +325,7 @@ class ConvBertOutput(nn.Module):
         Given ``activation``, hidden_states is the pre-activation: the activation is applied here and
         recomputed in backward rather than its (B, L, I) output kept (``recompute.activation_dense``).
         """
-        if activation is None and not isinstance(self.dense, GroupedLinearLayer) and not (
-                self.training and self.dropout.p > 0):
+        if activation is None and gemm.fusable(self.dense) and not (self.training and self.dropout.p > 0):
             out = gemm.linear_residual(hidden_states, self.dense.weight, self.dense.bias, input_tensor)
             return self.LayerNorm(out)
         if activation is None:

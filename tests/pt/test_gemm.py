@@ -256,3 +256,31 @@ def test_fused_epilogues_keep_every_gradient():
                      GEMM_BACKEND_FP32_ATOL)
         assert_close("fused add", gemm.linear_residual(x, weight, bias, residual),
                      F.linear(x.double(), weight.double(), bias.double()) + residual.double(), GEMM_BACKEND_FP32_ATOL)
+
+
+def test_hooks_and_replaced_dense_layers_are_called():
+    """A forward hook on a dense layer, or a module put in its place, still runs in inference."""
+    model, inputs = _model().eval(), random_inputs(tiny_config())
+    layer = model.convbert.encoder.layer[0]
+    seen = []
+    for module in (layer.intermediate.dense, layer.output.dense, layer.attention.output.dense):
+        module.register_forward_hook(lambda m, args, out: seen.append(m))
+    with torch.no_grad():
+        model(**inputs)
+    assert len(seen) == 3
+    wrapped = layer.output.dense
+
+    class Doubled(torch.nn.Module):  # a stand-in for a LoRA / quantized replacement
+        def __init__(self):
+            super().__init__()
+            self.inner = wrapped
+            self.weight, self.bias = wrapped.weight, wrapped.bias
+
+        def forward(self, x):
+            return 2 * self.inner(x)
+
+    with torch.no_grad():
+        before = model(**inputs).logits
+        layer.output.dense = Doubled()
+        after = model(**inputs).logits
+    assert (after - before).abs().max() > 1e-3
