@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from convbert_common import heads
+from convbert_common import checkpoint, heads
+from convbert_common import weight_map as wm
 from convbert_common.config import CONFIG_NAME, ConvBertConfig
 from convbert_common.fileio import atomic_path, atomic_write_text
 
@@ -255,6 +256,21 @@ def read_pretraining_dir(path: str | os.PathLike) -> tuple[ConvBertConfig, ConvB
                              + " or ".join(t.class_name for t in allowed))
     check_shareable(config, gen, source=os.path.join(layout.generator, CONFIG_NAME))
     return config, gen, knobs
+
+
+def is_shared_embedding(name: str) -> bool:
+    """Whether a canonical tensor name is one of the embedding module both models share."""
+    return wm.strip_base_prefix(name).startswith("embeddings.")
+
+
+def check_shared_embeddings(disc: dict[str, Any], gen: dict[str, Any], layout: PretrainingDir) -> None:
+    """Refuse a pretraining directory whose generator/ holds other embedding values than discriminator/."""
+    for name, value in gen.items():
+        if is_shared_embedding(name) and not np.array_equal(np.asarray(value), np.asarray(disc[name])):
+            raise checkpoint.CheckpointError(
+                f"{layout.generator}: {name} differs from the one in {layout.discriminator}; the generator shares "
+                "the discriminator's embeddings (one tensor), so both directories must hold the same values"
+            )
 
 
 # ------------------------------------------------------------------------------ schedule and noise
