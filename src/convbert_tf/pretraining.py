@@ -52,7 +52,14 @@ from convbert_tf import io
 from convbert_tf._config_layer import ConfigLayer, as_config
 from convbert_tf.activations import get_activation
 from convbert_tf.losses import tensor_info
-from convbert_tf.modeling import INPUT_NAMES, ConvBertForMaskedLM, ConvBertPreTrainedModel, _concrete, _dense
+from convbert_tf.modeling import (
+    INPUT_NAMES,
+    ConvBertForMaskedLM,
+    ConvBertPreTrainedModel,
+    _check_inputs,
+    _concrete,
+    _dense,
+)
 from convbert_tf.tasks import _is_auto
 
 _register = keras.saving.register_keras_serializable(package="convbert")
@@ -251,6 +258,8 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             raise ValueError("ConvBertForPreTraining needs input_ids (the sampled replacements are ids)")
         ids = inputs["input_ids"]
         shape = tuple(ids.shape)
+        _check_inputs(self.config, ids, inputs.get("attention_mask"), inputs.get("token_type_ids"),
+                      inputs.get("position_ids"), None)
         checks.check_labels(self.task, {"labels": tensor_info(labels)}, shape, self.config.num_labels)
         labels = ops.cast(labels, ids.dtype)
         knobs, vocab = self.pretraining_config, self.config.vocab_size
@@ -408,7 +417,8 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         }
         for metric in self._rtd_metrics:
             value, weight = values[metric.name]
-            metric.update_state(value, sample_weight=weight)
+            # Flat: Keras' Mean averages each sample over its other axes before weighting.
+            metric.update_state(ops.reshape(value, (-1,)), sample_weight=ops.reshape(weight, (-1,)))
 
     # -------------------------------------------------------------- weights by canonical name
     def canonical_variables(self) -> dict[str, tuple[keras.Variable, wm.WeightSpec]]:

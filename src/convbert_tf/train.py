@@ -90,6 +90,21 @@ class AdamW(keras.optimizers.AdamW):
         denom = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(correction2)), ops.cast(self.epsilon, dtype))
         self.assign_sub(variable, ops.multiply(ops.divide(m, denom), lr / correction1))
 
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        # The global norm of the last step's gradients before clipping (the log's grad_norm).
+        self.grad_norm = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="grad_norm",
+                                           aggregation="only_first_replica")
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        present = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+        if self.built and present:
+            self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(present))))
+        return super().apply(grads, trainable_variables)
+
     def moments(self, variable) -> tuple[keras.Variable, keras.Variable]:
         """The (first, second) moment variables of ``variable``."""
         index = self._get_variable_index(variable)
@@ -212,3 +227,66 @@ class PretrainingBatches(keras.utils.PyDataset):
         if not 0 <= index < self.steps:
             raise IndexError(f"step {index} of {self.steps}")
         return self.batch(self.start_step + index)
+
+
+# --------------------------------------------------------------------------------------- callbacks
+def _window_sums(model) -> dict[str, float]:
+    """The sums of ``convbert_common.pretraining.SUM_KEYS`` behind the model's metrics since their reset."""
+    metrics = {m.name: m for m in model._rtd_metrics}
+
+    def total(name):
+        return float(keras.ops.convert_to_numpy(metrics[name].total))
+
+    def count(name):
+        return float(keras.ops.convert_to_numpy(metrics[name].count))
+
+    return {"generator_loss_sum": total("generator_loss"), "discriminator_loss_sum": total("discriminator_loss"),
+            "masked": count("generator_loss"), "real": count("discriminator_loss"),
+            "generator_correct": total("generator_accuracy"), "discriminator_correct": total("discriminator_accuracy"),
+            "replaced": total("replaced_fraction")}
+
+
+class PretrainingLog(keras.callbacks.Callback):
+    """Every ``log_every`` steps a ``log.jsonl`` record with the PyTorch loop's keys, for that window.
+
+    The model's metrics are reset after each record, so each record is its window's, computed
+    from the counts exactly as the PyTorch loop does (``metrics_from_sums``).
+    """
+
+    def __init__(self, knobs: ptc.PretrainingConfig, *, log_every: int, total_steps: int, start_step: int = 0,
+                 positions_per_step: int, steps_per_epoch: int, writer: ptc.LogWriter | None = None,
+                 schedule: keras.optimizers.schedules.LearningRateSchedule | None = None):
+        super().__init__()
+        self.knobs, self.log_every, self.total = knobs, log_every, total_steps
+        self.done, self.positions_per_step, self.steps_per_epoch = start_step, positions_per_step, steps_per_epoch
+        self.writer, self.schedule, self.history = writer, schedule, []
+        self.diverged: dict[str, Any] | None = None
+        self._tick, self._window_steps = time.perf_counter(), 0
+
+    def on_train_begin(self, logs=None):
+        self.model.reset_metrics()
+        self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        self._window_steps += 1
+        if self.done % self.log_every and self.done != self.total:
+            return
+        sums = {**_window_sums(self.model), "positions": float(self._window_steps * self.positions_per_step)}
+        optimizer = self.model.optimizer
+        # The rate of the window's last update (the PyTorch loop logs that one).
+        lr = self.schedule(self.done - 1) if self.schedule is not None else optimizer.learning_rate
+        elapsed = time.perf_counter() - self._tick
+        record = {"step": self.done, "epoch": self.done / self.steps_per_epoch,
+                  **ptc.metrics_from_sums(sums, self.knobs),
+                  "learning_rate": float(keras.ops.convert_to_numpy(lr)),
+                  "grad_norm": float(keras.ops.convert_to_numpy(optimizer.grad_norm)),
+                  "tokens_per_second": sums["positions"] / max(elapsed, 1e-9)}
+        if self.writer is not None:
+            self.writer.write(record)
+        self.history.append(record)
+        if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+            self.model.stop_training = True
+            self.diverged = record
+        self.model.reset_metrics()
+        self._tick, self._window_steps = time.perf_counter(), 0
