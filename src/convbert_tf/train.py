@@ -20,12 +20,13 @@ normalised by the whole batch's counts, so the step is one device's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from convbert_common import heads
+from convbert_common import checks
 from convbert_common import pretraining as ptc
 from convbert_common.fileio import atomic_directory
 from convbert_common.pretraining_data import PretrainingDataset, mask_tokens
@@ -288,5 +289,327 @@ class PretrainingLog(keras.callbacks.Callback):
         if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
             self.model.stop_training = True
             self.diverged = record
-        self.model.reset_metrics()
+        if self.done != self.total:  # the last window stays on the progress bar
+            self.model.reset_metrics()
         self._tick, self._window_steps = time.perf_counter(), 0
+
+
+class PretrainingCheckpoint(keras.callbacks.Callback):
+    """Every ``save_every`` steps (and at the end) ``checkpoint-STEP/``, in the PyTorch loop's layout.
+
+    A pretraining directory (Hugging Face layout), ``optimizer.safetensors`` (AdamW's moments by
+    PyTorch parameter name, PyTorch's layout, and its step), ``rng-keras.npz`` (the seed
+    generators' states: dropout and the Gumbel noise) and ``trainer_state.json``, written last,
+    all into a temporary folder renamed into place: a failed write leaves the previous one intact.
+    """
+
+    def __init__(self, run: Trainer):
+        super().__init__()
+        self.run = run
+
+    def on_train_batch_end(self, batch, logs=None):
+        run = self.run
+        run.done += 1
+        if run.done % run.s.save_every == 0 or run.done == run.total:
+            run.save(run.done)
+
+
+# --------------------------------------------------------------------------------------- the run
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss, a failed checkpoint write); the message names the step."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    output: str
+    last_log: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+RNG_NAME = "rng-keras.npz"
+
+
+def _strategy(device: str):
+    """MirroredStrategy over the visible devices when there are several (TensorFlow), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU") if device != "cpu" else []
+    if device == "cuda" and not gpus:
+        raise ValueError("--device cuda: TensorFlow sees no GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        return None
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _seed_states(model) -> dict[str, keras.Variable]:
+    """The model's random-state variables (seed generators), by path: what is not a weight."""
+    weights = {id(v) for v in model.weights}
+    return {v.path: v for v in model.variables if id(v) not in weights and "seed" in v.path}
+
+
+class Trainer:
+    """One Keras pretraining run (``train(settings)``); the PyTorch loop's set-up, flags and files."""
+
+    def __init__(self, settings: ptc.TrainingSettings, callbacks: Sequence[keras.callbacks.Callback] = ()):
+        settings.validate()
+        self.s = settings
+        self.callbacks = list(callbacks)
+        self.output = os.path.abspath(settings.output)
+        self.done = 0
+
+    def _refuse_unsupported(self) -> None:
+        s = self.s
+        if s.grad_accum != 1:
+            raise ValueError("--grad-accum > 1 is not available with --framework keras yet: raise --batch-size, or "
+                             "use --framework pytorch")
+        if s.fsdp:
+            raise ValueError("--fsdp shards with PyTorch's FSDP2: use --framework pytorch")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--framework keras runs in one process (MirroredStrategy over its devices), not "
+                             "under torchrun")
+
+    def _prepare_output(self) -> tuple[int, str] | None:
+        import shutil
+
+        latest = ptc.latest_checkpoint(self.output)
+        if self.s.resume:
+            if latest is None:
+                raise ValueError(f"--resume: {self.output} holds no checkpoint ({ptc.CHECKPOINT_PREFIX}STEP/ with "
+                                 f"{ptc.TRAINER_STATE_NAME}) to continue from")
+            return latest
+        earlier = latest is not None or os.path.exists(os.path.join(self.output, ptc.LOG_NAME))
+        if earlier and not self.s.overwrite:
+            raise ValueError(f"{self.output} holds an earlier run ({ptc.LOG_NAME} or checkpoints): pass --resume to "
+                             "continue it, --overwrite to start over, or another --output")
+        if earlier:
+            for _step, path in ptc.list_checkpoints(self.output):
+                shutil.rmtree(path)
+            log = os.path.join(self.output, ptc.LOG_NAME)
+            if os.path.exists(log):
+                os.remove(log)
+        return None
+
+    def _build(self) -> None:
+        from convbert_common.pretraining_data import build_dataset, check_max_seq_length
+        from convbert_common.tokenizer import ConvBertTokenizerFast
+        from convbert_tf.pretraining import ConvBertForPreTraining
+
+        s = self.s
+        self._refuse_unsupported()
+        os.makedirs(self.output, exist_ok=True)
+        self.resume_from = self._prepare_output()
+        resume_dir = self.resume_from[1] if self.resume_from else None
+        self.tokenizer_dir = ptc.find_tokenizer(s, resume_dir)
+        tokenizer = ConvBertTokenizerFast.from_pretrained(self.tokenizer_dir)
+        if tokenizer.mask_token_id is None:
+            raise ValueError(f"--tokenizer {self.tokenizer_dir} has no [MASK] token: the generator needs one")
+        if self.resume_from:
+            config, gen_config, _knobs = ptc.read_pretraining_dir(resume_dir)
+            ptc.check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
+            flags_config = ptc.discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
+            flags_gen = (ptc.generator_config_for(s, flags_config) if (s.generator_config or s.generator_size_given)
+                         else gen_config) or gen_config
+        else:
+            config = flags_config = ptc.discriminator_config(s, tokenizer)
+            gen_config = flags_gen = ptc.generator_config_for(s, config)
+        if s.max_seq_length is not None:
+            try:
+                check_max_seq_length(s.max_seq_length, config.max_position_embeddings)
+            except ValueError as exc:
+                raise ValueError(f"--max-seq-length: {exc}") from None
+        if s.data:
+            self.dataset = PretrainingDataset(s.data, tokenizer=self.tokenizer_dir,
+                                              max_position_embeddings=config.max_position_embeddings)
+            if s.max_seq_length is not None and self.dataset.max_seq_length != s.max_seq_length:
+                raise ValueError(f"--data {s.data} holds examples of {self.dataset.max_seq_length} tokens, not "
+                                 f"--max-seq-length {s.max_seq_length}")
+        else:
+            length = s.max_seq_length or min(128, config.max_position_embeddings)
+            folder = os.path.join(self.output, ptc.DATA_DIR)
+            build_dataset(s.corpus, self.tokenizer_dir, folder, max_seq_length=length, seed=s.seed,
+                          one_doc_per_line=s.one_doc_per_line, text_field=s.text_field,
+                          skip_bad_lines=s.skip_bad_lines, max_position_embeddings=config.max_position_embeddings,
+                          progress=s.progress, overwrite=True)
+            self.dataset = PretrainingDataset(folder, tokenizer=self.tokenizer_dir,
+                                              max_position_embeddings=config.max_position_embeddings)
+
+        keras.utils.set_random_seed(s.seed)
+        self.strategy = _strategy(s.device)
+        policy = {"dtype": "mixed_bfloat16"} if s.bf16 else {}
+        scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        with scope:
+            if self.resume_from:
+                model = ConvBertForPreTraining.from_pretrained(resume_dir, pretraining_config=s.knobs, seed=s.seed,
+                                                               **policy)
+            elif s.init_from and ptc.is_pretraining_dir(s.init_from):
+                model = ConvBertForPreTraining.from_pretrained(s.init_from, pretraining_config=s.knobs, seed=s.seed,
+                                                               **policy)
+            elif s.init_from:
+                model = ConvBertForPreTraining.from_pretrained(s.init_from, generator_config=gen_config,
+                                                               pretraining_config=s.knobs, seed=s.seed, **policy)
+            else:
+                model = ConvBertForPreTraining(config, gen_config, s.knobs, seed=s.seed, **policy)
+        self.model = model
+        self.config, self.gen_config = model.config, model.generator_config
+        self.knobs = s.knobs if s.generator_size_given else dataclasses.replace(
+            s.knobs, generator_size=self.gen_config.hidden_size / self.config.hidden_size)
+        model.pretraining_config = self.knobs
+        self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
+
+        self.per_epoch = self.dataset.steps_per_epoch(s.batch_size)
+        if self.per_epoch == 0:
+            raise ValueError(f"{self.dataset.data_dir} has {len(self.dataset)} examples, fewer than one batch of "
+                             f"--batch-size {s.batch_size}")
+        self.total = s.steps if s.steps is not None else (s.epochs or 1) * self.per_epoch
+        if s.warmup_steps is not None:
+            self.warmup = s.warmup_steps
+        elif self.resume_from:
+            saved = ptc.read_trainer_state(resume_dir)["run"].get("schedule", {})
+            self.warmup = int(saved.get("warmup_steps", 0.1 * self.total))
+        else:
+            self.warmup = int(0.1 * self.total)
+        self.run_record = self._run_record()
+        self.schedule = WarmupLinearDecay(s.learning_rate, self.warmup, self.total)
+        with scope:
+            optimizer = adamw(model, learning_rate=self.schedule, weight_decay=s.weight_decay, clip=s.clip,
+                              beta_1=s.adam_beta1, beta_2=s.adam_beta2, epsilon=s.adam_epsilon)
+            model.compile(optimizer=optimizer, jit_compile=bool(s.compile))
+
+    def _run_record(self) -> dict[str, Any]:
+        s = self.s
+        # The PyTorch loop's record, key for key: a run resumes from either framework's checkpoint.
+        return {
+            "model": ptc.bare_config(self.config_from_flags),
+            "generator": ptc.bare_config(self.gen_from_flags),
+            "pretraining": self.knobs.to_dict(),
+            "data": {"fingerprint": ptc.data_fingerprint(self.dataset.manifest),
+                     "max_seq_length": self.dataset.max_seq_length, "examples": len(self.dataset)},
+            "global_batch": s.batch_size,
+            "optimizer": {"learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "clip": s.clip,
+                          "betas": [s.adam_beta1, s.adam_beta2], "epsilon": s.adam_epsilon},
+            "schedule": {"total_steps": self.total, "warmup_steps": self.warmup},
+            "seed": s.seed,
+            "bf16": s.bf16,
+            "world_size": 1,
+        }
+
+    def _restore(self) -> int:
+        if not self.resume_from:
+            return 0
+        from safetensors.numpy import load_file
+
+        step, folder = self.resume_from
+        state = ptc.read_trainer_state(folder)
+        refused, allowed = ptc.resume_mismatches(state["run"], self.run_record)
+        if refused:
+            raise ValueError(f"--resume: {folder} was written by a run with other settings or data: "
+                             + "; ".join(refused[:6]) + (" ..." if len(refused) > 6 else ""))
+        for line in allowed:
+            logger.warning("--resume: %s", line)
+        if step >= self.total:
+            raise ValueError(f"--resume: {folder} is at step {step}, the run's end ({self.total} steps); pass a "
+                             "larger --steps to go on")
+        path = os.path.join(folder, ptc.OPTIMIZER_NAME)
+        load_optimizer_state(self.model, self.model.optimizer, load_file(path), path)
+        rng = os.path.join(folder, RNG_NAME)
+        if os.path.exists(rng):
+            with np.load(rng) as saved:
+                for name, var in _seed_states(self.model).items():
+                    if name in saved.files:
+                        var.assign(saved[name])
+        else:
+            logger.warning("--resume: %s has no Keras random state (written by the PyTorch loop?): dropout masks "
+                           "and Gumbel samples will differ from an uninterrupted run's", folder)
+        return step
+
+    def save(self, step: int) -> str:
+        from safetensors.numpy import save_file
+
+        from convbert_tf.pretraining import save_pretraining_dir
+
+        target = os.path.join(self.output, ptc.checkpoint_name(step))
+        previous = ptc.latest_checkpoint(self.output)
+        try:
+            state = self.model.canonical_state()
+            moments = optimizer_state(self.model, self.model.optimizer)
+            seeds = {name: np.asarray(keras.ops.convert_to_numpy(v.value)) for name, v in
+                     _seed_states(self.model).items()}
+            with atomic_directory(target, overwrite=True) as tmp:
+                save_pretraining_dir(tmp, state, self.config, self.gen_config, self.knobs,
+                                     tokenizer=self.tokenizer_dir)
+                save_file(moments, os.path.join(tmp, ptc.OPTIMIZER_NAME), metadata={"format": "pt"})
+                np.savez(os.path.join(tmp, RNG_NAME), **seeds)
+                epoch, micro = ptc.data_position(step, 1, self.per_epoch)
+                ptc.write_trainer_state(tmp, {
+                    "step": step, "epoch": epoch, "micro_batch_in_epoch": micro, "world_size": 1,
+                    "framework": "keras", "keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
+                    "run": self.run_record, "log_window": {}, "time": time.time(),
+                })
+            ptc.prune_checkpoints(self.output, self.s.keep_checkpoints)
+        except Exception as exc:
+            kept = (f"the previous checkpoint {previous[1]} is intact (continue with --resume)" if previous
+                    else "no earlier checkpoint exists")
+            raise TrainingError(f"step {step}: writing {target} failed ({type(exc).__name__}: {exc}); {kept}") from exc
+        return target
+
+    def run(self) -> TrainResult:
+        from convbert_tf.pretraining import save_pretraining_dir
+
+        self._build()
+        s = self.s
+        start = self._restore()
+        self.done = start
+        writer = ptc.LogWriter(self.output, resume_step=start if self.resume_from else None)
+        batches = PretrainingBatches(self.dataset, self.knobs, batch_size=s.batch_size, seed=s.seed,
+                                     steps=self.total - start, start_step=start)
+        log = PretrainingLog(self.knobs, log_every=s.log_every, total_steps=self.total, start_step=start,
+                             positions_per_step=s.batch_size * self.dataset.max_seq_length,
+                             steps_per_epoch=self.per_epoch, writer=writer, schedule=self.schedule)
+        callbacks = [log, PretrainingCheckpoint(self), *self.callbacks]
+        if s.max_minutes is not None:
+            callbacks.append(_StopAfter(self, s.max_minutes))
+        logger.info("pretraining %s steps of %d examples of %d tokens (Keras, %s backend%s)", self.total,
+                    s.batch_size, self.dataset.max_seq_length, keras.backend.backend(),
+                    f", {self.strategy.num_replicas_in_sync} replicas" if self.strategy is not None else "")
+        try:
+            self.model.fit(batches, epochs=1, verbose=1 if s.progress else 0, callbacks=callbacks)
+        except checks.NonFiniteStepError as exc:
+            raise self._diverged(str(exc)) from None
+        finally:
+            writer.close()
+        if log.diverged is not None:
+            raise self._diverged(f"loss {log.diverged['loss']}, generator {log.diverged['generator_loss']}, "
+                                 f"discriminator {log.diverged['discriminator_loss']}, gradient norm "
+                                 f"{log.diverged['grad_norm']}")
+        if self.done % s.save_every and self.done != self.total:
+            self.save(self.done)  # stopped early (--max-minutes): the state to resume from
+        save_pretraining_dir(self.output, self.model.canonical_state(), self.config, self.gen_config, self.knobs,
+                             tokenizer=self.tokenizer_dir)
+        return TrainResult(self.done, self.output, log.history[-1] if log.history else {}, log.history)
+
+    def _diverged(self, what: str) -> TrainingError:
+        previous = ptc.latest_checkpoint(self.output)
+        kept = (f"the last good checkpoint is {previous[1]} (continue with --resume, perhaps with a lower "
+                "--learning-rate)" if previous else "no checkpoint was written yet")
+        return TrainingError(f"step {self.done}: the loss is not finite ({what}); {kept}")
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, run: Trainer, minutes: float):
+        super().__init__()
+        self.run, self.minutes, self.started = run, minutes, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.started > 60.0 * self.minutes:
+            logger.warning("--max-minutes %s reached at step %d of %d: saved; continue with --resume", self.minutes,
+                           self.run.done, self.run.total)
+            self.model.stop_training = True
+
+
+def train(settings: ptc.TrainingSettings, *, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Pretrain (or continue pretraining) in Keras as ``settings`` say; see the module docstring."""
+    return Trainer(settings, callbacks).run()
