@@ -69,12 +69,22 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 @_register
 class AdamW(keras.optimizers.AdamW):
-    """Keras' AdamW with PyTorch's update rule, so both frameworks take the same step.
+    """Keras' AdamW with PyTorch's update rule and clipping, so both frameworks take the same step.
+
+    ``clip_norm``: clip by the global gradient norm as ``torch.nn.utils.clip_grad_norm_`` does
+    (``apply``); Keras' own ``global_clipnorm`` is not used.
 
     torch: ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; Keras' Adam divides by
     ``sqrt(v) + eps`` before the correction, i.e. uses ``eps / sqrt(1 - b2^t)`` (32x ``eps`` at the
     first step). Weight decay (``p -= lr * wd * p`` before the update) and the slots are Keras'.
     """
+
+    def __init__(self, *args, clip_norm: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_norm = float(clip_norm) if clip_norm else None
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "clip_norm": self.clip_norm}
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -100,16 +110,60 @@ class AdamW(keras.optimizers.AdamW):
                                            aggregation="only_first_replica")
 
     def apply(self, grads, trainable_variables=None):
+        """Clip by the global norm as torch does, then Keras' apply.
+
+        The norm is that of the dense gradients (an embedding's IndexedSlices may repeat a row,
+        whose parts add up before squaring) and, under ``tf.distribute``, of the whole batch's
+        gradient: Keras' own ``global_clipnorm`` clips each replica's share before summing them,
+        so a clipped step would depend on the number of replicas. Each replica passes the clipped
+        sum / replicas on (exact for two), which Keras' own sum turns back into the clipped sum.
+        """
         grads = list(grads)
-        present = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
-        if self.built and present:
-            self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(present))))
-        return super().apply(grads, trainable_variables)
+        replicas = _replicas_in_sync()
+        index = [i for i, g in enumerate(grads) if g is not None]
+        if not index:
+            return super().apply(grads, trainable_variables)
+        dense = [_dense(grads[i]) for i in index]
+        if replicas > 1:
+            import tensorflow as tf
+
+            dense = tf.distribute.get_replica_context().all_reduce("sum", dense)
+        norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(ops.cast(g, "float32"))) for g in dense])))
+        if self.built:
+            self.grad_norm.assign(norm)
+        scale = ops.cast(1.0 / replicas, "float32")
+        if self.clip_norm:
+            scale = scale * ops.minimum(1.0, self.clip_norm / (norm + 1e-6))  # torch's clip_grad_norm_
+        out = list(grads)
+        for i, g in zip(index, dense, strict=True):
+            out[i] = ops.multiply(g, ops.cast(scale, g.dtype))
+        return super().apply(out, trainable_variables)
 
     def moments(self, variable) -> tuple[keras.Variable, keras.Variable]:
         """The (first, second) moment variables of ``variable``."""
         index = self._get_variable_index(variable)
         return self._momentums[index], self._velocities[index]
+
+
+def _replicas_in_sync() -> int:
+    """Replicas of the tf.distribute strategy this step runs under (1 outside one, or off TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _dense(gradient):
+    """A TensorFlow IndexedSlices gradient (an embedding lookup's) as the dense tensor it stands for."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(gradient, tf.IndexedSlices):
+            return tf.convert_to_tensor(gradient)
+    return gradient
 
 
 def no_decay(name: str) -> bool:
@@ -129,7 +183,7 @@ def adamw(model, *, learning_rate: float | keras.optimizers.schedules.LearningRa
         warmup = int(0.1 * total_steps) if warmup_steps is None else warmup_steps
         learning_rate = WarmupLinearDecay(learning_rate, warmup, total_steps)
     optimizer = AdamW(learning_rate=learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
-                      epsilon=epsilon, global_clipnorm=clip if clip > 0 else None)
+                      epsilon=epsilon, clip_norm=clip if clip > 0 else None)
     optimizer.exclude_from_weight_decay(
         var_list=[var for name, var in model.parameter_names().items() if no_decay(name)])
     return optimizer
@@ -185,11 +239,14 @@ class PretrainingBatches(keras.utils.PyDataset):
     (epochs follow each other) and masks it with the framework-free masker from ``(seed, s,
     row)``: with one seed both frameworks train on the same examples and masks. Items are dicts of
     ``input_ids`` (masked), ``attention_mask``, ``token_type_ids`` and ``labels`` (int32), the
-    input of ``ConvBertForPreTraining``'s built-in loss.
+    input of ``ConvBertForPreTraining``'s built-in loss. Pass ``fit(..., shuffle=False)`` to train
+    in step order (Keras shuffles the items of a PyDataset by default; each item is the same batch
+    either way, the epoch order of the examples being already shuffled).
     """
 
     def __init__(self, dataset: PretrainingDataset, knobs: ptc.PretrainingConfig | None = None, *,
-                 batch_size: int, seed: int = 0, steps: int | None = None, start_step: int = 0, **kwargs):
+                 batch_size: int, seed: int = 0, steps: int | None = None, start_step: int = 0,
+                 gumbel_noise: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.knobs = knobs or ptc.PretrainingConfig()
@@ -201,6 +258,7 @@ class PretrainingBatches(keras.utils.PyDataset):
                              f"{self.batch_size}: lower --batch-size or add text")
         self.start_step = int(start_step)
         self.steps = int(steps) if steps is not None else self.per_epoch
+        self.gumbel_noise = bool(gumbel_noise)
         self._orders: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -221,8 +279,22 @@ class PretrainingBatches(keras.utils.PyDataset):
                                   vocab_size=d.vocab_size, mask_token_id=d.mask_token_id, seed=self.seed, step=step,
                                   row_offset=0, mask_prob=k.mask_prob, mask_token_prob=k.mask_token_prob,
                                   random_token_prob=k.random_token_prob)
-        return {"input_ids": ids.astype(np.int32), "attention_mask": arrays["attention_mask"].astype(np.int32),
-                "token_type_ids": arrays["token_type_ids"].astype(np.int32), "labels": labels.astype(np.int32)}
+        out = {"input_ids": ids.astype(np.int32), "attention_mask": arrays["attention_mask"].astype(np.int32),
+               "token_type_ids": arrays["token_type_ids"].astype(np.int32), "labels": labels.astype(np.int32)}
+        if self.gumbel_noise:
+            out["gumbel_noise"] = self.noise(step, ids.shape)
+        return out
+
+    def noise(self, step: int, shape: tuple[int, int]) -> np.ndarray:
+        """(B, L, V) Gumbel noise of step ``step``, row ``i`` from the seed ``noise_seed(seed, step, i)``.
+
+        With ``gumbel_noise=True`` every item carries it: the samples then depend on the data only,
+        not on the model's seed generator or on how a strategy splits the batch over replicas.
+        """
+        vocab = self.dataset.vocab_size
+        rows = [np.random.default_rng(ptc.noise_seed(self.seed, step, i)).random((shape[1], vocab))
+                for i in range(shape[0])]
+        return ptc.gumbel_from_uniform(np.stack(rows)).astype(np.float32)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if not 0 <= index < self.steps:
@@ -576,7 +648,7 @@ class Trainer:
                     s.batch_size, self.dataset.max_seq_length, keras.backend.backend(),
                     f", {self.strategy.num_replicas_in_sync} replicas" if self.strategy is not None else "")
         try:
-            self.model.fit(batches, epochs=1, verbose=1 if s.progress else 0, callbacks=callbacks)
+            self.model.fit(batches, epochs=1, verbose=1 if s.progress else 0, callbacks=callbacks, shuffle=False)
         except checks.NonFiniteStepError as exc:
             raise self._diverged(str(exc)) from None
         finally:

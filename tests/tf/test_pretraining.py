@@ -3,6 +3,12 @@ directory, into PyTorch), and bad input is refused with PyTorch's words."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -16,7 +22,12 @@ from convbert_tf.pretraining import ConvBertForPreTraining, masked_slots  # noqa
 from tests.configs import tiny_config  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.pt.pretraining.conftest import assets  # noqa: E402,F401 (the fixture)
-from tests.tolerances import EXACT, SAME_COMPUTATION_FP32_ATOL  # noqa: E402
+from tests.tolerances import (  # noqa: E402
+    EXACT,
+    REPLICAS_FP32_ATOL,
+    REPLICAS_FP32_RTOL,
+    SAME_COMPUTATION_FP32_ATOL,
+)
 
 
 def small_batch(config, batch=3, length=12, seed=0):
@@ -44,7 +55,7 @@ def test_a_hundred_fit_steps_on_the_bundled_text_lower_both_losses(assets):  # n
     log = tf_train.PretrainingLog(model.pretraining_config, log_every=10, total_steps=steps,
                                   positions_per_step=8 * data.max_seq_length,
                                   steps_per_epoch=batches.per_epoch, schedule=schedule)
-    history = model.fit(batches, epochs=1, verbose=0, callbacks=[log])
+    history = model.fit(batches, epochs=1, verbose=0, callbacks=[log], shuffle=False)
     records = log.history
     assert [r["step"] for r in records] == list(range(10, 101, 10))
     assert set(ptc.LOG_KEYS) <= set(records[0])
@@ -135,3 +146,65 @@ def test_bad_pretraining_inputs_are_refused_with_pytorch_s_words():
         ConvBertForPreTraining(config, with_generator=False)(batch)
     with pytest.raises(ValueError, match="generator's embedding_size is 8 but the discriminator's is 16"):
         ConvBertForPreTraining(config, ptc.generator_config(config).replace(embedding_size=8))
+
+
+_MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    from convbert_common.config import ConvBertConfig
+    from convbert_common.pretraining_data import PretrainingDataset
+    from convbert_tf import train as tf_train
+    from convbert_tf.pretraining import ConvBertForPreTraining
+    data_dir, tokenizer, config_file = sys.argv[1:4]
+    data = PretrainingDataset(data_dir, tokenizer=tokenizer)
+    config = ConvBertConfig.from_pretrained(config_file)
+
+    def run(model, scope):
+        schedule = tf_train.WarmupLinearDecay(5e-3, 1, 4)
+        with scope:
+            model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule, clip=1.0))
+        log = tf_train.PretrainingLog(model.pretraining_config, log_every=1, total_steps=4, positions_per_step=256,
+                                      steps_per_epoch=10, schedule=schedule)
+        batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=8, steps=4,
+                                              gumbel_noise=True)
+        model.fit(batches, epochs=1, verbose=0, callbacks=[log], shuffle=False)
+        return log.history
+
+    keras.utils.set_random_seed(0)
+    single = ConvBertForPreTraining(config)
+    start = single.get_weights()
+    one = run(single, tf.init_scope())
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        replicated = ConvBertForPreTraining(config)
+        replicated.set_weights(start)
+    two = run(replicated, strategy.scope())
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), replicated.get_weights()))
+    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two, "diff": diff}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_backend
+def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(assets):  # noqa: F811
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root,
+                                                        os.environ.get("PYTHONPATH", "")]),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(assets.data), str(assets.tokenizer),
+                           str(assets.config)], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["replicas"] == 2
+    for a, b in zip(result["one"], result["two"], strict=True):
+        # The same loss scale (normalised by the whole batch's counts), not twice or half of it.
+        for key in ("loss", "generator_loss", "discriminator_loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=REPLICAS_FP32_RTOL), (key, a["step"])
+        for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
+            assert b[key] == a[key], (key, a["step"])  # counts over counts: equal, not close
+    assert result["diff"] < REPLICAS_FP32_ATOL
