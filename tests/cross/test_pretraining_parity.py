@@ -7,6 +7,8 @@ the Gumbel noise is NumPy's, given to both models.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,7 @@ from tests.tolerances import (  # noqa: E402
     CROSS_GRAD_RTOL,
     CROSS_LOSS_FP32_RTOL,
     EXACT,
+    REFERENCE_FP32_ATOL,
     ZERO_GRAD_ATOL,
 )
 
@@ -211,3 +214,36 @@ def test_keras_adamw_with_its_own_epsilon_rule_would_differ_which_is_why_ours_fo
     stock = keras.Variable(np.zeros(3, np.float32))
     keras.optimizers.AdamW(learning_rate=1.0, weight_decay=0.0, epsilon=1e-6).apply_gradients([(grad, stock)])
     assert np.abs(np.asarray(stock) - torch_rule).max() > 100 * ADAMW_STEP_FP32_ATOL
+
+
+def test_the_authors_tf1_checkpoint_imported_with_pretraining_gives_pytorch_s_discriminator_logits_in_keras(tmp_path):
+    from convbert_tools import convert as conv
+    from tests.conftest import fixture_file
+
+    src = fixture_file("tf1-original/model.ckpt.index").parent
+    conv.convert_pretraining(str(src), str(tmp_path / "pt"), progress=False)
+    pt = PtPreTraining.from_pretrained(tmp_path / "pt")
+    tfm = TfPreTraining.from_pretrained(tmp_path / "pt")
+    assert tfm.generator.convbert.embeddings is tfm.convbert.embeddings
+    assert tfm.pretraining_config.generator_size == 0.5
+    with np.load(src / "expected.npz") as e:
+        inputs = {k: e[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        expected = pt(**{k: torch.from_numpy(v) for k, v in inputs.items()}).discriminator_logits
+        gen_expected = pt.generator(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
+    ours = tfm({k: v.astype(np.int32) for k, v in inputs.items()})
+    assert_close("RTD logits (Keras vs PyTorch)", ours["discriminator_logits"], expected, CROSS_FP32_ATOL)
+    # ... and the original code's head, gelu(h W1 + b1) W2 + b2, on its own last hidden state.
+    reader = tf.train.load_checkpoint(str(src / "model.ckpt"))
+    w1, b1, w2, b2 = (reader.get_tensor(f"discriminator_predictions/{n}").astype(np.float64)
+                      for n in ("dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias"))
+    with np.load(src / "expected.npz") as e:
+        x = e["last_hidden_state"].astype(np.float64) @ w1 + b1
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    original = ((0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))) @ w2 + b2)[..., 0]
+    assert_close("RTD logits (Keras vs the original code)", ours["discriminator_logits"], original,
+                 REFERENCE_FP32_ATOL)
+    with np.load(src / "expected_generator.npz") as e:
+        assert_close("generator logits (Keras vs the original code)", tfm.generator(inputs)["logits"], e["logits"],
+                     CROSS_FP32_ATOL)
+    assert_close("generator logits (Keras vs PyTorch)", tfm.generator(inputs)["logits"], gen_expected, CROSS_FP32_ATOL)

@@ -208,3 +208,34 @@ def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(a
         for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
             assert b[key] == a[key], (key, a["step"])  # counts over counts: equal, not close
     assert result["diff"] < REPLICAS_FP32_ATOL
+
+
+def test_convbert_pretrain_framework_keras_writes_pytorch_s_layout_and_resumes(assets, tmp_path, capsys):  # noqa: F811
+    from convbert_common.pretraining_data import SAMPLE_CORPUS
+    from convbert_tools.cli import main
+
+    out = tmp_path / "run"
+    common = ["--framework", "keras", "--tokenizer", str(assets.tokenizer), "--config", str(assets.config),
+              "--output", str(out), "--no-progress", "--device", "cpu", "--batch-size", "8", "--learning-rate",
+              "5e-3", "--warmup-steps", "2", "--log-every", "3", "--save-every", "3", "--keep-checkpoints", "2"]
+    assert main(["pretrain", "--corpus", SAMPLE_CORPUS, "--max-seq-length", "32", "--steps", "6", *common]) == 0
+    assert capsys.readouterr().out.startswith(f"pretrained 6 steps -> {out}")
+    assert ptc.is_pretraining_dir(out) and (out / ptc.DATA_DIR / "manifest.json").exists()
+    for part in ("discriminator", "generator"):
+        assert (out / part / "vocab.txt").exists() and (out / part / "model.safetensors").exists()
+    log = [json.loads(line) for line in (out / ptc.LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6] and list(log[0]) == list(ptc.LOG_KEYS)
+    assert [s for s, _ in ptc.list_checkpoints(out)] == [3, 6]
+    state = ptc.read_trainer_state(out / "checkpoint-6")
+    assert state["framework"] == "keras" and state["step"] == 6
+    assert (out / "checkpoint-6" / ptc.OPTIMIZER_NAME).exists()
+    # --resume goes on from checkpoint-6 (a longer --steps is the one change a resume may make).
+    assert main(["pretrain", "--corpus", SAMPLE_CORPUS, "--max-seq-length", "32", "--steps", "9", "--resume",
+                 *common]) == 0
+    log = [json.loads(line) for line in (out / ptc.LOG_NAME).read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6, 9]
+    assert [s for s, _ in ptc.list_checkpoints(out)] == [6, 9]
+    capsys.readouterr()
+    assert main(["pretrain", "--data", str(assets.data), "--steps", "2", "--resume",
+                 *[a if a != str(out) else str(tmp_path / "empty") for a in common]]) == 1
+    assert "holds no checkpoint" in capsys.readouterr().err
