@@ -35,7 +35,6 @@ from torch import nn
 
 from convbert_common import checkpoint, checks, heads
 from convbert_common import pretraining as ptc
-from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.fileio import atomic_directory
 from convbert_common.formats import copy_tokenizer

@@ -560,7 +560,8 @@ class _Discriminator:
 
 def save_pretraining_dir(directory, state: dict[str, np.ndarray], config: ConvBertConfig,
                          generator_config: ConvBertConfig | None, knobs: ptc.PretrainingConfig, *,
-                         tokenizer: Any = None, max_shard_size: int | str | None = shards.DEFAULT_MAX_SHARD_SIZE) -> str:
+                         tokenizer: Any = None,
+                         max_shard_size: int | str | None = shards.DEFAULT_MAX_SHARD_SIZE) -> str:
     """Write a pretraining directory from canonical arrays by PyTorch state-dict name (``canonical_state``)."""
     directory = os.fspath(directory)
     if os.path.isfile(directory):
