@@ -204,7 +204,9 @@ def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: in
         cmd = [sys.executable, str(ROOT / "bench" / "bench_pretrain.py"), "--runs", str(runs), "--warmup",
                str(warmup), "--threads", str(os.cpu_count()), "--batch", str(batch), "--length", str(length),
                "--json", str(out)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        # Not this script's transformers switches (no torch, tf-keras): the PyTorch side needs torch.
+        env = {k: v for k, v in os.environ.items() if k not in ("USE_TORCH", "USE_TF", "TF_USE_LEGACY_KERAS")}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0 or not out.exists():
             results["pytorch_pretrain"] = f"failed: {proc.stderr[-500:]}"
