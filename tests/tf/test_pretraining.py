@@ -239,3 +239,18 @@ def test_convbert_pretrain_framework_keras_writes_pytorch_s_layout_and_resumes(a
     assert main(["pretrain", "--data", str(assets.data), "--steps", "2", "--resume",
                  *[a if a != str(out) else str(tmp_path / "empty") for a in common]]) == 1
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_mixed_bfloat16_trains_with_float32_variables_logits_and_losses():
+    config = tiny_config()
+    model = ConvBertForPreTraining(config, dtype="mixed_bfloat16", seed=0)
+    assert {v.dtype for v in model.weights} == {"float32"}
+    model.compile(optimizer=tf_train.adamw(model, learning_rate=1e-2))
+    batch = small_batch(config)
+    first = model.train_on_batch(batch, return_dict=True)
+    for _ in range(3):
+        last = model.train_on_batch(batch, return_dict=True)
+    assert np.isfinite(first["loss"]) and last["generator_loss"] < first["generator_loss"]
+    out = model(batch)
+    assert {keras.backend.standardize_dtype(out[k].dtype) for k in ("loss", "generator_logits",
+                                                                     "discriminator_logits")} == {"float32"}
