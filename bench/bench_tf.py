@@ -212,6 +212,7 @@ def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: in
             results["pytorch_pretrain"] = f"failed: {proc.stderr[-500:]}"
             return
         pt = json.loads(out.read_text())
+    results["pytorch_pretrain"] = pt
     step = pt["sides"]["ours"]["step_s"]
     seconds[f"pytorch/pretrain_step/{shape}"] = step
     results["ratios"][f"pretrain_step/{shape} keras best/pytorch"] = seconds[f"ours/pretrain_step/{shape}/best"] / step
@@ -266,7 +267,10 @@ def main(argv=None) -> dict:
 
     # ------------------------------------------------------------------ report
     print(machine_line(results["machine"]))
-    print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+    models = [f"ConvBERT-{results['config']}"] if cases & {"forward", "bf16", "fit"} else []
+    if "pretrain" in cases:
+        models.append("pretrain: ConvBERT-small + a 0.25 generator")
+    print(f"{'; '.join(models)}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs; medians of {args.runs} interleaved runs (seconds)")
     print(f"HF transformers: {results['hf']}")
     print("| measurement | ours | HF |")
