@@ -382,6 +382,9 @@ class PretrainingCheckpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         run = self.run
         run.done += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(keras.ops.convert_to_numpy(loss))):
+            return  # never over the last good checkpoint: the run stops at this step (PretrainingLog, the guard)
         if run.done % run.s.save_every == 0 or run.done == run.total:
             run.save(run.done)
 

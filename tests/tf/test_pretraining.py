@@ -254,3 +254,20 @@ def test_mixed_bfloat16_trains_with_float32_variables_logits_and_losses():
     out = model(batch)
     assert {keras.backend.standardize_dtype(out[k].dtype) for k in ("loss", "generator_logits",
                                                                      "discriminator_logits")} == {"float32"}
+
+
+def test_a_non_finite_loss_stops_the_keras_run_naming_the_step_and_keeping_the_last_good_checkpoint(
+        assets, tmp_path):  # noqa: F811
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:  # after step 3: step 4's forward sees a NaN weight
+                var = self.model.discriminator_predictions.dense.kernel
+                var.assign(np.full(var.shape, np.nan, np.float32))
+
+    s = ptc.TrainingSettings(output=str(tmp_path), data=str(assets.data), tokenizer=str(assets.tokenizer),
+                             config=str(assets.config), batch_size=8, steps=6, learning_rate=5e-3, warmup_steps=1,
+                             log_every=1, save_every=2, progress=False, device="cpu")
+    with pytest.raises(tf_train.TrainingError, match=r"step 4: the loss is not finite .*checkpoint-2"):
+        tf_train.train(s, callbacks=[Poison()])
+    assert [step for step, _ in ptc.list_checkpoints(tmp_path)] == [2]
+    assert not ptc.is_pretraining_dir(tmp_path)  # no final models from a diverged run
