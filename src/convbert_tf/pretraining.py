@@ -420,6 +420,22 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             # Flat: Keras' Mean averages each sample over its other axes before weighting.
             metric.update_state(ops.reshape(value, (-1,)), sample_weight=ops.reshape(weight, (-1,)))
 
+    def metric_sums(self) -> dict[str, float]:
+        """The sums of ``convbert_common.pretraining.SUM_KEYS`` (all but ``positions``) behind the default
+        metrics since their last reset: ``metrics_from_sums`` turns them into the logged values."""
+        metrics = {m.name: m for m in self._rtd_metrics}
+
+        def total(name):
+            return float(keras.ops.convert_to_numpy(metrics[name].total))
+
+        def count(name):
+            return float(keras.ops.convert_to_numpy(metrics[name].count))
+
+        return {"generator_loss_sum": total("generator_loss"), "discriminator_loss_sum": total("discriminator_loss"),
+                "masked": count("generator_loss"), "real": count("discriminator_loss"),
+                "generator_correct": total("generator_accuracy"),
+                "discriminator_correct": total("discriminator_accuracy"), "replaced": total("replaced_fraction")}
+
     # -------------------------------------------------------------- weights by canonical name
     def canonical_variables(self) -> dict[str, tuple[keras.Variable, wm.WeightSpec]]:
         """{PyTorch state-dict name: (variable, spec)}; the shared embeddings under both prefixes, as there.

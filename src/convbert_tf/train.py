@@ -303,22 +303,6 @@ class PretrainingBatches(keras.utils.PyDataset):
 
 
 # --------------------------------------------------------------------------------------- callbacks
-def _window_sums(model) -> dict[str, float]:
-    """The sums of ``convbert_common.pretraining.SUM_KEYS`` behind the model's metrics since their reset."""
-    metrics = {m.name: m for m in model._rtd_metrics}
-
-    def total(name):
-        return float(keras.ops.convert_to_numpy(metrics[name].total))
-
-    def count(name):
-        return float(keras.ops.convert_to_numpy(metrics[name].count))
-
-    return {"generator_loss_sum": total("generator_loss"), "discriminator_loss_sum": total("discriminator_loss"),
-            "masked": count("generator_loss"), "real": count("discriminator_loss"),
-            "generator_correct": total("generator_accuracy"), "discriminator_correct": total("discriminator_accuracy"),
-            "replaced": total("replaced_fraction")}
-
-
 class PretrainingLog(keras.callbacks.Callback):
     """Every ``log_every`` steps a ``log.jsonl`` record with the PyTorch loop's keys, for that window.
 
@@ -345,7 +329,7 @@ class PretrainingLog(keras.callbacks.Callback):
         self._window_steps += 1
         if self.done % self.log_every and self.done != self.total:
             return
-        sums = {**_window_sums(self.model), "positions": float(self._window_steps * self.positions_per_step)}
+        sums = {**self.model.metric_sums(), "positions": float(self._window_steps * self.positions_per_step)}
         optimizer = self.model.optimizer
         # The rate of the window's last update (the PyTorch loop logs that one).
         lr = self.schedule(self.done - 1) if self.schedule is not None else optimizer.learning_rate
