@@ -9,7 +9,13 @@ medians of ``--runs`` runs after ``--warmup``:
 - one ``fit`` step (``train_on_batch``, Adam, sequence-classification head with its built-in loss)
   at 8x128, and the first step's time (tracing / compiling included);
 - our forward under ``mixed_bfloat16`` (``tf.function`` and XLA; which one wins is printed: XLA on
-  CPU does not use AMX for bf16).
+  CPU does not use AMX for bf16);
+- ``--cases pretrain``: one replaced-token-detection ``fit`` step (``train_on_batch``: forward,
+  backward, our AdamW) of ConvBERT-small with a 0.25 generator at 16x128 (``--pretrain-batch``),
+  under ``tf.function`` and under XLA, with the first step's time (trace + compile), against our
+  PyTorch step (``bench/bench_pretrain.py``, run in a subprocess: torch and TensorFlow in one
+  process abort on their two LLVMs). HF's TF ConvBERT has no pretraining model; assembling one from
+  its classes needs transformers with tf-keras (the HF column says when they are missing).
 
 HF transformers is optional (``pip install 'convbert[bench]'``, TF classes need ``tf-keras``):
 without it the HF column says "unavailable" and our numbers are still measured. Targets, as ratios
@@ -20,7 +26,7 @@ well under HF's, mixed_bfloat16 forward <= 0.60x HF's fp32.
 the higher of TensorFlow's own matmul, timed here, and the best library of ``bench/bench_gemm.py``'s
 JSON when that was written on the same CPU model (torch cannot share this process).
 
-    python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--cases forward,bf16,fit]
+    python bench/bench_tf.py [--runs 5] [--warmup 2] [--quick] [--cases forward,bf16,fit,pretrain]
                              [--json bench/results/bench_tf.json]
 """
 
@@ -60,8 +66,8 @@ from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_UNAVAILABLE = "unavailable (transformers' TF classes not importable; pip install 'convbert[bench]')"
-CASES = ("forward", "bf16", "fit")
-TARGETS = {"forward": 0.90, "fit_step": 0.80, "bf16_forward_vs_hf_fp32": 0.60}
+CASES = ("forward", "bf16", "fit", "pretrain")
+TARGETS = {"forward": 0.90, "fit_step": 0.80, "bf16_forward_vs_hf_fp32": 0.60, "pretrain_step_vs_pytorch": 1.3}
 
 
 def hf_classes():
@@ -181,6 +187,64 @@ def gemm_limit(cfg: ConvBertConfig, tokens: int, gemm_json: Path) -> tuple[float
     return best
 
 
+def pretrain_batch(vocab: int, batch: int, length: int, seed: int = 0) -> dict:
+    """bench_pretrain.py's batch: random ids, [CLS] ... [SEP], masked by the framework-free masker."""
+    from convbert_common.pretraining_data import mask_tokens
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab, (batch, length))
+    ids[:, 0], ids[:, -1] = 101, 102
+    mask = np.ones_like(ids)
+    masked, labels = mask_tokens(ids, mask, special_ids=(0, 100, 101, 102, 103), vocab_size=vocab,
+                                 mask_token_id=103, seed=seed)
+    arrays = {"input_ids": masked, "attention_mask": mask, "token_type_ids": np.zeros_like(ids), "labels": labels}
+    return {k: tf.constant(v.astype("int32")) for k, v in arrays.items()}
+
+
+def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: int) -> None:
+    """Our Keras RTD fit step (tf.function and XLA) and our PyTorch step (a subprocess), with first steps."""
+    import subprocess
+    import sys
+
+    from convbert_common import pretraining as ptc
+    from convbert_tf import train as tf_train
+    from convbert_tf.pretraining import ConvBertForPreTraining
+
+    seconds, first = results["seconds"], results["first_step_seconds"]
+    cfg = presets.preset("small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    x = pretrain_batch(cfg.vocab_size, batch, length)
+    shape = f"{batch}x{length}"
+    steps = {}
+    for mode, jit in (("tf.function", False), ("xla", True)):
+        model = ConvBertForPreTraining(cfg, ptc.generator_config(cfg, 0.25), seed=0)
+        model.compile(optimizer=tf_train.adamw(model, learning_rate=1e-5), jit_compile=jit)
+        name = f"ours/pretrain_step/{shape}/{mode}"
+        first[name] = wall_seconds(lambda m=model: m.train_on_batch(x))
+        steps[name] = lambda m=model: m.train_on_batch(x)
+    seconds.update(interleaved(steps, runs, warmup))
+    best = min(steps, key=lambda k: seconds[k])
+    seconds[f"ours/pretrain_step/{shape}/best"] = seconds[best]
+    results["pretrain_best_mode"] = best.rsplit("/", 1)[1]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pt.json"
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_pretrain.py"), "--runs", str(runs), "--warmup",
+               str(warmup), "--threads", str(os.cpu_count()), "--batch", str(batch), "--length", str(length),
+               "--json", str(out)]
+        # Not this script's transformers switches (no torch, tf-keras): the PyTorch side needs torch.
+        env = {k: v for k, v in os.environ.items() if k not in ("USE_TORCH", "USE_TF", "TF_USE_LEGACY_KERAS")}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+        if proc.returncode != 0 or not out.exists():
+            results["pytorch_pretrain"] = f"failed: {proc.stderr[-500:]}"
+            return
+        pt = json.loads(out.read_text())
+    results["pytorch_pretrain"] = pt
+    step = pt["sides"]["ours"]["step_s"]
+    seconds[f"pytorch/pretrain_step/{shape}"] = step
+    results["ratios"][f"pretrain_step/{shape} keras best/pytorch"] = seconds[f"ours/pretrain_step/{shape}/best"] / step
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
@@ -188,6 +252,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="ConvBERT-small instead of base (a smoke run)")
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated subset of {', '.join(CASES)} (all by default)")
+    p.add_argument("--pretrain-batch", default="16x128", help="the pretrain case's batch x length")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_tf.json")
     p.add_argument("--gemm-json", type=Path, default=ROOT / "bench" / "results" / "bench_gemm.json",
                    help="bench_gemm.py's results: its best library joins the limit when it ran on this CPU")
@@ -207,13 +272,14 @@ def main(argv=None) -> dict:
     }
     seconds = results["seconds"]
 
-    ours = ConvBertModel(cfg)
-    ours_cls = ConvBertForSequenceClassification(cfg)
+    ours = ours_cls = hf_model = hf_cls = None
     with tempfile.TemporaryDirectory() as tmp:
-        ours.save_pretrained(Path(tmp) / "base", tf_h5=True)
-        ours_cls.save_pretrained(Path(tmp) / "cls", tf_h5=True)
-        hf_model = hf_cls = None
-        if hf:
+        if cases & {"forward", "bf16", "fit"}:
+            ours = ConvBertModel(cfg)
+            ours_cls = ConvBertForSequenceClassification(cfg)
+            ours.save_pretrained(Path(tmp) / "base", tf_h5=True)
+            ours_cls.save_pretrained(Path(tmp) / "cls", tf_h5=True)
+        if hf and ours is not None:
             # use_safetensors=False: HF's TF loader would try the PyTorch-layout model.safetensors first.
             hf_model = hf[0].from_pretrained(Path(tmp) / "base", use_safetensors=False)
             hf_cls = hf[1].from_pretrained(Path(tmp) / "cls", use_safetensors=False)
@@ -224,20 +290,28 @@ def main(argv=None) -> dict:
         bench_bf16(results, cfg, ours, args.runs, args.warmup)
     if "fit" in cases:
         bench_fit(results, cfg, ours_cls, hf_cls, args.runs, args.warmup)
+    if "pretrain" in cases:
+        batch, length = (int(v) for v in args.pretrain_batch.split("x"))
+        bench_pretrain(results, args.runs, args.warmup, batch, length)
 
-    limit, limit_library = gemm_limit(cfg, 8 * 128, args.gemm_json)
-    results["gemm_fp32_gflops"], results["gemm_fp32_best_library"] = limit / 1e9, limit_library
+    limit, limit_library = gemm_limit(cfg, 8 * 128, args.gemm_json) if cases & {"forward", "fit"} else (None, None)
+    results["gemm_fp32_gflops"] = limit / 1e9 if limit else None
+    results["gemm_fp32_best_library"] = limit_library
     results["pct_limit"] = {}
     for name, flop in (("forward/8x128", convbert_matmul_flops(cfg, 8, 128)),
                        ("forward/1x512", convbert_matmul_flops(cfg, 1, 512)),
                        ("fit_step/8x128", 3 * convbert_matmul_flops(cfg, 8, 128))):
-        for key in [k for k in seconds if k.startswith(f"ours/{name}")]:
+        for key in [k for k in seconds if limit and k.startswith(f"ours/{name}")]:
             results["pct_limit"][key] = 100 * flop / seconds[key] / limit
 
     # ------------------------------------------------------------------ report
     print(machine_line(results["machine"]))
-    print(f"limit: best fp32 GEMM at the model's shapes {limit / 1e9:,.0f} GFLOP/s ({limit_library})")
-    print(f"ConvBERT-{results['config']}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+    if limit:
+        print(f"limit: best fp32 GEMM at the model's shapes {limit / 1e9:,.0f} GFLOP/s ({limit_library})")
+    models = [f"ConvBERT-{results['config']}"] if cases & {"forward", "bf16", "fit"} else []
+    if "pretrain" in cases:
+        models.append("pretrain: ConvBERT-small + a 0.25 generator")
+    print(f"{'; '.join(models)}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPUs; medians of {args.runs} interleaved runs (seconds)")
     print(f"HF transformers: {results['hf']}")
     print("| measurement | ours | HF |")
@@ -246,8 +320,14 @@ def main(argv=None) -> dict:
         twin = "hf/" + name[len("ours/"):]
         other = f"{seconds[twin]:.4f}" if twin in seconds else "unavailable"
         print(f"| {name[len('ours/'):]} | {seconds[name]:.4f} | {other} |")
+    for name in sorted(k for k in seconds if k.startswith("pytorch/")):
+        print(f"| {name} (ours, PyTorch) | {seconds[name]:.4f} | |")
     print("first call (trace / compile included): "
           + ", ".join(f"{k} {v:.2f}s" for k, v in results["first_step_seconds"].items()))
+    if "pretrain_best_mode" in results:
+        print(f"pretrain step: {results['pretrain_best_mode']} is faster")
+    if isinstance(results.get("pytorch_pretrain"), str):
+        print(f"PyTorch pretrain step: {results['pytorch_pretrain']}")
     if "bf16_best_mode" in results:
         print(f"mixed_bfloat16 forward: {results['bf16_best_mode']} is faster")
     for name, value in results["ratios"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import shutil
 
 
 def snapshot(root: str | os.PathLike, *, skip: tuple[str | os.PathLike, ...] = ()) -> dict[str, str]:
@@ -36,3 +37,17 @@ def one_line_error(capsys, command: str) -> str:
     assert lines[0].startswith(f"convbert {command}: error: "), lines[0]
     assert "Traceback" not in err
     return lines[0]
+
+
+def truncated_tf1_copy(tmp: pathlib.Path, keep: float) -> pathlib.Path:
+    """A copy of the original TF1 fixture in ``tmp/tf1`` whose data shard keeps only ``keep`` of its bytes."""
+    import pytest
+
+    from tests.conftest import fixture_file
+
+    pytest.importorskip("tensorflow")
+    src = tmp / "tf1"
+    shutil.copytree(fixture_file("tf1-original/model.ckpt.index").parent, src)
+    data = src / "model.ckpt.data-00000-of-00001"
+    os.truncate(data, int(data.stat().st_size * keep))
+    return src

@@ -64,6 +64,14 @@ SAME_COMPUTATION_FP32_RTOL = 1e-6
 # averages gradients and is held to SAME_COMPUTATION_*.
 REPLICAS_FP32_ATOL = 1e-5
 REPLICAS_FP32_RTOL = 1e-5
+# A pretraining loss (~disc_weight x an O(1) BCE, so O(10-50)) PyTorch vs Keras, relative: the fp32
+# forward agrees within CROSS_FP32_ATOL per logit, and the weighted sum of ~100 per-token terms
+# carries that to a few float32 eps of the loss' own size.
+CROSS_LOSS_FP32_RTOL = 1e-6
+# The weights after one AdamW step, PyTorch (fused) vs our Keras AdamW on the same gradients: the
+# update is lr * m / (sqrt(v)/sqrt(1-b2^t) + eps) in both; only float32 rounding of the same formula
+# (and torch's bias corrections in float64) differ, O(lr * 1e-7) on O(1) weights.
+ADAMW_STEP_FP32_ATOL = 1e-6
 # A Keras layer's fp32 output vs the same formula written in NumPy (the tied LM head as an einsum
 # with the embedding table, the grouped feed-forward as per-group matmuls): another matmul
 # blocking and summation order.

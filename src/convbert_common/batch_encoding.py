@@ -308,16 +308,18 @@ class BatchEncoding(dict):
     def word_to_tokens(
         self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
     ) -> TokenSpan | None:
-        encoding, index = self._row_and_index(batch_or_word_index, word_index, "word_to_tokens()")
-        span = encoding.word_to_tokens(index, sequence_index)
-        return None if span is None else TokenSpan(*span)
+        return self._word_span("word_to_tokens", TokenSpan, batch_or_word_index, word_index, sequence_index)
 
     def word_to_chars(
         self, batch_or_word_index: int, word_index: int | None = None, sequence_index: int = 0
     ) -> CharSpan | None:
-        encoding, index = self._row_and_index(batch_or_word_index, word_index, "word_to_chars()")
-        span = encoding.word_to_chars(index, sequence_index)
-        return None if span is None else CharSpan(*span)
+        return self._word_span("word_to_chars", CharSpan, batch_or_word_index, word_index, sequence_index)
+
+    def _word_span(self, method: str, span_type: type, batch_or_word_index: int, word_index: int | None,
+                   sequence_index: int):
+        encoding, index = self._row_and_index(batch_or_word_index, word_index, f"{method}()")
+        span = getattr(encoding, method)(index, sequence_index)
+        return None if span is None else span_type(*span)
 
     def char_to_token(
         self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0

@@ -253,6 +253,46 @@ def label_bounds(upper_name_of: heads.Task | str) -> str:
     return task.label_classes or "num_choices"
 
 
+# ----------------------------------------------------------------------------------- pretraining
+GUMBEL_NEEDS_LABELS = ("gumbel_noise is the generator's sampling noise: it needs labels (the masked positions); "
+                       "without labels the discriminator runs alone")
+NO_GENERATOR = ("this ConvBertForPreTraining has no generator (it was built with with_generator=False or loaded "
+                "from a discriminator directory): labels need one; load a pretraining directory, or call without "
+                "labels to run the discriminator")
+
+
+def check_gumbel_noise(noise: TensorInfo, batch_shape: tuple, masked: int | None, vocab_size: int) -> str:
+    """``gumbel_noise`` is (B, L, V) ("positions") or (M, V) for the M masked positions ("masked").
+
+    ``masked`` is M, or None where it is known only at run time (then a (None or any, V) noise passes).
+    """
+    if noise.kind != "float":
+        raise ValueError(f"gumbel_noise must be a floating-point tensor, got dtype {noise.dtype}")
+    full = (*tuple(batch_shape), vocab_size)
+    if _fits(noise.shape, full):
+        return "positions"
+    if _fits(noise.shape, (masked, vocab_size)):
+        return "masked"
+    raise ValueError(f"gumbel_noise must have shape {full} (batch, sequence, vocab_size) or "
+                     f"{(masked if masked is not None else 'masked positions', vocab_size)} (masked positions, "
+                     f"vocab_size), got {tuple(noise.shape)}")
+
+
+def check_masked_per_row(row: int, count: int, bound: int, length: int, mask_prob: float) -> None:
+    """Keras gathers at most ``bound`` masked positions per row (a static shape): refuse more."""
+    if count > bound:
+        raise ValueError(
+            f"labels row {row} masks {count} positions, more than the {bound} the model gathers per row of "
+            f"{length} tokens (mask_prob {mask_prob}); pass max_predictions={count} (or more) to "
+            "ConvBertForPreTraining"
+        )
+
+
+def masked_per_row_message(bound: int) -> str:
+    """The message of too many masked positions where only the bound is known (inside a graph)."""
+    return f"labels mask more positions in a row than the {bound} the model gathers; raise max_predictions"
+
+
 # ----------------------------------------------------------------------------------- training steps
 class NonFiniteStepError(FloatingPointError):
     """A training step gave a loss or gradients that are not finite; its update was not applied."""

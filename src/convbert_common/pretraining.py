@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from convbert_common import heads
+from convbert_common import checkpoint, heads, presets
+from convbert_common import weight_map as wm
 from convbert_common.config import CONFIG_NAME, ConvBertConfig
 from convbert_common.fileio import atomic_path, atomic_write_text, read_json
 
@@ -248,6 +249,21 @@ def read_pretraining_dir(path: str | os.PathLike) -> tuple[ConvBertConfig, ConvB
                              + " or ".join(t.class_name for t in allowed))
     check_shareable(config, gen, source=os.path.join(layout.generator, CONFIG_NAME))
     return config, gen, knobs
+
+
+def is_shared_embedding(name: str) -> bool:
+    """Whether a canonical tensor name is one of the embedding module both models share."""
+    return wm.strip_base_prefix(name).startswith("embeddings.")
+
+
+def check_shared_embeddings(disc: dict[str, Any], gen: dict[str, Any], layout: PretrainingDir) -> None:
+    """Refuse a pretraining directory whose generator/ holds other embedding values than discriminator/."""
+    for name, value in gen.items():
+        if is_shared_embedding(name) and not np.array_equal(np.asarray(value), np.asarray(disc[name])):
+            raise checkpoint.CheckpointError(
+                f"{layout.generator}: {name} differs from the one in {layout.discriminator}; the generator shares "
+                "the discriminator's embeddings (one tensor), so both directories must hold the same values"
+            )
 
 
 # ------------------------------------------------------------------------------ schedule and noise
@@ -592,3 +608,67 @@ def data_fingerprint(manifest: dict[str, Any]) -> str:
     record = {k: manifest.get(k) for k in ("tokenizer", "max_seq_length", "seed", "settings", "counts")}
     record["sources"] = sources
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ a run's models (both loops)
+DEFAULT_PRESET = "small"
+
+
+def find_tokenizer(settings: TrainingSettings, resume_dir: str | None) -> str:
+    if settings.tokenizer:
+        return settings.tokenizer
+    candidates = []
+    for root in (resume_dir, settings.init_from):
+        if root:
+            candidates += [os.path.join(root, DISCRIMINATOR_DIR), root]
+    for folder in candidates:
+        if os.path.isfile(os.path.join(folder, "vocab.txt")):
+            return folder
+    raise ValueError("pass --tokenizer DIR (the folder with vocab.txt)"
+                     + (f"; none found in {', '.join(candidates)}" if candidates else ""))
+
+
+def discriminator_config(settings: TrainingSettings, tokenizer: Any) -> ConvBertConfig:
+    """--config (a preset, sized to the tokenizer, or a config.json) or --init-from's."""
+    if settings.init_from:
+        source = settings.init_from
+        folder = os.path.join(source, DISCRIMINATOR_DIR) if is_pretraining_dir(source) else source
+        config = ConvBertConfig.from_pretrained(folder)
+        where = f"--init-from {source}"
+    elif settings.config is None or settings.config in presets.PRESETS:
+        name = settings.config or DEFAULT_PRESET
+        return presets.preset(name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    else:
+        config = ConvBertConfig.from_pretrained(settings.config)
+        where = f"--config {settings.config}"
+    check_vocab(config, tokenizer, where)
+    return config
+
+
+def check_vocab(config: ConvBertConfig, tokenizer: Any, where: str) -> None:
+    vocab, pad = len(tokenizer), tokenizer.pad_token_id
+    if config.vocab_size != vocab:
+        raise ValueError(f"--tokenizer {tokenizer.vocab_file} has {vocab} tokens but {where} has vocab_size "
+                         f"{config.vocab_size}: the model's vocabulary must be the tokenizer's")
+    if pad is not None and config.pad_token_id != pad:
+        raise ValueError(f"--tokenizer's [PAD] is id {pad} but {where} has pad_token_id {config.pad_token_id}")
+
+
+def generator_config_for(settings: TrainingSettings, config: ConvBertConfig) -> ConvBertConfig | None:
+    """None: the --init-from pretraining directory brings its generator."""
+    if settings.init_from and is_pretraining_dir(settings.init_from):
+        if settings.generator_config or settings.generator_size_given:
+            raise ValueError(f"--init-from {settings.init_from} brings its generator: drop --generator-config / "
+                             "--generator-size")
+        return None
+    if settings.generator_config:
+        if settings.generator_size_given:
+            raise ValueError("pass --generator-config or --generator-size, not both")
+        gen = ConvBertConfig.from_pretrained(settings.generator_config)
+        check_shareable(config, gen, source=f"--generator-config {settings.generator_config}")
+        return gen.replace(architectures=[heads.MASKED_LM.class_name])
+    return generator_config(config, settings.knobs.generator_size)
+
+
+def bare_config(config: ConvBertConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in ("architectures", "dtype")}

@@ -1061,6 +1061,20 @@ def _as_2d_int(name: str, values: Any, shape: tuple[int, ...] | None = None) -> 
     return array_
 
 
+def masked_count(available: Any, mask_prob: float) -> np.ndarray:
+    """How many of a row's ``available`` maskable tokens ``mask_tokens`` masks (ELECTRA's count).
+
+    ``max(1, round(mask_prob * n))`` for ``n`` > 0 (0 when ``mask_prob`` is 0), at most ``n``. It
+    grows with ``n``, so ``masked_count(L, p)`` bounds every row of length ``L``: the number of
+    positions a model gathering the masked ones per row with a static shape needs.
+    """
+    available = np.asarray(available, dtype=np.int64)
+    count = np.rint(mask_prob * available).astype(np.int64)
+    if mask_prob > 0:
+        count = np.maximum(count, 1)
+    return np.minimum(count, available)
+
+
 def mask_tokens(
     input_ids: Any,
     attention_mask: Any,
@@ -1157,10 +1171,7 @@ def mask_tokens(
         replacement = rng.integers(0, pool.size, (batch, length)) if pool.size else np.zeros((batch, length), np.int64)
 
     available = candidates.sum(axis=1)
-    count = np.rint(mask_prob * available).astype(np.int64)
-    if mask_prob > 0:
-        count = np.maximum(count, 1)
-    count = np.minimum(count, available)
+    count = masked_count(available, mask_prob)
     # A uniform subset of size count: the count candidates with the smallest uniform scores.
     scores = np.where(candidates, pick, 2.0)
     order = np.argsort(scores, axis=1, kind="stable")

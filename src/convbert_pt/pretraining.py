@@ -35,7 +35,6 @@ from torch import nn
 
 from convbert_common import checkpoint, checks, heads
 from convbert_common import pretraining as ptc
-from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.fileio import atomic_directory
 from convbert_common.formats import copy_tokenizer
@@ -154,16 +153,13 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         """
         if labels is None:
             if gumbel_noise is not None:
-                raise ValueError("gumbel_noise is the generator's sampling noise: it needs labels (the masked "
-                                 "positions); without labels the discriminator runs alone")
+                raise ValueError(checks.GUMBEL_NEEDS_LABELS)
             logits, out = self._discriminate(input_ids, attention_mask, token_type_ids, position_ids,
                                              output_attentions, output_hidden_states)
             return _return(PreTrainingOutput(discriminator_logits=logits, hidden_states=out.hidden_states,
                                                   attentions=out.attentions), return_dict)
         if self.generator is None:
-            raise ValueError("this ConvBertForPreTraining has no generator (it was built with with_generator=False "
-                             "or loaded from a discriminator directory): labels need one; load a pretraining "
-                             "directory, or call without labels to run the discriminator")
+            raise ValueError(checks.NO_GENERATOR)
         if input_ids is None:
             raise ValueError("ConvBertForPreTraining needs input_ids (the sampled replacements are ids)")
         checks.check_labels(self.task, {"labels": tensor_info(labels)}, tuple(input_ids.shape),
@@ -209,15 +205,9 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
     def _noise(gumbel_noise: Tensor, masked: torch.Tensor, count: int, vocab: int, device) -> torch.Tensor:
         if gumbel_noise is None:
             return gumbel(torch.rand((count, vocab), device=device))
-        shape = tuple(gumbel_noise.shape)
-        if tensor_info(gumbel_noise).kind != "float":
-            raise ValueError(f"gumbel_noise must be a floating-point tensor, got dtype {gumbel_noise.dtype}")
-        if shape == (*masked.shape, vocab):
-            return gumbel_noise.to(device=device, dtype=torch.float32)[masked]  # (M, V)
-        if shape == (count, vocab):
-            return gumbel_noise.to(device=device, dtype=torch.float32)
-        raise ValueError(f"gumbel_noise must have shape {(*masked.shape, vocab)} (batch, sequence, vocab_size) or "
-                         f"{(count, vocab)} (masked positions, vocab_size), got {shape}")
+        kind = checks.check_gumbel_noise(tensor_info(gumbel_noise), tuple(masked.shape), count, vocab)
+        noise = gumbel_noise.to(device=device, dtype=torch.float32)
+        return noise[masked] if kind == "positions" else noise  # (M, V)
 
     @staticmethod
     @torch.no_grad()
@@ -286,10 +276,10 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             gen = checkpoint.load_for_model(gen_config, heads.MASKED_LM, layout.generator)
             if gen.missing_keys:
                 raise checkpoint.CheckpointError(f"{layout.generator}: missing generator weights {gen.missing_keys}")
-            _check_shared_embeddings(disc.tensors, gen.tensors, layout)
+            ptc.check_shared_embeddings(disc.tensors, gen.tensors, layout)
             model = cls(config, gen_config, pretraining_config or knobs)
             plan = dict(disc.tensors)
-            plan.update({f"generator.{k}": v for k, v in gen.tensors.items() if not _is_embedding(k)})
+            plan.update({f"generator.{k}": v for k, v in gen.tensors.items() if not ptc.is_shared_embedding(k)})
             for result in (disc, gen):
                 info["missing_keys"] += result.missing_keys
                 info["unexpected_keys"] += result.unexpected_keys
@@ -308,20 +298,6 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             model.to(device=device, dtype=dtype)
         model.eval()
         return (model, info) if output_loading_info else model
-
-
-def _is_embedding(name: str) -> bool:
-    return wm.strip_base_prefix(name).startswith("embeddings.")
-
-
-def _check_shared_embeddings(disc: dict[str, np.ndarray], gen: dict[str, np.ndarray],
-                             layout: ptc.PretrainingDir) -> None:
-    for name, value in gen.items():
-        if _is_embedding(name) and not np.array_equal(value, disc[name]):
-            raise checkpoint.CheckpointError(
-                f"{layout.generator}: {name} differs from the one in {layout.discriminator}; the generator shares "
-                "the discriminator's embeddings (one tensor), so both directories must hold the same values"
-            )
 
 
 def _assign(model: nn.Module, tensors: dict[str, np.ndarray], source: str) -> None:

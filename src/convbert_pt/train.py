@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from convbert_common import heads, presets
+from convbert_common import heads
 from convbert_common import pretraining as ptc
 from convbert_common.config import ConvBertConfig
 from convbert_common.fileio import atomic_directory
@@ -46,7 +46,6 @@ from convbert_pt import pretraining as ptm
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PRESET = "small"
 DEFAULT_MAX_SEQ_LENGTH = 128
 DEFAULT_WARMUP_FRACTION = 0.1
 
@@ -130,62 +129,6 @@ class _Processes:
 
 
 # --------------------------------------------------------------------------------------- set-up pieces
-def _find_tokenizer(settings: ptc.TrainingSettings, resume_dir: str | None) -> str:
-    if settings.tokenizer:
-        return settings.tokenizer
-    candidates = []
-    for root in (resume_dir, settings.init_from):
-        if root:
-            candidates += [os.path.join(root, ptc.DISCRIMINATOR_DIR), root]
-    for folder in candidates:
-        if os.path.isfile(os.path.join(folder, "vocab.txt")):
-            return folder
-    raise ValueError("pass --tokenizer DIR (the folder with vocab.txt)"
-                     + (f"; none found in {', '.join(candidates)}" if candidates else ""))
-
-
-def _discriminator_config(settings: ptc.TrainingSettings, tokenizer: ConvBertTokenizerFast) -> ConvBertConfig:
-    """--config (a preset, sized to the tokenizer, or a config.json) or --init-from's."""
-    if settings.init_from:
-        source = settings.init_from
-        folder = os.path.join(source, ptc.DISCRIMINATOR_DIR) if ptc.is_pretraining_dir(source) else source
-        config = ConvBertConfig.from_pretrained(folder)
-        where = f"--init-from {source}"
-    elif settings.config is None or settings.config in presets.PRESETS:
-        name = settings.config or DEFAULT_PRESET
-        return presets.preset(name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    else:
-        config = ConvBertConfig.from_pretrained(settings.config)
-        where = f"--config {settings.config}"
-    _check_vocab(config, tokenizer, where)
-    return config
-
-
-def _check_vocab(config: ConvBertConfig, tokenizer: ConvBertTokenizerFast, where: str) -> None:
-    vocab, pad = len(tokenizer), tokenizer.pad_token_id
-    if config.vocab_size != vocab:
-        raise ValueError(f"--tokenizer {tokenizer.vocab_file} has {vocab} tokens but {where} has vocab_size "
-                         f"{config.vocab_size}: the model's vocabulary must be the tokenizer's")
-    if pad is not None and config.pad_token_id != pad:
-        raise ValueError(f"--tokenizer's [PAD] is id {pad} but {where} has pad_token_id {config.pad_token_id}")
-
-
-def _generator_config(settings: ptc.TrainingSettings, config: ConvBertConfig) -> ConvBertConfig | None:
-    """None: the --init-from pretraining directory brings its generator."""
-    if settings.init_from and ptc.is_pretraining_dir(settings.init_from):
-        if settings.generator_config or settings.generator_size_given:
-            raise ValueError(f"--init-from {settings.init_from} brings its generator: drop --generator-config / "
-                             "--generator-size")
-        return None
-    if settings.generator_config:
-        if settings.generator_size_given:
-            raise ValueError("pass --generator-config or --generator-size, not both")
-        gen = ConvBertConfig.from_pretrained(settings.generator_config)
-        ptc.check_shareable(config, gen, source=f"--generator-config {settings.generator_config}")
-        return gen.replace(architectures=[heads.MASKED_LM.class_name])
-    return ptc.generator_config(config, settings.knobs.generator_size)
-
-
 def _open_data(settings: ptc.TrainingSettings, tokenizer_dir: str, max_seq_length: int | None,
                config: ConvBertConfig, procs: _Processes) -> PretrainingDataset:
     if settings.data:
@@ -204,10 +147,6 @@ def _open_data(settings: ptc.TrainingSettings, tokenizer_dir: str, max_seq_lengt
         progress=settings.progress, overwrite=True,
     ), "building the data")
     return PretrainingDataset(folder, tokenizer=tokenizer_dir, max_position_embeddings=config.max_position_embeddings)
-
-
-def _bare(config: ConvBertConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in ("architectures", "dtype")}
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -355,20 +294,20 @@ class Trainer:
         procs.barrier()
         self.resume_from = self._prepare_output()
         resume_dir = self.resume_from[1] if self.resume_from else None
-        self.tokenizer_dir = _find_tokenizer(s, resume_dir)
+        self.tokenizer_dir = ptc.find_tokenizer(s, resume_dir)
         tokenizer = ConvBertTokenizerFast.from_pretrained(self.tokenizer_dir)
         if tokenizer.mask_token_id is None:
             raise ValueError(f"--tokenizer {self.tokenizer_dir} has no [MASK] token: the generator needs one")
         if self.resume_from:
             # The checkpoint's models; the flags that size them, where given, must agree (run record).
             config, gen_config, _knobs = ptc.read_pretraining_dir(resume_dir)
-            _check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
-            flags_config = _discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
-            flags_gen = (_generator_config(s, flags_config) if (s.generator_config or s.generator_size_given)
+            ptc.check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
+            flags_config = ptc.discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
+            flags_gen = (ptc.generator_config_for(s, flags_config) if (s.generator_config or s.generator_size_given)
                          else gen_config) or gen_config
         else:
-            config = flags_config = _discriminator_config(s, tokenizer)
-            gen_config = flags_gen = _generator_config(s, config)
+            config = flags_config = ptc.discriminator_config(s, tokenizer)
+            gen_config = flags_gen = ptc.generator_config_for(s, config)
         if s.max_seq_length is not None:
             try:
                 check_max_seq_length(s.max_seq_length, config.max_position_embeddings)
@@ -436,8 +375,8 @@ class Trainer:
     def _run_record(self) -> dict[str, Any]:
         s = self.s
         return {
-            "model": _bare(self.config_from_flags),
-            "generator": _bare(self.gen_from_flags),
+            "model": ptc.bare_config(self.config_from_flags),
+            "generator": ptc.bare_config(self.gen_from_flags),
             "pretraining": self.knobs.to_dict(),
             "data": {"fingerprint": ptc.data_fingerprint(self.dataset.manifest),
                      "max_seq_length": self.dataset.max_seq_length, "examples": len(self.dataset)},

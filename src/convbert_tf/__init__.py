@@ -21,6 +21,7 @@ from convbert_tf.modeling import (
     ConvBertPreTrainedModel,
 )
 from convbert_tf.pipelines import pipeline
+from convbert_tf.pretraining import ConvBertForPreTraining
 from convbert_tf.sdconv import span_dynamic_conv
 
 
@@ -35,6 +36,8 @@ def from_pretrained(pretrained_model_path, **kwargs):
                        if k in kwargs}
         config = ConvBertConfig.from_pretrained(config or pretrained_model_path, **hub_options)
     task = heads.of_architectures(config.architectures, source=str(pretrained_model_path)) or heads.MODEL
+    if task is heads.PRETRAINING:
+        return ConvBertForPreTraining.from_pretrained(pretrained_model_path, **kwargs)
     return MODEL_CLASSES[task.name].from_pretrained(pretrained_model_path, **kwargs)
 
 
@@ -50,6 +53,7 @@ __all__ = [
     "ConvBertConfig",
     "ConvBertForMaskedLM",
     "ConvBertForMultipleChoice",
+    "ConvBertForPreTraining",
     "ConvBertForQuestionAnswering",
     "ConvBertForSequenceClassification",
     "ConvBertForTokenClassification",

@@ -175,6 +175,8 @@ class TaskLoss:
             return keras.metrics.SparseCategoricalAccuracy(name=name)
 
         kind = self.task.label_kind
+        if self.task.loss == "replaced_token_detection":
+            return None  # the pretraining model keeps its own (convbert_tf.pretraining.METRIC_NAMES)
         if kind == "span":
             return {key: [accuracy()] for key in self.task.output_keys}
         if kind == "sequence":

@@ -523,11 +523,11 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
         """Constructor keywords of a sub-layer (see ``ConfigLayer.sub``)."""
         return {"name": name, "dtype": self.dtype_policy, "initialize": self.initialize}
 
-    def _make_backbone(self) -> ConvBertModel:
+    def _make_backbone(self, shared_embeddings=None) -> ConvBertModel:
         # The nested model builds itself in its __init__; under this model's name scope its variable
         # paths read "<model>/convbert/...", like the head's own "<model>/<head layer>/...".
         with keras.name_scope(self.name):
-            return ConvBertModel(self.config, **self.sub(heads.BASE_PREFIX))
+            return ConvBertModel(self.config, shared_embeddings=shared_embeddings, **self.sub(heads.BASE_PREFIX))
 
     def _finish_init(self) -> None:
         # Variables' shapes depend on the config only: build them now, deterministically. The
@@ -701,12 +701,21 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
 
 @_register
 class ConvBertModel(ConvBertPreTrainedModel):
-    """The bare encoder: last hidden state (B, L, H), optionally every hidden state and attention map."""
+    """The bare encoder: last hidden state (B, L, H), optionally every hidden state and attention map.
 
-    def __init__(self, config, **kwargs):
+    ``shared_embeddings``: an existing ``ConvBertEmbeddings`` layer to use instead of a new one (the
+    pretraining generator reads the discriminator's tables: one set of variables, as PyTorch's one
+    module assigned to both models). It is not part of ``get_config``: the owner passes it again.
+    """
+
+    def __init__(self, config, shared_embeddings=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
-        self.embeddings = ConvBertEmbeddings(c, **self.sub("embeddings"))
+        if shared_embeddings is not None and not isinstance(shared_embeddings, ConvBertEmbeddings):
+            raise TypeError(f"shared_embeddings must be a ConvBertEmbeddings layer, got "
+                            f"{type(shared_embeddings).__name__}")
+        self.embeddings = (shared_embeddings if shared_embeddings is not None
+                           else ConvBertEmbeddings(c, **self.sub("embeddings")))
         if c.embedding_size != c.hidden_size:
             self.embeddings_project = _dense(self, c.hidden_size, "embeddings_project")
         else:
@@ -719,7 +728,8 @@ class ConvBertModel(ConvBertPreTrainedModel):
     def build(self, input_shape=None):
         if self._rebuild(input_shape):
             return
-        self.embeddings.build((None, None))
+        if not self.embeddings.built:  # a shared layer is built by its owner
+            self.embeddings.build((None, None))
         if self.embeddings_project is not None:
             self.embeddings_project.build((None, None, self.config.embedding_size))
         self.encoder.build((None, None, self.config.hidden_size))
@@ -799,16 +809,18 @@ class ConvBertMaskedLMHead(ConfigLayer):
 
 @_register
 class ConvBertForMaskedLM(ConvBertPreTrainedModel):
+    """``shared_embeddings``: see ``ConvBertModel`` (the pretraining generator's)."""
+
     task = heads.MASKED_LM
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, shared_embeddings=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
         if not c.tie_word_embeddings:
             raise ValueError(
                 "ConvBertForMaskedLM: untied output embeddings (tie_word_embeddings=False) are not supported"
             )
-        self.convbert = self._make_backbone()
+        self.convbert = self._make_backbone(shared_embeddings)
         self.generator_predictions = ConvBertGeneratorPredictions(c, **self.sub("generator_predictions"))
         self.generator_lm_head = ConvBertMaskedLMHead(c, **self.sub("generator_lm_head"))
         self._finish_init()

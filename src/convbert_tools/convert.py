@@ -223,8 +223,9 @@ def write_checkpoint(loaded: Loaded, dst: str, to: str, *, dtype: str | None = N
     fmt = _writable(reg, to)
     dst = os.fspath(dst)
     if fmt.framework == "keras" and loaded.head is heads.PRETRAINING:
-        raise ValueError(f"--to {to}: ConvBertForPreTraining has no Keras class yet; write a checkpoint directory "
-                         "(--to safetensors), or convert the backbone alone with --head model")
+        raise ValueError(f"--to {to}: ConvBertForPreTraining is written as a checkpoint directory (--to "
+                         "safetensors), which convbert_tf.ConvBertForPreTraining.from_pretrained reads; or convert "
+                         "the backbone alone with --head model")
     if dtype is not None and dtype not in fmt.dtypes:
         raise ValueError(f"--to {to} stores {', '.join(fmt.dtypes)}; --dtype {dtype} applies to the other formats")
     if not allow_overflow:

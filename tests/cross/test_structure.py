@@ -1,7 +1,8 @@
 """The PyTorch and Keras modeling files mirror each other class by class.
 
-Parses both files (no framework import) and compares, in order, the classes and the sub-layer
-attributes each class assigns in ``__init__``. Differences must be listed below, with the reason.
+Parses both files of each pair (``modeling.py``, ``pretraining.py``; no framework import) and
+compares, in order, the classes and the sub-layer attributes each class assigns in ``__init__``.
+Differences must be listed below, with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
 PT_FILE = SRC / "convbert_pt" / "modeling.py"
 TF_FILE = SRC / "convbert_tf" / "modeling.py"
+PT_PRETRAINING = SRC / "convbert_pt" / "pretraining.py"
+TF_PRETRAINING = SRC / "convbert_tf" / "pretraining.py"
 
 # (class, PyTorch attribute) -> Keras attribute: Keras reserves `output` as a Layer property.
 RENAMED = {
@@ -62,6 +65,27 @@ TF_ONLY_FUNCTIONS = {
     "_layer_norm": "PyTorch uses nn.LayerNorm directly",
 }
 
+# The pretraining pair: classes and module-level functions on one side only, with the reason.
+PRETRAINING_TF_ONLY = {
+    "_Discriminator": "a view of the model as its discriminator/ checkpoint, for io.canonical_variables' checks",
+}
+PRETRAINING_PT_ONLY_FUNCTIONS = {
+    "gumbel_noise_for_rows": "the PyTorch loop's per-row torch noise; Keras draws it in-model from a SeedGenerator",
+    "_return": "the output dataclass or its tuple; Keras returns dicts (ConvBertPreTrainedModel._return)",
+    "_assign": "Keras has it as ConvBertForPreTraining.assign_state (through the weight table's layouts)",
+    "split_state": "Keras splits the state inside save_pretraining_dir",
+}
+PRETRAINING_TF_ONLY_FUNCTIONS = {
+    "masked_slots": "the static (B, P) grid of masked positions that XLA and JAX need (PyTorch indexes by mask)",
+    "_nan_unless": "traced bad labels make the loss NaN (XLA drops asserts)",
+    "_ordered": "PyTorch's io.checked_arrays",
+}
+PAIRS = {
+    "modeling": (PT_FILE, TF_FILE, PT_ONLY, TF_ONLY, PT_ONLY_FUNCTIONS, TF_ONLY_FUNCTIONS),
+    "pretraining": (PT_PRETRAINING, TF_PRETRAINING, {}, PRETRAINING_TF_ONLY, PRETRAINING_PT_ONLY_FUNCTIONS,
+                    PRETRAINING_TF_ONLY_FUNCTIONS),
+}
+
 
 def _classes(path: pathlib.Path) -> list[tuple[str, list[str]]]:
     tree = ast.parse(path.read_text())
@@ -94,25 +118,26 @@ def _functions(path: pathlib.Path) -> list[str]:
     return [node.name for node in ast.parse(path.read_text()).body if isinstance(node, ast.FunctionDef)]
 
 
-@pytest.fixture(scope="module")
-def both():
-    if not PT_FILE.exists() or not TF_FILE.exists():
-        pytest.fail("both modeling files must exist")
-    return _sub_layers(_classes(PT_FILE)), _sub_layers(_classes(TF_FILE))
+@pytest.fixture(scope="module", params=sorted(PAIRS))
+def pair(request):
+    pt_file, tf_file, pt_only, tf_only, pt_fn, tf_fn = PAIRS[request.param]
+    if not pt_file.exists() or not tf_file.exists():
+        pytest.fail(f"both {request.param} files must exist")
+    return dict(pt=_sub_layers(_classes(pt_file)), tf=_sub_layers(_classes(tf_file)), pt_file=pt_file,
+                tf_file=tf_file, pt_only=pt_only, tf_only=tf_only, pt_functions=pt_fn, tf_functions=tf_fn)
 
 
-def test_same_classes_in_the_same_order(both):
-    pt, tf = both
-    pt_names = [n for n, _ in pt if n not in PT_ONLY]
-    tf_names = [n for n, _ in tf if n not in TF_ONLY]
+def test_same_classes_in_the_same_order(pair):
+    pt_names = [n for n, _ in pair["pt"] if n not in pair["pt_only"]]
+    tf_names = [n for n, _ in pair["tf"] if n not in pair["tf_only"]]
     assert pt_names == tf_names
 
 
-def test_same_sub_layer_attributes_in_the_same_order(both):
-    pt, tf = dict(both[0]), dict(both[1])
+def test_same_sub_layer_attributes_in_the_same_order(pair):
+    pt, tf = dict(pair["pt"]), dict(pair["tf"])
     drift = {}
     for cls, pt_attrs in pt.items():
-        if cls in PT_ONLY or cls not in tf:
+        if cls in pair["pt_only"] or cls not in tf:
             continue
         mapped = [RENAMED.get((cls, a), a) for a in pt_attrs]
         if mapped != tf[cls]:
@@ -120,22 +145,24 @@ def test_same_sub_layer_attributes_in_the_same_order(both):
     assert not drift, f"sub-layer attributes drifted apart: {drift}"
 
 
-def test_same_module_level_functions_in_the_same_order():
-    pt = [f for f in _functions(PT_FILE) if f not in PT_ONLY_FUNCTIONS]
-    tf = [f for f in _functions(TF_FILE) if f not in TF_ONLY_FUNCTIONS]
+def test_same_module_level_functions_in_the_same_order(pair):
+    pt = [f for f in _functions(pair["pt_file"]) if f not in pair["pt_functions"]]
+    tf = [f for f in _functions(pair["tf_file"]) if f not in pair["tf_functions"]]
     assert pt == tf
 
 
-def test_the_exception_lists_are_not_stale(both):
-    pt, tf = dict(both[0]), dict(both[1])
-    for (cls, attr), renamed in RENAMED.items():
-        assert attr in pt.get(cls, []) and renamed in tf.get(cls, []), (cls, attr)
-    assert all(c in pt for c in PT_ONLY) and all(c in tf for c in TF_ONLY)
-    seen = {a for _, attrs in _classes(PT_FILE) + _classes(TF_FILE) for a in attrs}
-    assert sorted(a for a in IGNORED_ATTRIBUTES if a not in seen) == []
-    pt_functions, tf_functions = set(_functions(PT_FILE)), set(_functions(TF_FILE))
-    assert sorted(f for f in PT_ONLY_FUNCTIONS if f not in pt_functions or f in tf_functions) == []
-    assert sorted(f for f in TF_ONLY_FUNCTIONS if f not in tf_functions or f in pt_functions) == []
+def test_the_exception_lists_are_not_stale(pair):
+    pt, tf = dict(pair["pt"]), dict(pair["tf"])
+    if pair["pt_file"] == PT_FILE:
+        for (cls, attr), renamed in RENAMED.items():
+            assert attr in pt.get(cls, []) and renamed in tf.get(cls, []), (cls, attr)
+        seen = {a for path in (PT_FILE, TF_FILE, PT_PRETRAINING, TF_PRETRAINING) for _, attrs in _classes(path)
+                for a in attrs}
+        assert sorted(a for a in IGNORED_ATTRIBUTES if a not in seen) == []
+    assert all(c in pt for c in pair["pt_only"]) and all(c in tf for c in pair["tf_only"])
+    pt_functions, tf_functions = set(_functions(pair["pt_file"])), set(_functions(pair["tf_file"]))
+    assert sorted(f for f in pair["pt_functions"] if f not in pt_functions or f in tf_functions) == []
+    assert sorted(f for f in pair["tf_functions"] if f not in tf_functions or f in pt_functions) == []
 
 
 def test_checker_detects_a_drifted_attribute(tmp_path):

@@ -9,11 +9,10 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO_FIXTURES, SHARED_FIXTURES
+from tests.conftest import fixture_file
 from tests.parity import assert_close
 from tests.tolerances import SAME_COMPUTATION_FP32_ATOL, SAME_COMPUTATION_FP32_RTOL
 
@@ -23,11 +22,7 @@ FAST = ["--threads", "1", "--no-progress", "--dropout", "0", "--max-length", "32
 
 
 def _tokenizer_dir() -> pathlib.Path:
-    for root in (REPO_FIXTURES, SHARED_FIXTURES):
-        path = root / "tokenizer" / "hf_tokenizer_uncased"
-        if (path / "vocab.txt").exists():
-            return path
-    pytest.skip("tokenizer fixture hf_tokenizer_uncased is neither in tests/fixtures nor in ../shared/fixtures")
+    return fixture_file("tokenizer/hf_tokenizer_uncased/vocab.txt").parent
 
 
 def _example():

@@ -19,7 +19,7 @@ from convbert_common import checkpoint as ck
 from convbert_tools import convert as conv
 from convbert_tools.cli import main
 from tests.conftest import fixture_file
-from tests.hostile import one_line_error, snapshot
+from tests.hostile import one_line_error, snapshot, truncated_tf1_copy
 
 
 def _fails_in_one_line(capsys, argv: list[str]) -> str:
@@ -52,11 +52,7 @@ def test_a_sparse_tensor_in_a_bin(seqcls, tmp_path, capsys):
 
 
 def test_a_truncated_tf1_data_file(tmp_path, capsys):
-    pytest.importorskip("tensorflow")
-    src = tmp_path / "tf1"
-    shutil.copytree(fixture_file("tf1-original/model.ckpt.index").parent, src)
-    data = src / "model.ckpt.data-00000-of-00001"
-    os.truncate(data, data.stat().st_size // 2)
+    src = truncated_tf1_copy(tmp_path, 1 / 2)
     line = _fails_in_one_line(capsys, ["convert", str(src), str(tmp_path / "out"), "-q"])
     assert f"{src / 'model.ckpt'}: variable " in line
     assert "cannot be read from the data shard, truncated or corrupt? (Read less bytes than requested)" in line

@@ -29,7 +29,7 @@ import pytest
 from convbert_common import checkpoint as ck
 from convbert_tools.cli import main
 from tests.conftest import fixture_file
-from tests.hostile import snapshot
+from tests.hostile import snapshot, truncated_tf1_copy
 from tests.tools.test_hostile_errors import file_size_limit
 
 QUERY = "convbert.encoder.layer.0.attention.self.query.weight"
@@ -256,11 +256,7 @@ def c_sparse_bin(seqcls, tmp):
 
 
 def c_truncated_tf1_data(seqcls, tmp):
-    pytest.importorskip("tensorflow")
-    src = tmp / "tf1"
-    shutil.copytree(fixture_file("tf1-original/model.ckpt.index").parent, src)
-    data = src / "model.ckpt.data-00000-of-00001"
-    os.truncate(data, data.stat().st_size // 3)
+    src = truncated_tf1_copy(tmp, 1 / 3)
     return ["convert", str(src), str(tmp / "out"), "-q"], "model.ckpt"
 
 

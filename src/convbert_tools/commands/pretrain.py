@@ -2,7 +2,9 @@
 
 One process: ``convbert pretrain --corpus TEXT --tokenizer DIR --output OUT``. Several: the same
 command under ``torchrun --nproc_per_node=N -m convbert_tools.cli pretrain ...`` (DDP; ``--fsdp``
-shards with FSDP2), gloo on CPUs, nccl on GPUs.
+shards with FSDP2), gloo on CPUs, nccl on GPUs. ``--framework keras`` runs ``model.fit`` in one
+process (``tf.distribute.MirroredStrategy`` over its devices when it sees several) with the same
+flags, files and checkpoints; either framework resumes the other's.
 """
 
 from __future__ import annotations
@@ -118,9 +120,9 @@ def settings_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.framework == "keras":
-        raise ValueError("--framework keras is not yet available in this version: pretrain with --framework "
-                         "pytorch (the default); its checkpoints use the layout the Keras loop will read")
-    from convbert_pt.train import TrainingError, train
+        from convbert_tf.train import TrainingError, train
+    else:
+        from convbert_pt.train import TrainingError, train
 
     try:
         result = train(settings)
