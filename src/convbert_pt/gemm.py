@@ -278,6 +278,34 @@ def _backward(ctx, grad):
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerLinear(torch.autograd.Function):
+    """``convbert::linear`` without the custom-op dispatcher, for eager calls.
+
+    The dispatcher's first call of a custom op imports ``torch._dynamo`` and with it Triton, whose
+    LLVM aborts a process that has already loaded TensorFlow's ("Option ... registered more than
+    once"): moving weights between the frameworks in one process must not need the compiler.
+    Same GEMMs, same backward as ``_backward``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _gemm_nt(x, weight, bias, False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _gemm_nt(grad, weight.t(), None, False)  # (M, N) @ (N, K) -> (M, K)
+        if ctx.needs_input_grad[1]:
+            grad_w = _gemm_nt(grad.t(), x.t(), None, False)  # (N, M) @ (M, K) -> (N, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b
+
+
 def _exporting() -> bool:
     # An exported graph (ONNX, torch.export) must hold the portable aten op, not ours.
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
@@ -301,14 +329,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if requested == "mkl":
         return F.linear(x, weight, bias)
     lead, K, N = x.shape[:-1], x.shape[-1], weight.shape[0]
-    pack = False
-    if not torch.compiler.is_compiling():
-        if _choose(x.numel() // max(K, 1), K, N) == "mkl":
-            return F.linear(x, weight, bias)
+    x2 = x.reshape(-1, K)  # (M, K)
+    if torch.compiler.is_compiling():
+        y = _linear_op(x2, weight, bias, False)  # (M, N); the op chooses when the compiled code runs
+    elif _choose(x2.shape[0], K, N) == "mkl":
+        return F.linear(x, weight, bias)
+    elif torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        y = _EagerLinear.apply(x2, weight, bias)  # (M, N)
+    else:
         # Inference on a parameter itself (not a view made per call): pack it once.
-        pack = isinstance(weight, nn.Parameter) and not (
-            torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
-    y = _linear_op(x.reshape(-1, K), weight, bias, pack)  # (M, N)
+        y = _gemm_nt(x2, weight, bias, isinstance(weight, nn.Parameter))  # (M, N)
     return y.view(*lead, N)  # (..., N)
 
 

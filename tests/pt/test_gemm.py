@@ -284,3 +284,30 @@ def test_hooks_and_replaced_dense_layers_are_called():
         layer.output.dense = Doubled()
         after = model(**inputs).logits
     assert (after - before).abs().max() > 1e-3
+
+
+def test_eager_dense_layers_need_no_compiler_so_tensorflow_can_share_the_process():
+    """Converting weights in one process loads TensorFlow, then runs our PyTorch model: the eager GEMM
+    path must not import torch._dynamo (with Triton's LLVM, which aborts next to TensorFlow's)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    code = (
+        "import sys, tensorflow, torch, convbert_pt\n"
+        "from tests.configs import tiny_config\n"
+        "convbert_pt.set_gemm_backend('onednn')\n"
+        "model = convbert_pt.ConvBertForSequenceClassification(tiny_config())\n"
+        "ids = torch.randint(5, 90, (2, 7))\n"
+        "model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()\n"
+        "with torch.no_grad():\n"
+        "    model.eval()(input_ids=ids)\n"
+        "print('dynamo', 'torch._dynamo' in sys.modules)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("dynamo False"), proc.stdout
