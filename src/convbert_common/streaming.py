@@ -40,6 +40,7 @@ class LazyTensor:
         return len(self.shape)
 
     def _slice(self, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy: safetensors' NumPy reader asks for it by name)
         from safetensors import SafetensorError, safe_open
 
         try:

@@ -67,3 +67,22 @@ def test_keras_assigns_large_tables_in_row_slices_with_the_same_values(monkeypat
     file = ck.read_safetensors(folder / "model.safetensors")
     assert np.array_equal(keras.ops.convert_to_numpy(model.embeddings.word_embeddings.embeddings),
                           file["embeddings.word_embeddings.weight"])
+
+
+def test_a_bfloat16_entry_reads_in_a_fresh_process(tmp_path):
+    """safetensors' NumPy reader names the dtype "bfloat16": NumPy knows it only once ml_dtypes is
+    imported, which nothing else may have done in a process that only loads a checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "bf16.safetensors"
+    ck.write_safetensors(path, {"w": np.array([[1.5, -2.0]], dtype=ml_dtypes.bfloat16)})
+    code = (f"from convbert_common import streaming\n"
+            f"w = streaming.read_lazy({str(path)!r})['w'].read()\n"
+            f"print(w.dtype, w.tolist())\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["float32", "[[1.5,", "-2.0]]"]
