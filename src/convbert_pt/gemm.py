@@ -263,16 +263,21 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad):
+def _linear_grads(ctx, grad: torch.Tensor, gemm_nt) -> tuple:
+    """(grad_x, grad_weight, grad_bias) of y = x W^T + b, the two products by ``gemm_nt(a, b)`` = a b^T."""
     x, weight = ctx.saved_tensors
     grad_x = grad_w = grad_b = None
     if ctx.needs_input_grad[0]:
-        grad_x = _linear_op(grad, weight.t(), None, False)  # (M, N) @ (N, K) -> (M, K)
+        grad_x = gemm_nt(grad, weight.t())  # (M, N) @ (N, K) -> (M, K)
     if ctx.needs_input_grad[1]:
-        grad_w = _linear_op(grad.t(), x.t(), None, False)  # (N, M) @ (M, K) -> (N, K)
+        grad_w = gemm_nt(grad.t(), x.t())  # (N, M) @ (M, K) -> (N, K)
     if ctx.has_bias and ctx.needs_input_grad[2]:
         grad_b = grad.sum(0)
-    return grad_x, grad_w, grad_b, None
+    return grad_x, grad_w, grad_b
+
+
+def _backward(ctx, grad):
+    return (*_linear_grads(ctx, grad, lambda a, b: _linear_op(a, b, None, False)), None)
 
 
 _linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -295,15 +300,7 @@ class _EagerLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _gemm_nt(grad, weight.t(), None, False)  # (M, N) @ (N, K) -> (M, K)
-        if ctx.needs_input_grad[1]:
-            grad_w = _gemm_nt(grad.t(), x.t(), None, False)  # (N, M) @ (M, K) -> (N, K)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b
+        return _linear_grads(ctx, grad, lambda a, b: _gemm_nt(a, b, None, False))
 
 
 def _exporting() -> bool:
