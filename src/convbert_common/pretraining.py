@@ -670,5 +670,49 @@ def generator_config_for(settings: TrainingSettings, config: ConvBertConfig) -> 
     return generator_config(config, settings.knobs.generator_size)
 
 
+@dataclass
+class RunModels:
+    """What a run trains, decided the same way by both loops before either builds a model."""
+
+    tokenizer_dir: str
+    tokenizer: Any
+    config: ConvBertConfig  # the discriminator's (the checkpoint's when resuming)
+    gen_config: ConvBertConfig | None  # None: --init-from's pretraining directory brings its generator
+    flags_config: ConvBertConfig  # what the flags ask for: a resumed run's record compares them
+    flags_gen: ConvBertConfig | None
+
+
+def run_models(settings: TrainingSettings, resume_dir: str | None) -> RunModels:
+    """The tokenizer and both configs of a run: from the checkpoint when resuming, else from the flags.
+
+    A resumed run keeps the checkpoint's models; the flags that size them, where given, are kept
+    beside them so that the run record can say where they disagree. ``--max-seq-length`` must fit
+    the discriminator's positions.
+    """
+    from convbert_common.pretraining_data import check_max_seq_length
+    from convbert_common.tokenizer import ConvBertTokenizerFast
+
+    s = settings
+    tokenizer_dir = find_tokenizer(s, resume_dir)
+    tokenizer = ConvBertTokenizerFast.from_pretrained(tokenizer_dir)
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"--tokenizer {tokenizer_dir} has no [MASK] token: the generator needs one")
+    if resume_dir:
+        config, gen_config, _knobs = read_pretraining_dir(resume_dir)
+        check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
+        flags_config = discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
+        flags_gen = (generator_config_for(s, flags_config) if (s.generator_config or s.generator_size_given)
+                     else gen_config) or gen_config
+    else:
+        config = flags_config = discriminator_config(s, tokenizer)
+        gen_config = flags_gen = generator_config_for(s, config)
+    if s.max_seq_length is not None:
+        try:
+            check_max_seq_length(s.max_seq_length, config.max_position_embeddings)
+        except ValueError as exc:
+            raise ValueError(f"--max-seq-length: {exc}") from None
+    return RunModels(tokenizer_dir, tokenizer, config, gen_config, flags_config, flags_gen)
+
+
 def bare_config(config: ConvBertConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in ("architectures", "dtype")}

@@ -40,8 +40,7 @@ from convbert_common import heads
 from convbert_common import pretraining as ptc
 from convbert_common.config import ConvBertConfig
 from convbert_common.fileio import atomic_directory
-from convbert_common.pretraining_data import PretrainingDataset, build_dataset, check_max_seq_length
-from convbert_common.tokenizer import ConvBertTokenizerFast
+from convbert_common.pretraining_data import PretrainingDataset, build_dataset
 from convbert_pt import pretraining as ptm
 
 logger = logging.getLogger(__name__)
@@ -294,25 +293,9 @@ class Trainer:
         procs.barrier()
         self.resume_from = self._prepare_output()
         resume_dir = self.resume_from[1] if self.resume_from else None
-        self.tokenizer_dir = ptc.find_tokenizer(s, resume_dir)
-        tokenizer = ConvBertTokenizerFast.from_pretrained(self.tokenizer_dir)
-        if tokenizer.mask_token_id is None:
-            raise ValueError(f"--tokenizer {self.tokenizer_dir} has no [MASK] token: the generator needs one")
-        if self.resume_from:
-            # The checkpoint's models; the flags that size them, where given, must agree (run record).
-            config, gen_config, _knobs = ptc.read_pretraining_dir(resume_dir)
-            ptc.check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
-            flags_config = ptc.discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
-            flags_gen = (ptc.generator_config_for(s, flags_config) if (s.generator_config or s.generator_size_given)
-                         else gen_config) or gen_config
-        else:
-            config = flags_config = ptc.discriminator_config(s, tokenizer)
-            gen_config = flags_gen = ptc.generator_config_for(s, config)
-        if s.max_seq_length is not None:
-            try:
-                check_max_seq_length(s.max_seq_length, config.max_position_embeddings)
-            except ValueError as exc:
-                raise ValueError(f"--max-seq-length: {exc}") from None
+        run = ptc.run_models(s, resume_dir)
+        self.tokenizer_dir, config, gen_config = run.tokenizer_dir, run.config, run.gen_config
+        flags_config, flags_gen = run.flags_config, run.flags_gen
         self.dataset = _open_data(s, self.tokenizer_dir, s.max_seq_length, config, procs)
 
         # The model: from the checkpoint, from --init-from, or fresh (the same seed on every rank).

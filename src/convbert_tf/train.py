@@ -453,8 +453,7 @@ class Trainer:
         return None
 
     def _build(self) -> None:
-        from convbert_common.pretraining_data import build_dataset, check_max_seq_length
-        from convbert_common.tokenizer import ConvBertTokenizerFast
+        from convbert_common.pretraining_data import build_dataset
         from convbert_tf.pretraining import ConvBertForPreTraining
 
         s = self.s
@@ -462,24 +461,9 @@ class Trainer:
         os.makedirs(self.output, exist_ok=True)
         self.resume_from = self._prepare_output()
         resume_dir = self.resume_from[1] if self.resume_from else None
-        self.tokenizer_dir = ptc.find_tokenizer(s, resume_dir)
-        tokenizer = ConvBertTokenizerFast.from_pretrained(self.tokenizer_dir)
-        if tokenizer.mask_token_id is None:
-            raise ValueError(f"--tokenizer {self.tokenizer_dir} has no [MASK] token: the generator needs one")
-        if self.resume_from:
-            config, gen_config, _knobs = ptc.read_pretraining_dir(resume_dir)
-            ptc.check_vocab(config, tokenizer, f"the checkpoint {resume_dir}")
-            flags_config = ptc.discriminator_config(s, tokenizer) if (s.config or s.init_from) else config
-            flags_gen = (ptc.generator_config_for(s, flags_config) if (s.generator_config or s.generator_size_given)
-                         else gen_config) or gen_config
-        else:
-            config = flags_config = ptc.discriminator_config(s, tokenizer)
-            gen_config = flags_gen = ptc.generator_config_for(s, config)
-        if s.max_seq_length is not None:
-            try:
-                check_max_seq_length(s.max_seq_length, config.max_position_embeddings)
-            except ValueError as exc:
-                raise ValueError(f"--max-seq-length: {exc}") from None
+        run = ptc.run_models(s, resume_dir)
+        self.tokenizer_dir, config, gen_config = run.tokenizer_dir, run.config, run.gen_config
+        flags_config, flags_gen = run.flags_config, run.flags_gen
         if s.data:
             self.dataset = PretrainingDataset(s.data, tokenizer=self.tokenizer_dir,
                                               max_position_embeddings=config.max_position_embeddings)
