@@ -136,6 +136,103 @@ def hf_worker(path: str, runs: int, warmup: int) -> dict:
     return out
 
 
+def pieces_worker(runs: int, warmup: int) -> dict:
+    """In a process of TensorFlow or JAX: the pieces of the compiled forward and fit step, alone, in ms.
+
+    A plain fp32 (1024x768) @ (768x3072) matmul (the base feed-forward at 8x128), and the two
+    shift-and-accumulate convolutions at base shapes (B=8, L=128, N'=6, D=64, K=9; H=768), forward
+    and gradient (of the sum of squares, both inputs), each compiled: ``jax.jit`` on JAX,
+    ``tf.function(jit_compile=True)`` on TensorFlow, which also times its matmul eagerly and in a
+    plain ``tf.function`` (oneDNN). ``XLA_FLAGS`` from the environment apply.
+    """
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from convbert_tf import sdconv
+
+    def median_ms(fn) -> float:
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples) * 1e3
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1024, 768), "float32"), rng.standard_normal((768, 3072), "float32")
+    values, logits = rng.standard_normal((8, 128, 6, 64), "float32"), rng.standard_normal((8, 128, 6, 9), "float32")
+    x, kernel = rng.standard_normal((8, 128, 768), "float32"), rng.standard_normal((9, 768, 1), "float32")
+    convs = {"span_dynamic_conv": (lambda v, k: sdconv.span_dynamic_conv(v, k, "native"), values, logits),
+             "depthwise_conv1d": (sdconv.depthwise_conv1d, x, kernel)}
+    backend = keras.backend.backend()
+    out: dict = {"backend": backend, "matmul_gflop": 2 * 1024 * 768 * 3072 / 1e9}
+    if backend == "jax":
+        import jax
+
+        def compiled(fn, *args):
+            jitted, args = jax.jit(fn), [jax.numpy.asarray(t) for t in args]
+            return lambda: jax.block_until_ready(jitted(*args))
+
+        def gradient(fn):
+            return jax.grad(lambda u, w: ops.sum(ops.square(fn(u, w))), argnums=(0, 1))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        def compiled(fn, *args, jit=True):
+            traced, args = tf.function(fn, jit_compile=jit), [tf.constant(t) for t in args]
+            return lambda: tf.nest.map_structure(lambda t: t.numpy(), traced(*args))
+
+        def gradient(fn):
+            def grads(u, w):
+                with tf.GradientTape() as tape:
+                    tape.watch([u, w])
+                    loss = ops.sum(ops.square(fn(u, w)))
+                return tape.gradient(loss, [u, w])
+            return grads
+
+        ta, tb = tf.constant(a), tf.constant(b)
+        out["matmul_eager_ms"] = median_ms(lambda: tf.matmul(ta, tb).numpy())
+        out["matmul_graph_ms"] = median_ms(compiled(ops.matmul, a, b, jit=False))
+    else:
+        return {"backend": backend, "error": "pieces: TensorFlow and JAX only"}
+    out["matmul_compiled_ms"] = median_ms(compiled(ops.matmul, a, b))
+    for name, (fn, u, w) in convs.items():
+        out[f"{name}_forward_ms"] = median_ms(compiled(fn, u, w))
+        out[f"{name}_gradient_ms"] = median_ms(compiled(gradient(fn), u, w))
+    return out
+
+
+def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+    code = f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.pieces_worker({runs}, {warmup})))"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        return {"backend": backend, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                f"exit {proc.returncode}"}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _print_pieces(pieces: list[dict]) -> None:
+    print(f"\npieces alone (ms, medians; compiled unless named){'':4s}" + os.environ.get("XLA_FLAGS", ""))
+    keys = ["matmul_compiled_ms", "matmul_eager_ms", "matmul_graph_ms", "span_dynamic_conv_forward_ms",
+            "span_dynamic_conv_gradient_ms", "depthwise_conv1d_forward_ms", "depthwise_conv1d_gradient_ms"]
+    for r in pieces:
+        if "error" in r:
+            print(f"{r['backend']:12s} failed: {r['error']}")
+            continue
+        cells = []
+        for key in keys:
+            if key in r:
+                rate = f" ({r['matmul_gflop'] / r[key] * 1e3:.0f} GFLOP/s)" if key.startswith("matmul") else ""
+                cells.append(f"{key[:-3]} {r[key]:.2f}{rate}")
+        print(f"{r['backend']:12s} " + "; ".join(cells))
+
+
 def _run_backend(backend: str, path: str, runs: int, warmup: int) -> dict:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow" if backend == HF else backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
@@ -161,7 +258,8 @@ def _over_rounds(samples: list[dict]) -> dict:
     if not ok:
         return samples[-1]
     out = dict(ok[-1])
-    for key in ("forward_eager", "forward_compiled_first", "forward_compiled", "fit_first_step", "fit_step"):
+    timed = ("forward_eager", "forward_compiled_first", "forward_compiled", "fit_first_step", "fit_step")
+    for key in [k for k in ok[-1] if k in timed or k.endswith("_ms")]:
         values = [r[key] for r in ok if key in r]
         if values:
             out[key] = statistics.median(values)
@@ -177,6 +275,9 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=1,
                    help="run every backend's process this many times, in turn; report medians over rounds")
     p.add_argument("--quick", action="store_true", help="ConvBERT-small instead of base (a smoke run)")
+    p.add_argument("--pieces", action="store_true",
+                   help="only the pieces alone (matmul, the two convolutions' forward and gradient) on "
+                        "TensorFlow and JAX, --rounds times")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_backends.json")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
@@ -184,6 +285,15 @@ def main(argv=None) -> dict:
 
     info = machine_info()
     print(machine_line(info))
+    if args.pieces:
+        rounds = [[_run_pieces(b, args.runs, args.warmup) for b in ("tensorflow", "jax")] for _ in range(args.rounds)]
+        pieces = [_over_rounds([r[i] for r in rounds]) for i in range(2)]
+        _print_pieces(pieces)
+        report = {"machine": info, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+                  "xla_flags": os.environ.get("XLA_FLAGS", ""), "pieces": pieces}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        return report
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         env_backend = os.environ.get("KERAS_BACKEND", "tensorflow")
