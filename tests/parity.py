@@ -62,3 +62,16 @@ def assert_three_way(name: str, x, x_plain, ref32, factor: float, atol: float) -
     bar = factor * max_abs_diff(to_numpy(x_plain).astype(np.float64), ref32) + atol
     if not err <= bar:
         raise ParityError(f"{name}: max |x - ref32| {err:.3e} > bar {bar:.3e} (plain path error x {factor} + {atol})")
+
+
+def randomise_torch(model, seed: int) -> None:
+    """Large random weights everywhere (biases and LayerNorm included) so a wrong mapping shows."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))

@@ -610,6 +610,35 @@ def data_fingerprint(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# ------------------------------------------------------------------------------ a run's output folder (both loops)
+def resume_point(output: str, resume: bool, overwrite: bool) -> tuple[tuple[int, str] | None, bool]:
+    """(the checkpoint to resume from or None, whether an earlier run must be cleared first).
+
+    Refuses to mix two runs in one ``output``: ``--resume`` needs a checkpoint, and an earlier run
+    (a log or checkpoints) is only replaced with ``--overwrite``.
+    """
+    latest = latest_checkpoint(output)
+    if resume:
+        if latest is None:
+            raise ValueError(f"--resume: {output} holds no checkpoint ({CHECKPOINT_PREFIX}STEP/ with "
+                             f"{TRAINER_STATE_NAME}) to continue from")
+        return latest, False
+    earlier = latest is not None or os.path.exists(os.path.join(output, LOG_NAME))
+    if earlier and not overwrite:
+        raise ValueError(f"{output} holds an earlier run ({LOG_NAME} or checkpoints): pass --resume to "
+                         "continue it, --overwrite to start over, or another --output")
+    return None, earlier
+
+
+def clear_run(output: str) -> None:
+    """Remove an earlier run's checkpoints and log from ``output`` (``--overwrite``)."""
+    for _step, path in list_checkpoints(output):
+        shutil.rmtree(path)
+    log = os.path.join(output, LOG_NAME)
+    if os.path.exists(log):
+        os.remove(log)
+
+
 # ------------------------------------------------------------------------------ a run's models (both loops)
 DEFAULT_PRESET = "small"
 

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,26 +264,10 @@ class Trainer:
     # -------------------------------------------------------------- preparation
     def _prepare_output(self) -> tuple[int, str] | None:
         """The checkpoint to resume from (None for a fresh run); refuses to mix runs in one OUTPUT."""
-        latest = ptc.latest_checkpoint(self.output)
-        if self.s.resume:
-            if latest is None:
-                raise ValueError(f"--resume: {self.output} holds no checkpoint ({ptc.CHECKPOINT_PREFIX}STEP/ with "
-                                 f"{ptc.TRAINER_STATE_NAME}) to continue from")
-            return latest
-        earlier = latest is not None or os.path.exists(os.path.join(self.output, ptc.LOG_NAME))
-        if earlier and not self.s.overwrite:
-            raise ValueError(f"{self.output} holds an earlier run ({ptc.LOG_NAME} or checkpoints): pass --resume to "
-                             "continue it, --overwrite to start over, or another --output")
-        if earlier:
-            def clear() -> None:
-                for _step, path in ptc.list_checkpoints(self.output):
-                    shutil.rmtree(path)
-                log = os.path.join(self.output, ptc.LOG_NAME)
-                if os.path.exists(log):
-                    os.remove(log)
-
-            self.procs.on_main(clear, "clearing the earlier run")
-        return None
+        latest, clear = ptc.resume_point(self.output, self.s.resume, self.s.overwrite)
+        if clear:
+            self.procs.on_main(lambda: ptc.clear_run(self.output), "clearing the earlier run")
+        return latest
 
     def _build(self) -> None:
         s, procs = self.s, self.procs

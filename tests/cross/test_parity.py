@@ -23,7 +23,7 @@ from convbert_common.layouts import get_layout  # noqa: E402
 from convbert_tf import io as tf_io  # noqa: E402
 from convbert_tools.verify import fixed_batch, labels_for  # noqa: E402
 from tests.configs import head_config  # noqa: E402
-from tests.parity import assert_close  # noqa: E402
+from tests.parity import assert_close, randomise_torch  # noqa: E402
 from tests.tolerances import CROSS_FP32_ATOL, CROSS_GRAD_RTOL, ZERO_GRAD_ATOL  # noqa: E402
 
 # A covering grid over the shared tiny config (E 16 != H 32, one group, head_ratio 2, gelu): every
@@ -39,24 +39,13 @@ GRID = {
 }
 
 
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Large random weights everywhere (biases and LayerNorm included) so a wrong mapping shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-
-
 def config_for(grid: str, head: str) -> ConvBertConfig:
     return head_config(head, **GRID[grid])
 
 
 def build_pair(config: ConvBertConfig, head: str, seed: int = 0):
     pt = getattr(convbert_pt, heads.get(head).class_name)(config)
-    _randomise(pt, seed)
+    randomise_torch(pt, seed)
     pt.eval()
     names = {s.name for s in wm.model_specs(config, head)}
     tensors = {k: v.detach().numpy().copy() for k, v in pt.state_dict().items() if k in names}

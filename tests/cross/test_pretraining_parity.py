@@ -26,7 +26,7 @@ from convbert_tf import train as tf_train  # noqa: E402
 from convbert_tf.pretraining import ConvBertForPreTraining as TfPreTraining  # noqa: E402
 from convbert_tf.pretraining import masked_slots  # noqa: E402
 from tests.configs import tiny_config  # noqa: E402
-from tests.parity import assert_close  # noqa: E402
+from tests.parity import assert_close, randomise_torch  # noqa: E402
 from tests.tolerances import (  # noqa: E402
     ADAMW_STEP_FP32_ATOL,
     CROSS_FP32_ATOL,
@@ -43,21 +43,10 @@ SPECIALS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK] of the tiny vocabul
 MASK_ID = 4
 
 
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Large random weights everywhere (biases and LayerNorm included) so a wrong mapping shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-
-
 def build_pair(config, seed: int = 0, **knobs):
     pretraining = ptc.PretrainingConfig(**knobs)
     pt = PtPreTraining(config, pretraining_config=pretraining)
-    _randomise(pt, seed)
+    randomise_torch(pt, seed)
     tfm = TfPreTraining(config, pt.generator_config, pretraining)
     tfm.assign_state({k: v.detach().numpy().copy() for k, v in pt.state_dict().items()}, "test")
     return pt, tfm
