@@ -35,13 +35,10 @@ LOWP_ATOL = {"float16": 1e-3, "bfloat16": 1e-2, "float32": 1e-6}
 
 
 def _tokenizer_candidates() -> list[pathlib.Path]:
-    import convbert_common
+    """The shipped demo checkpoint's tokenizer: HF's save_pretrained files of the BERT-uncased vocabulary."""
+    from convbert_tools.demo import checkpoint_dir
 
-    return [
-        pathlib.Path(convbert_common.__file__).resolve().parent / "data" / "demo",  # ships with the package
-        REPO / "tests" / "fixtures" / "tokenizer" / "hf_tokenizer_uncased",
-        REPO.parent / "shared" / "fixtures" / "tokenizer" / "hf_tokenizer_uncased",
-    ]
+    return [pathlib.Path(checkpoint_dir())]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -35,13 +35,12 @@ from convbert_common.config import ConvBertConfig
 from convbert_common.tokenizer import ConvBertTokenizerFast
 from convbert_pt import ConvBertForSequenceClassification
 from convbert_pt.guards import check_finite_step
+from convbert_tools.demo import checkpoint_dir as demo_checkpoint_dir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "examples" / "data" / "toy_sentiment.tsv"
-TOKENIZER_CANDIDATES = (
-    REPO / "tests" / "fixtures" / "tokenizer" / "hf_tokenizer_uncased",
-    REPO.parent / "shared" / "fixtures" / "tokenizer" / "hf_tokenizer_uncased",
-)
+# The shipped demo checkpoint's tokenizer: HF's save_pretrained files of the BERT-uncased vocabulary.
+TOKENIZER_CANDIDATES = (pathlib.Path(demo_checkpoint_dir()),)
 TRAIN_ROWS = 480
 STATE_FILE = "training_state.pt"
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import pathlib
 import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -34,13 +37,75 @@ HEADS = (
 )
 
 
+def _bin_from_safetensors(folder: pathlib.Path) -> None:
+    """HF's ``pytorch_model.bin``: ``torch.save`` of the same state dict (plain contiguous tensors)."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+
+
+def _vocab_copy(folder: pathlib.Path) -> None:
+    shutil.copy(REPO_FIXTURES / "tokenizer" / "vocab.txt", folder / "vocab.txt")
+
+
+def _gunzip_tokenizer_json(folder: pathlib.Path) -> None:
+    (folder / "tokenizer.json").write_bytes(gzip.decompress((folder / "tokenizer.json.gz").read_bytes()))
+    (folder / "tokenizer.json.gz").unlink()
+
+
+# Reference files committed in a smaller form, to keep tests/fixtures within its size budget: the same
+# tensors as a committed safetensors file, a copy of a committed vocabulary, a gzipped JSON. When
+# neither tests/fixtures nor ../shared/fixtures holds the file itself, fixture_file rebuilds its folder
+# once (the committed files plus these) in a temporary directory.
+_DERIVED = {
+    "hf-convbert-tiny/model/pytorch_model.bin": _bin_from_safetensors,
+    "tokenizer/hf_tokenizer_uncased/vocab.txt": _vocab_copy,
+    "tokenizer/hf_tokenizer_uncased/tokenizer.json": _gunzip_tokenizer_json,
+}
+
+
+def _derived_folder(relative_folder: str) -> pathlib.Path:
+    source = REPO_FIXTURES / relative_folder
+    digest = hashlib.sha256()
+    for path in sorted(source.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    target = pathlib.Path(tempfile.gettempdir()) / f"convbert-fixtures-{digest.hexdigest()[:16]}" / relative_folder
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        for path in source.iterdir():
+            shutil.copy(path, staging / path.name)
+        for relative, build in _DERIVED.items():
+            if relative.rpartition("/")[0] == relative_folder:
+                build(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished the same folder first
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def fixture_file(relative: str) -> pathlib.Path:
-    """A reference fixture: the repository copy if committed, else the shared one, else skip (named)."""
+    """A reference fixture: the repository copy if committed, else the shared one, else the one rebuilt
+    from its committed smaller form (``_DERIVED``), else skip (named)."""
     for root in (REPO_FIXTURES, SHARED_FIXTURES):
         path = root / relative
         if path.exists():
             return path
+    if relative in _DERIVED:
+        return _derived_folder(relative.rpartition("/")[0]) / relative.rpartition("/")[2]
     pytest.skip(f"reference fixture {relative} is neither in tests/fixtures nor in ../shared/fixtures")
+
+
+def hf_tokenizer_dir() -> pathlib.Path:
+    """HF's ``save_pretrained`` folder of the uncased vocabulary (tokenizer.json, vocab.txt, configs)."""
+    return fixture_file("tokenizer/hf_tokenizer_uncased/tokenizer.json").parent
 
 
 # The Keras backend this run uses (KERAS_BACKEND, as Keras reads it); tests marked

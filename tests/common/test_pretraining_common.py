@@ -14,7 +14,7 @@ from convbert_common import pretraining as ptc
 from convbert_common import weight_map as wm
 from convbert_common.config import ConvBertConfig
 from convbert_common.pretraining_data import SAMPLE_CORPUS, PretrainingDataset, build_dataset
-from tests.conftest import REPO_FIXTURES
+from tests.conftest import hf_tokenizer_dir
 
 
 def test_the_rtd_head_is_a_task_record_named_in_every_format():
@@ -118,7 +118,7 @@ def test_gumbel_noise_seeds_differ_by_row_step_and_seed():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rtd-data") / "data"
-    build_dataset(SAMPLE_CORPUS, REPO_FIXTURES / "tokenizer" / "hf_tokenizer_uncased", folder, max_seq_length=24,
+    build_dataset(SAMPLE_CORPUS, hf_tokenizer_dir(), folder, max_seq_length=24,
                   progress=False)
     return PretrainingDataset(folder)
 

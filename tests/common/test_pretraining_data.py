@@ -19,9 +19,10 @@ import pytest
 
 from convbert_common import pretraining_data as pdata
 from convbert_common.tokenizer import ConvBertTokenizerFast
+from tests.conftest import hf_tokenizer_dir
 from tests.tolerances import BINOMIAL_SLACK, BINOMIAL_Z
 
-TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer" / "hf_tokenizer_uncased"
+TOKENIZER_DIR = hf_tokenizer_dir()
 CLS, SEP, PAD, MASK, UNK = 101, 102, 0, 103, 100
 
 

@@ -16,10 +16,11 @@ from tokenizers import Tokenizer
 
 from convbert_common import fileio
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from tests.conftest import hf_tokenizer_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
 VOCAB = FIXTURES / "vocab.txt"
-HF_FOLDER = FIXTURES / "hf_tokenizer_uncased"
+HF_FOLDER = hf_tokenizer_dir()
 SAVED_FILES = ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
 TOKENIZER_CLASSES = [ConvBertTokenizerFast, ConvBertTokenizer]
 

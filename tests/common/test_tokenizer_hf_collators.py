@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from tests.conftest import hf_tokenizer_dir
 
 transformers = pytest.importorskip("transformers", reason="HF collators need the bench extra (transformers 4.x)")
 torch = pytest.importorskip("torch")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
-HF_FOLDER = FIXTURES / "hf_tokenizer_uncased"
+HF_FOLDER = hf_tokenizer_dir()
 PAIRS = [(ConvBertTokenizerFast, "ConvBertTokenizerFast"), (ConvBertTokenizer, "ConvBertTokenizer")]
 
 

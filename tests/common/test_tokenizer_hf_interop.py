@@ -3,7 +3,7 @@
 import pytest
 
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
-from tests.conftest import fixture_file
+from tests.conftest import hf_tokenizer_dir
 
 transformers = pytest.importorskip("transformers", reason="HF interop needs the bench extra (transformers 4.x)")
 
@@ -14,7 +14,7 @@ PAIRS = ["A second sentence that is rather long to force truncation of the pair"
 @pytest.mark.parametrize("ours,theirs", [(ConvBertTokenizerFast, "ConvBertTokenizerFast"),
                                          (ConvBertTokenizer, "ConvBertTokenizer")])
 def test_hf_loads_our_saved_tokenizer_and_encodes_identically(tmp_path, ours, theirs):
-    tok = ours.from_pretrained(fixture_file("tokenizer/hf_tokenizer_uncased/vocab.txt").parent)
+    tok = ours.from_pretrained(hf_tokenizer_dir())
     tok.save_pretrained(tmp_path)
     hf = getattr(transformers, theirs).from_pretrained(tmp_path)
     for kwargs in ({}, {"truncation": True, "max_length": 12}, {"padding": "max_length", "max_length": 40}):

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
+from tests.conftest import hf_tokenizer_dir
 from tests.fixtures.tokenizer.surface_state import added_state, plain, step_args
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizer"
 VOCAB = FIXTURES / "vocab.txt"
-HF_FOLDER = FIXTURES / "hf_tokenizer_uncased"
+HF_FOLDER = hf_tokenizer_dir()
 CLASSES = {"fast": ConvBertTokenizerFast, "slow": ConvBertTokenizer}
 
 

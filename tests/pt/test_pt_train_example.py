@@ -12,7 +12,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import fixture_file
+from tests.conftest import hf_tokenizer_dir
 from tests.parity import assert_close
 from tests.tolerances import SAME_COMPUTATION_FP32_ATOL, SAME_COMPUTATION_FP32_RTOL
 
@@ -22,7 +22,7 @@ FAST = ["--threads", "1", "--no-progress", "--dropout", "0", "--max-length", "32
 
 
 def _tokenizer_dir() -> pathlib.Path:
-    return fixture_file("tokenizer/hf_tokenizer_uncased/vocab.txt").parent
+    return hf_tokenizer_dir()
 
 
 def _example():

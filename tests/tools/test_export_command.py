@@ -28,7 +28,7 @@ from convbert_common.tokenizer import ConvBertTokenizerFast  # noqa: E402
 from convbert_tf.export import TOKENIZER_SIGNATURES  # noqa: E402
 from convbert_tools import export as ex  # noqa: E402
 from convbert_tools.cli import main  # noqa: E402
-from tests.conftest import fixture_file  # noqa: E402
+from tests.conftest import fixture_file, hf_tokenizer_dir  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.tolerances import COMPILED_FP32_ATOL, INT8_LABEL_AGREEMENT, LITERT_FP32_ATOL, ONNX_FP32_ATOL  # noqa: E402
 
@@ -207,7 +207,7 @@ def test_litert_in_the_optimum_layout(checkpoint, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ ONNX and int8
 def _tokenizer_fixture() -> pathlib.Path:
-    return fixture_file("tokenizer/hf_tokenizer_uncased/vocab.txt").parent
+    return hf_tokenizer_dir()
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import pytest
 from convbert_common.config import ConvBertConfig
 from convbert_common.pretraining_data import SAMPLE_CORPUS, build_dataset
 from convbert_common.tokenizer import ConvBertTokenizerFast
-from tests.conftest import REPO_FIXTURES
+from tests.conftest import hf_tokenizer_dir
 
-BERT_TOKENIZER = REPO_FIXTURES / "tokenizer" / "hf_tokenizer_uncased"
+BERT_TOKENIZER = hf_tokenizer_dir()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_SEQ_LENGTH = 32
 
