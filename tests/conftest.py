@@ -24,6 +24,8 @@ REPO_FIXTURES = TESTS / "fixtures"
 # The reference fixtures of the workspace, beside the repository (present in CI and on dev machines).
 SHARED_FIXTURES = TESTS.parent.parent / "shared" / "fixtures"
 
+# The tiny reference checkpoints (one folder per head) written by the reference implementation.
+TINY = "hf-convbert-tiny"
 HEADS = (
     "model",
     "masked_lm",
@@ -41,6 +43,19 @@ def fixture_file(relative: str) -> pathlib.Path:
         if path.exists():
             return path
     pytest.skip(f"reference fixture {relative} is neither in tests/fixtures nor in ../shared/fixtures")
+
+
+def head_dir(head: str, weights_file: str = "model.safetensors") -> pathlib.Path:
+    """The tiny reference checkpoint folder of ``head`` that holds ``weights_file`` (see fixture_file)."""
+    return fixture_file(f"{TINY}/{head}/{weights_file}").parent
+
+
+def config_less_checkpoint(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A Trainer-style ``checkpoint-10`` folder: the sequence-classification weights without a config.json."""
+    folder = tmp_path / "checkpoint-10"
+    folder.mkdir()
+    shutil.copy(head_dir("sequence_classification") / "model.safetensors", folder)
+    return folder
 
 
 # The Keras backend this run uses (KERAS_BACKEND, as Keras reads it); tests marked
