@@ -2,7 +2,8 @@
 
 - ``interleaved`` / ``interleaved_samples``: every round calls each function once, in turn (ours,
   theirs, ours, ...), after warm-up rounds, so that drift in machine load hits every side alike;
-  medians in seconds. ``timer`` times one call (the wall clock, or CUDA events on a GPU).
+  medians in seconds. ``timer`` times one call (the wall clock, or CUDA events on a GPU);
+  ``median_seconds`` times one function alone.
 - ``gemm_rates`` / ``matmul_rates``: the FLOP/s of one matmul by each library that can do it here
   (on a CPU: ``torch.mm`` (MKL), oneDNN on strided and on oneDNN-layout tensors, NumPy's BLAS; on a
   GPU: ``torch.mm``) and the best of them. ``best_gemm_rate``: the same over a model's dense-layer
@@ -43,6 +44,13 @@ def wall_seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def median_seconds(fn: Callable[[], object], runs: int, warmup: int) -> float:
+    """Median wall-clock seconds of ``runs`` calls of ``fn``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(wall_seconds(fn) for _ in range(runs))
+
+
 def cuda_seconds(fn: Callable[[], object]) -> float:
     """Seconds of one call between two CUDA events, after a synchronize (the GPU's own clock)."""
     import torch
@@ -64,10 +72,7 @@ def interleaved_samples(fns: dict[str, Callable[[], object] | None], runs: int, 
     ``None`` entries (a side that is not installed) are left out. With ``alternate`` every other
     round calls them in the reverse order, so that no side always finds the caches warm.
     """
-    live = [(name, fn) for name, fn in fns.items() if fn is not None]
-    for _ in range(warmup):
-        for _name, fn in live:
-            fn()
+    live = _warmed_up(fns, warmup)
     samples: dict[str, list[float]] = {name: [] for name, _ in live}
     for index in range(runs):
         for name, fn in reversed(live) if alternate and index % 2 else live:
@@ -79,7 +84,20 @@ def interleaved(fns: dict[str, Callable[[], object] | None], runs: int, warmup: 
                 timer: Callable[[Callable[[], object]], float] = wall_seconds,
                 alternate: bool = False) -> dict[str, float | None]:
     """Median seconds per function of ``interleaved_samples`` (None for a missing side)."""
-    samples = interleaved_samples(fns, runs, warmup, timer=timer, alternate=alternate)
+    return _medians(fns, interleaved_samples(fns, runs, warmup, timer=timer, alternate=alternate))
+
+
+def _warmed_up(fns: dict[str, Callable[[], object] | None], warmup: int) -> list[tuple[str, Callable[[], object]]]:
+    """The functions that are there (``None`` entries left out), after ``warmup`` untimed rounds of them."""
+    live = [(name, fn) for name, fn in fns.items() if fn is not None]
+    for _ in range(warmup):
+        for _name, fn in live:
+            fn()
+    return live
+
+
+def _medians(fns: dict[str, object], samples: dict[str, list[float]]) -> dict[str, float | None]:
+    """Median of each function's samples; None for one that was not there."""
     return {name: statistics.median(samples[name]) if name in samples else None for name in fns}
 
 
@@ -155,10 +173,7 @@ def _handover_free(fns: dict[str, Callable[[], object] | None], runs: int, warmu
     charge it for the other pool's spinning on the same cores. So every turn makes one untimed call,
     then times ``_CALLS_PER_TURN`` calls back to back.
     """
-    live = [(name, fn) for name, fn in fns.items() if fn is not None]
-    for _ in range(warmup):
-        for _name, fn in live:
-            fn()
+    live = _warmed_up(fns, warmup)
     samples: dict[str, list[float]] = {name: [] for name, _ in live}
     for _ in range(runs):
         for name, fn in live:
@@ -167,7 +182,7 @@ def _handover_free(fns: dict[str, Callable[[], object] | None], runs: int, warmu
             for _ in range(_CALLS_PER_TURN):
                 fn()
             samples[name].append((time.perf_counter() - start) / _CALLS_PER_TURN)
-    return {name: statistics.median(samples[name]) if name in samples else None for name in fns}
+    return _medians(fns, samples)
 
 
 def matmul_rates(n: int = 2048, **kwargs) -> dict[str, float | None]:

@@ -31,8 +31,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import machine_info, machine_line, median_seconds, wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -71,15 +72,8 @@ def worker(path: str, runs: int, warmup: int) -> dict:
 
     import convbert_tf  # noqa: F401 (registers the classes)
 
-    def seconds(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
     def median(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        return statistics.median(seconds(fn) for _ in range(runs))
+        return median_seconds(fn, runs, warmup)
 
     model = keras.saving.load_model(path, compile=False)
     x, y = _inputs(model.config.vocab_size)
@@ -87,13 +81,13 @@ def worker(path: str, runs: int, warmup: int) -> dict:
     out["forward_eager"] = median(lambda: keras.ops.convert_to_numpy(model(x, training=False)["logits"]))
     try:
         model.compile(optimizer="sgd", jit_compile=True)
-        out["forward_compiled_first"] = seconds(lambda: model.predict_on_batch(x))
+        out["forward_compiled_first"] = wall_seconds(lambda: model.predict_on_batch(x))
         out["forward_compiled"] = median(lambda: model.predict_on_batch(x))
     except Exception as exc:  # torch.compile of a Keras model may not be supported: say why
         out["forward_compiled_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     trainer = keras.saving.load_model(path, compile=False)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-5))  # the backend's default compilation
-    out["fit_first_step"] = seconds(lambda: trainer.train_on_batch(x, y))
+    out["fit_first_step"] = wall_seconds(lambda: trainer.train_on_batch(x, y))
     out["fit_step"] = median(lambda: trainer.train_on_batch(x, y))
     return out
 
@@ -107,15 +101,8 @@ def hf_worker(path: str, runs: int, warmup: int) -> dict:
 
     import convbert_tf  # noqa: F401 (registers the classes)
 
-    def seconds(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
     def median(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        return statistics.median(seconds(fn) for _ in range(runs))
+        return median_seconds(fn, runs, warmup)
 
     ours = keras.saving.load_model(path, compile=False)
     x, y = _inputs(ours.config.vocab_size)
@@ -127,11 +114,11 @@ def hf_worker(path: str, runs: int, warmup: int) -> dict:
     out: dict = {"backend": HF}
     out["forward_eager"] = median(lambda: model(x, training=False).logits.numpy())
     graph = tf.function(lambda inputs: model(inputs, training=False).logits)
-    out["forward_compiled_first"] = seconds(lambda: graph(x).numpy())
+    out["forward_compiled_first"] = wall_seconds(lambda: graph(x).numpy())
     out["forward_compiled"] = median(lambda: graph(x).numpy())
     model.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
     y = tf.constant(y)
-    out["fit_first_step"] = seconds(lambda: model.train_on_batch(x, y))
+    out["fit_first_step"] = wall_seconds(lambda: model.train_on_batch(x, y))
     out["fit_step"] = median(lambda: model.train_on_batch(x, y))
     return out
 
@@ -152,14 +139,7 @@ def pieces_worker(runs: int, warmup: int) -> dict:
     from convbert_tf import sdconv
 
     def median_ms(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples) * 1e3
+        return median_seconds(fn, runs, warmup) * 1e3
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((1024, 768), "float32"), rng.standard_normal((768, 3072), "float32")
@@ -205,16 +185,24 @@ def pieces_worker(runs: int, warmup: int) -> dict:
     return out
 
 
-def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
-    code = f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.pieces_worker({runs}, {warmup})))"
+def _run_child(backend: str, call: str, **env: str) -> dict:
+    """``bench_backends.<call>`` in a fresh process on Keras backend ``backend`` (KERAS_BACKEND is read
+    once per process), with ``env`` added: its result, or the last line of its error."""
+    keras_backend = "tensorflow" if backend == HF else backend
+    env = {**os.environ, "KERAS_BACKEND": keras_backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]),
+           **env}
+    code = f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.{call}))"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         return {"backend": backend, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
                 f"exit {proc.returncode}"}
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
+    return _run_child(backend, f"pieces_worker({runs}, {warmup})")
 
 
 def _print_pieces(pieces: list[dict]) -> None:
@@ -234,22 +222,12 @@ def _print_pieces(pieces: list[dict]) -> None:
 
 
 def _run_backend(backend: str, path: str, runs: int, warmup: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow" if backend == HF else backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
-    fn = "worker"
-    if backend == HF:
-        fn = "hf_worker"
-        # HF's TF classes run on tf-keras, and transformers must import neither torch nor jax here: their
-        # LLVM and TensorFlow's XLA register the same LLVM options, and loading both aborts the process.
-        env.update(TF_USE_LEGACY_KERAS="1", USE_TORCH="0", USE_FLAX="0", USE_TF="1")
-    code = (f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.{fn}({path!r}, {runs}, "
-            f"{warmup})))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        return {"backend": backend, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                f"exit {proc.returncode}"}
-    return json.loads(lines[-1][len("RESULT "):])
+    if backend != HF:
+        return _run_child(backend, f"worker({path!r}, {runs}, {warmup})")
+    # HF's TF classes run on tf-keras, and transformers must import neither torch nor jax here: their
+    # LLVM and TensorFlow's XLA register the same LLVM options, and loading both aborts the process.
+    return _run_child(backend, f"hf_worker({path!r}, {runs}, {warmup})", TF_USE_LEGACY_KERAS="1", USE_TORCH="0",
+                      USE_FLAX="0", USE_TF="1")
 
 
 def _over_rounds(samples: list[dict]) -> dict:
@@ -280,9 +258,6 @@ def main(argv=None) -> dict:
                         "TensorFlow and JAX, --rounds times")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_backends.json")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "bench"))
-    from _common import machine_info, machine_line
-
     info = machine_info()
     print(machine_line(info))
     if args.pieces:

@@ -27,6 +27,8 @@ REPO_FIXTURES = TESTS / "fixtures"
 # The reference fixtures of the workspace, beside the repository (present in CI and on dev machines).
 SHARED_FIXTURES = TESTS.parent.parent / "shared" / "fixtures"
 
+# The tiny reference checkpoints (one folder per head) written by the reference implementation.
+TINY = "hf-convbert-tiny"
 HEADS = (
     "model",
     "masked_lm",
@@ -106,6 +108,19 @@ def fixture_file(relative: str) -> pathlib.Path:
 def hf_tokenizer_dir() -> pathlib.Path:
     """HF's ``save_pretrained`` folder of the uncased vocabulary (tokenizer.json, vocab.txt, configs)."""
     return fixture_file("tokenizer/hf_tokenizer_uncased/tokenizer.json").parent
+
+
+def head_dir(head: str, weights_file: str = "model.safetensors") -> pathlib.Path:
+    """The tiny reference checkpoint folder of ``head`` that holds ``weights_file`` (see fixture_file)."""
+    return fixture_file(f"{TINY}/{head}/{weights_file}").parent
+
+
+def config_less_checkpoint(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A Trainer-style ``checkpoint-10`` folder: the sequence-classification weights without a config.json."""
+    folder = tmp_path / "checkpoint-10"
+    folder.mkdir()
+    shutil.copy(head_dir("sequence_classification") / "model.safetensors", folder)
+    return folder
 
 
 # The Keras backend this run uses (KERAS_BACKEND, as Keras reads it); tests marked

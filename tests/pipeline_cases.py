@@ -12,8 +12,7 @@ import json
 import pathlib
 import shutil
 
-import numpy as np
-
+from convbert_common.batch_encoding import to_python
 from tests.conftest import fixture_file
 
 TINY = "hf-convbert-tiny"
@@ -112,14 +111,5 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
     return kwargs, batch
 
 
-def to_json(value):
-    """Pipeline output as plain JSON values (NumPy scalars and arrays to Python numbers and lists)."""
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+# Pipeline output as plain JSON values (NumPy scalars and arrays to Python numbers and lists).
+to_json = to_python

@@ -44,17 +44,28 @@ class CharSpan(NamedTuple):
 
 
 # ------------------------------------------------------------------------------ argument checks
+def _plain_choice(value: Any, names: tuple[str, ...]) -> str | None:
+    """The one of ``names`` that ``value`` equals, as a plain str; None if none.
+
+    HF's strategy enums and its TensorType are str enums whose values compare equal to the plain
+    strings, so they are accepted and come back as ours.
+    """
+    if isinstance(value, str):
+        for name in names:
+            if value == name:
+                return name
+    return None
+
+
 def strategy_name(value: Any, names: tuple[str, ...], *, when_true: str, when_false: str, argument: str) -> str:
     """One of ``names`` for HF's bool / str / str-enum strategy argument; ValueError naming the choices."""
     if value is True:
         return when_true
     if value is False:
         return when_false
-    if isinstance(value, str):
-        # HF's strategy enums are str enums whose values compare equal to the plain strings.
-        for name in names:
-            if value == name:
-                return name
+    name = _plain_choice(value, names)
+    if name is not None:
+        return name
     others = [repr(n) for n in names if n not in (when_true, when_false)]
     raise ValueError(f"{argument}={value!r} is not a {argument} strategy: use True/{when_true!r}, "
                      f"{', '.join(others)} or False/{when_false!r}")
@@ -67,11 +78,10 @@ def padding_strategy(padding: Any) -> str:
 
 
 def check_padding_side(padding_side: Any, name: str = "padding_side") -> str:
-    if isinstance(padding_side, str):
-        for side in PADDING_SIDES:
-            if padding_side == side:
-                return side
-    raise ValueError(f"{name}={padding_side!r} is not a side: use 'right' or 'left'")
+    side = _plain_choice(padding_side, PADDING_SIDES)
+    if side is None:
+        raise ValueError(f"{name}={padding_side!r} is not a side: use 'right' or 'left'")
+    return side
 
 
 def positive_int_or_none(name: str, value: Any) -> int | None:
@@ -85,12 +95,10 @@ def positive_int_or_none(name: str, value: Any) -> int | None:
 def check_tensor_type(return_tensors: Any) -> str | None:
     if return_tensors is None:
         return None
-    if isinstance(return_tensors, str):
-        # HF's TensorType is a str enum too.
-        for name in TENSOR_TYPES:
-            if return_tensors == name:
-                return name
-    raise ValueError(f"return_tensors={return_tensors!r} is not supported: use None, 'np', 'pt' or 'tf'")
+    name = _plain_choice(return_tensors, TENSOR_TYPES)
+    if name is None:
+        raise ValueError(f"return_tensors={return_tensors!r} is not supported: use None, 'np', 'pt' or 'tf'")
+    return name
 
 
 # ---------------------------------------------------------------------------- tensor conversion
@@ -204,9 +212,12 @@ def _framework_of(value: Any) -> str | None:
     return None
 
 
-def _to_python(value: Any) -> Any:
+def to_python(value: Any) -> Any:
+    """``value`` in plain Python: dicts, lists and numbers for nested NumPy / PyTorch / TF values."""
+    if isinstance(value, dict):
+        return {k: to_python(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_python(v) for v in value]
+        return [to_python(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -465,7 +476,7 @@ def pad_encoded(
     if framework is not None or any(_framework_of(v) is not None for v in columns.values()):
         if tensor_type is None:
             tensor_type = framework
-        columns = {key: _to_python(value) for key, value in columns.items()}
+        columns = {key: to_python(value) for key, value in columns.items()}
         required = columns[main_input]
 
     if strategy == "max_length" and max_length is None:

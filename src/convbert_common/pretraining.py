@@ -639,6 +639,76 @@ def clear_run(output: str) -> None:
         os.remove(log)
 
 
+# The warm-up, as a fraction of the steps, when neither --warmup-steps nor a resumed run gives it.
+DEFAULT_WARMUP_FRACTION = 0.1
+
+
+def warmup_steps(settings: TrainingSettings, total_steps: int, resume_dir: str | None) -> int:
+    """``--warmup-steps``; else the warm-up the resumed run started with (a resumed run that goes on
+    for longer keeps it); else ``DEFAULT_WARMUP_FRACTION`` of ``total_steps``."""
+    if settings.warmup_steps is not None:
+        return settings.warmup_steps
+    default = DEFAULT_WARMUP_FRACTION * total_steps
+    if resume_dir:
+        return int(read_trainer_state(resume_dir)["run"].get("schedule", {}).get("warmup_steps", default))
+    return int(default)
+
+
+def run_record(settings: TrainingSettings, *, model_config: ConvBertConfig, generator_config: ConvBertConfig,
+               knobs: PretrainingConfig, manifest: dict[str, Any], max_seq_length: int, examples: int,
+               total_steps: int, warmup_steps: int, global_batch: int, world_size: int) -> dict[str, Any]:
+    """What a checkpoint records of its run: the same keys from both loops, so that a run resumes from
+    either framework's checkpoint (``resume_state`` compares the records)."""
+    s = settings
+    return {
+        "model": bare_config(model_config),
+        "generator": bare_config(generator_config),
+        "pretraining": knobs.to_dict(),
+        "data": {"fingerprint": data_fingerprint(manifest), "max_seq_length": max_seq_length, "examples": examples},
+        "global_batch": global_batch,
+        "optimizer": {"learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "clip": s.clip,
+                      "betas": [s.adam_beta1, s.adam_beta2], "epsilon": s.adam_epsilon},
+        "schedule": {"total_steps": total_steps, "warmup_steps": warmup_steps},
+        "seed": s.seed,
+        "bf16": s.bf16,
+        "world_size": world_size,
+    }
+
+
+def recorded_knobs(settings: TrainingSettings, config: ConvBertConfig, gen_config: ConvBertConfig) -> PretrainingConfig:
+    """The run's pretraining knobs, with the generator size the generator really has (from a file or
+    --init-from) unless --generator-size was given (it is then checked to fit)."""
+    if settings.generator_size_given:
+        return settings.knobs
+    return dataclasses.replace(settings.knobs, generator_size=gen_config.hidden_size / config.hidden_size)
+
+
+def write_failure(step: int, target: str, previous: tuple[int, str] | None, exc: Exception) -> str:
+    """What a loop says when writing checkpoint ``target`` failed: the error, and what is still intact."""
+    kept = (f"the previous checkpoint {previous[1]} is intact (continue with --resume)" if previous
+            else "no earlier checkpoint exists")
+    return f"step {step}: writing {target} failed ({type(exc).__name__}: {exc}); {kept}"
+
+
+def resume_state(folder: str, step: int, run: dict[str, Any], total_steps: int) -> dict[str, Any]:
+    """The trainer state of checkpoint ``folder`` (at ``step``) for a run whose record is ``run``.
+
+    Refuses a checkpoint written by a run with other settings or data, and one at or past the run's
+    end; logs the changes a resume allows (a longer schedule).
+    """
+    state = read_trainer_state(folder)
+    refused, allowed = resume_mismatches(state["run"], run)
+    if refused:
+        raise ValueError(f"--resume: {folder} was written by a run with other settings or data: "
+                         + "; ".join(refused[:6]) + (" ..." if len(refused) > 6 else ""))
+    for line in allowed:
+        logger.warning("--resume: %s", line)
+    if step >= total_steps:
+        raise ValueError(f"--resume: {folder} is at step {step}, the run's end ({total_steps} steps); pass a "
+                         "larger --steps to go on")
+    return state
+
+
 # ------------------------------------------------------------------------------ a run's models (both loops)
 DEFAULT_PRESET = "small"
 

@@ -76,7 +76,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -275,6 +275,35 @@ def _describe(paths: Sequence[str]) -> str:
     return shown if len(paths) <= 5 else f"{shown} and {len(paths) - 5} more"
 
 
+@dataclass(frozen=True)
+class CorpusSettings:
+    """How the corpus is read and packed: the manifest's ``settings`` (see ``build_dataset``).
+
+    Checked on construction; a build whose settings differ from the manifest's rebuilds the data.
+    """
+
+    one_doc_per_line: bool = False
+    text_field: str = "text"
+    skip_bad_lines: bool = False
+    short_seq_prob: float = SHORT_SEQ_PROB
+    single_segment_prob: float = SINGLE_SEGMENT_PROB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text_field, str) or not self.text_field:
+            raise ValueError(f"text_field must be a non-empty string, got {self.text_field!r}")
+        checked = {
+            "one_doc_per_line": bool(self.one_doc_per_line),
+            "skip_bad_lines": bool(self.skip_bad_lines),
+            "short_seq_prob": _check_prob("short_seq_prob", self.short_seq_prob),
+            "single_segment_prob": _check_prob("single_segment_prob", self.single_segment_prob),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class CorpusStats:
     """Counts of one build, written to the manifest's ``counts``."""
@@ -415,23 +444,23 @@ def _jsonl_documents(
 def iter_documents(
     files: Sequence[str],
     *,
-    one_doc_per_line: bool = False,
-    text_field: str = "text",
-    skip_bad_lines: bool = False,
+    settings: CorpusSettings | None = None,
     stats: CorpusStats | None = None,
     progress: bool = False,
 ) -> Iterator[list[str]]:
     """Each document of the corpus files, in order, as its list of sentences (strings)."""
+    settings = CorpusSettings() if settings is None else settings
     stats = CorpusStats() if stats is None else stats
+    skip = settings.skip_bad_lines
     bar = _Progress(files, progress)
     try:
         for path in files:
             stats.files += 1
-            lines = _file_lines(path, stats, skip_bad_lines, bar)
+            lines = _file_lines(path, stats, skip, bar)
             if path.endswith(JSONL_SUFFIXES):
-                documents = _jsonl_documents(path, text_field, lines, stats, skip_bad_lines)
+                documents = _jsonl_documents(path, settings.text_field, lines, stats, skip)
             else:
-                documents = _text_documents(one_doc_per_line, lines)
+                documents = _text_documents(settings.one_doc_per_line, lines)
             for document in documents:
                 stats.documents += 1
                 yield document
@@ -586,27 +615,16 @@ def iter_examples(
     *,
     max_seq_length: int,
     seed: int,
-    one_doc_per_line: bool = False,
-    text_field: str = "text",
-    skip_bad_lines: bool = False,
-    short_seq_prob: float = SHORT_SEQ_PROB,
-    single_segment_prob: float = SINGLE_SEGMENT_PROB,
+    settings: CorpusSettings | None = None,
     stats: CorpusStats | None = None,
     progress: bool = False,
 ) -> Iterator[PackedExample]:
     """Every packed example of the corpus files, in corpus order (what ``build_dataset`` writes)."""
+    settings = CorpusSettings() if settings is None else settings
     stats = CorpusStats() if stats is None else stats
-    packer = ExamplePacker(
-        max_seq_length, packing_rng(seed), short_seq_prob=short_seq_prob, single_segment_prob=single_segment_prob
-    )
-    documents = iter_documents(
-        files,
-        one_doc_per_line=one_doc_per_line,
-        text_field=text_field,
-        skip_bad_lines=skip_bad_lines,
-        stats=stats,
-        progress=progress,
-    )
+    packer = ExamplePacker(max_seq_length, packing_rng(seed), short_seq_prob=settings.short_seq_prob,
+                           single_segment_prob=settings.single_segment_prob)
+    documents = iter_documents(files, settings=settings, stats=stats, progress=progress)
     for sentences in tokenize_documents(documents, tokenizer):
         stats.sentences += len(sentences)
         stats.corpus_tokens += sum(len(s) for s in sentences)
@@ -669,14 +687,14 @@ def _source_records(files: Sequence[str], with_hash: bool) -> list[dict[str, Any
 
 
 def _request(
-    files: Sequence[str], fingerprint: dict[str, Any], max_seq_length: int, seed: int, settings: dict[str, Any]
+    files: Sequence[str], fingerprint: dict[str, Any], max_seq_length: int, seed: int, settings: CorpusSettings
 ) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "max_seq_length": max_seq_length,
         "seed": seed,
-        "settings": settings,
+        "settings": settings.as_dict(),
         "tokenizer": fingerprint,
         "sources": _source_records(files, with_hash=False),
     }
@@ -784,15 +802,8 @@ def build_dataset(
     max_seq_length = check_max_seq_length(max_seq_length, max_position_embeddings)
     seed = _check_int("seed", seed, 0)
     max_shard_tokens = _check_int("max_shard_tokens", max_shard_tokens, 1)
-    if not isinstance(text_field, str) or not text_field:
-        raise ValueError(f"text_field must be a non-empty string, got {text_field!r}")
-    settings = {
-        "one_doc_per_line": bool(one_doc_per_line),
-        "text_field": text_field,
-        "skip_bad_lines": bool(skip_bad_lines),
-        "short_seq_prob": _check_prob("short_seq_prob", short_seq_prob),
-        "single_segment_prob": _check_prob("single_segment_prob", single_segment_prob),
-    }
+    settings = CorpusSettings(one_doc_per_line=one_doc_per_line, text_field=text_field, skip_bad_lines=skip_bad_lines,
+                              short_seq_prob=short_seq_prob, single_segment_prob=single_segment_prob)
     tokenizer = _load_tokenizer(tokenizer_dir)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"tokenizer {tokenizer.vocab_file} has no mask_token: pretraining needs one ([MASK])")
@@ -825,19 +836,8 @@ def build_dataset(
     special = fingerprint["special_ids"]
     with atomic_directory(output_dir, overwrite=True) as tmp:
         writer = _ShardWriter(tmp, special["cls"], special["sep"], max_shard_tokens)
-        examples = iter_examples(
-            files,
-            tokenizer,
-            max_seq_length=max_seq_length,
-            seed=seed,
-            one_doc_per_line=one_doc_per_line,
-            text_field=text_field,
-            skip_bad_lines=skip_bad_lines,
-            short_seq_prob=short_seq_prob,
-            single_segment_prob=single_segment_prob,
-            stats=stats,
-            progress=progress,
-        )
+        examples = iter_examples(files, tokenizer, max_seq_length=max_seq_length, seed=seed, settings=settings,
+                                 stats=stats, progress=progress)
         for example in examples:
             stats.total_ids += writer.add(example)
         writer.flush()

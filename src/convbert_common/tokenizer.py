@@ -709,17 +709,8 @@ class _WordPieceTokenizer:
                 "(an HF tokenizer.json with a WordPiece model)"
             )
         self._vocab = {token: index for index, token in enumerate(self._vocab_lines)}
-        roles = _special_tokens_from(
-            dict(
-                bos_token=bos_token,
-                eos_token=eos_token,
-                unk_token=unk_token,
-                sep_token=sep_token,
-                pad_token=pad_token,
-                cls_token=cls_token,
-                mask_token=mask_token,
-            )
-        )
+        tokens = (bos_token, eos_token, unk_token, sep_token, pad_token, cls_token, mask_token)  # SPECIAL_ROLES' order
+        roles = _special_tokens_from(dict(zip(SPECIAL_ROLES, tokens, strict=True)))
         self._options = _Options.checked(
             do_lower_case, do_basic_tokenize, never_split, tokenize_chinese_chars, strip_accents
         )

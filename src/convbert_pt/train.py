@@ -22,7 +22,6 @@ dropout masks).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -45,7 +44,6 @@ from convbert_pt import pretraining as ptm
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SEQ_LENGTH = 128
-DEFAULT_WARMUP_FRACTION = 0.1
 
 
 class TrainingError(RuntimeError):
@@ -294,9 +292,7 @@ class Trainer:
             model = ptm.ConvBertForPreTraining(config, gen_config, s.knobs)
         self.model = model
         self.config, self.gen_config = model.config, model.generator_config
-        # The recorded generator size is the generator's own, wherever it came from (a file, --init-from).
-        self.knobs = s.knobs if s.generator_size_given else dataclasses.replace(
-            s.knobs, generator_size=self.gen_config.hidden_size / self.config.hidden_size)
+        self.knobs = ptc.recorded_knobs(s, self.config, self.gen_config)
         model.pretraining_config = self.knobs
         self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
 
@@ -310,15 +306,12 @@ class Trainer:
         if self.total < 1:
             raise ValueError(f"one epoch of {len(self.dataset)} examples is {per_epoch} micro-batches, fewer than "
                              f"--grad-accum {accum}: pass --steps, or lower --grad-accum / --batch-size")
-        if s.warmup_steps is not None:
-            self.warmup = s.warmup_steps
-        elif self.resume_from:
-            # A resumed run that goes on for longer keeps the warm-up it started with.
-            saved = ptc.read_trainer_state(resume_dir)["run"].get("schedule", {})
-            self.warmup = int(saved.get("warmup_steps", DEFAULT_WARMUP_FRACTION * self.total))
-        else:
-            self.warmup = int(DEFAULT_WARMUP_FRACTION * self.total)
-        self.run_record = self._run_record()
+        self.warmup = ptc.warmup_steps(s, self.total, resume_dir)
+        self.run_record = ptc.run_record(
+            s, model_config=self.config_from_flags, generator_config=self.gen_from_flags, knobs=self.knobs,
+            manifest=self.dataset.manifest, max_seq_length=self.dataset.max_seq_length, examples=len(self.dataset),
+            total_steps=self.total, warmup_steps=self.warmup, global_batch=s.batch_size * s.grad_accum * procs.world,
+            world_size=procs.world)
 
         model.to(procs.device)
         model.train()
@@ -338,37 +331,11 @@ class Trainer:
         self.optimizer = _adamw(model, s)
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def _run_record(self) -> dict[str, Any]:
-        s = self.s
-        return {
-            "model": ptc.bare_config(self.config_from_flags),
-            "generator": ptc.bare_config(self.gen_from_flags),
-            "pretraining": self.knobs.to_dict(),
-            "data": {"fingerprint": ptc.data_fingerprint(self.dataset.manifest),
-                     "max_seq_length": self.dataset.max_seq_length, "examples": len(self.dataset)},
-            "global_batch": s.batch_size * s.grad_accum * self.procs.world,
-            "optimizer": {"learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "clip": s.clip,
-                          "betas": [s.adam_beta1, s.adam_beta2], "epsilon": s.adam_epsilon},
-            "schedule": {"total_steps": self.total, "warmup_steps": self.warmup},
-            "seed": s.seed,
-            "bf16": s.bf16,
-            "world_size": self.procs.world,
-        }
-
     def _restore(self) -> tuple[int, dict[str, float]]:
         if not self.resume_from:
             return 0, dict.fromkeys(ptc.SUM_KEYS, 0.0)
         step, folder = self.resume_from
-        state = ptc.read_trainer_state(folder)
-        refused, allowed = ptc.resume_mismatches(state["run"], self.run_record)
-        if refused:
-            raise ValueError(f"--resume: {folder} was written by a run with other settings or data: "
-                             + "; ".join(refused[:6]) + (" ..." if len(refused) > 6 else ""))
-        for line in allowed:
-            logger.warning("--resume: %s", line)
-        if step >= self.total:
-            raise ValueError(f"--resume: {folder} is at step {step}, the run's end ({self.total} steps); pass a "
-                             "larger --steps to go on")
+        state = ptc.resume_state(folder, step, self.run_record, self.total)
         _load_optimizer_state(self.net, self.optimizer, os.path.join(folder, ptc.OPTIMIZER_NAME))
         rng = os.path.join(folder, _rng_file(self.procs.rank))
         if state.get("world_size") == self.procs.world and os.path.exists(rng):
@@ -407,9 +374,7 @@ class Trainer:
         try:
             self.procs.on_main(write, f"writing {target}")
         except Exception as exc:
-            kept = (f"the previous checkpoint {previous[1]} is intact (continue with --resume)" if previous
-                    else "no earlier checkpoint exists")
-            raise TrainingError(f"step {step}: writing {target} failed ({type(exc).__name__}: {exc}); {kept}") from exc
+            raise TrainingError(ptc.write_failure(step, target, previous, exc)) from exc
         return target
 
     def _save_final(self) -> None:

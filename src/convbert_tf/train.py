@@ -21,7 +21,6 @@ normalised by the whole batch's counts, so the step is one device's.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -484,8 +483,7 @@ class Trainer:
                 model = ConvBertForPreTraining(config, gen_config, s.knobs, seed=s.seed, **policy)
         self.model = model
         self.config, self.gen_config = model.config, model.generator_config
-        self.knobs = s.knobs if s.generator_size_given else dataclasses.replace(
-            s.knobs, generator_size=self.gen_config.hidden_size / self.config.hidden_size)
+        self.knobs = ptc.recorded_knobs(s, self.config, self.gen_config)
         model.pretraining_config = self.knobs
         self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
 
@@ -494,37 +492,17 @@ class Trainer:
             raise ValueError(f"{self.dataset.data_dir} has {len(self.dataset)} examples, fewer than one batch of "
                              f"--batch-size {s.batch_size}")
         self.total = s.steps if s.steps is not None else (s.epochs or 1) * self.per_epoch
-        if s.warmup_steps is not None:
-            self.warmup = s.warmup_steps
-        elif self.resume_from:
-            saved = ptc.read_trainer_state(resume_dir)["run"].get("schedule", {})
-            self.warmup = int(saved.get("warmup_steps", 0.1 * self.total))
-        else:
-            self.warmup = int(0.1 * self.total)
-        self.run_record = self._run_record()
+        self.warmup = ptc.warmup_steps(s, self.total, resume_dir)
+        # No gradient accumulation and one process here: a Keras run's global batch is --batch-size.
+        self.run_record = ptc.run_record(
+            s, model_config=self.config_from_flags, generator_config=self.gen_from_flags, knobs=self.knobs,
+            manifest=self.dataset.manifest, max_seq_length=self.dataset.max_seq_length, examples=len(self.dataset),
+            total_steps=self.total, warmup_steps=self.warmup, global_batch=s.batch_size, world_size=1)
         self.schedule = WarmupLinearDecay(s.learning_rate, self.warmup, self.total)
         with scope:
             optimizer = adamw(model, learning_rate=self.schedule, weight_decay=s.weight_decay, clip=s.clip,
                               beta_1=s.adam_beta1, beta_2=s.adam_beta2, epsilon=s.adam_epsilon)
             model.compile(optimizer=optimizer, jit_compile=bool(s.compile))
-
-    def _run_record(self) -> dict[str, Any]:
-        s = self.s
-        # The PyTorch loop's record, key for key: a run resumes from either framework's checkpoint.
-        return {
-            "model": ptc.bare_config(self.config_from_flags),
-            "generator": ptc.bare_config(self.gen_from_flags),
-            "pretraining": self.knobs.to_dict(),
-            "data": {"fingerprint": ptc.data_fingerprint(self.dataset.manifest),
-                     "max_seq_length": self.dataset.max_seq_length, "examples": len(self.dataset)},
-            "global_batch": s.batch_size,
-            "optimizer": {"learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "clip": s.clip,
-                          "betas": [s.adam_beta1, s.adam_beta2], "epsilon": s.adam_epsilon},
-            "schedule": {"total_steps": self.total, "warmup_steps": self.warmup},
-            "seed": s.seed,
-            "bf16": s.bf16,
-            "world_size": 1,
-        }
 
     def _restore(self) -> int:
         if not self.resume_from:
@@ -532,16 +510,7 @@ class Trainer:
         from safetensors.numpy import load_file
 
         step, folder = self.resume_from
-        state = ptc.read_trainer_state(folder)
-        refused, allowed = ptc.resume_mismatches(state["run"], self.run_record)
-        if refused:
-            raise ValueError(f"--resume: {folder} was written by a run with other settings or data: "
-                             + "; ".join(refused[:6]) + (" ..." if len(refused) > 6 else ""))
-        for line in allowed:
-            logger.warning("--resume: %s", line)
-        if step >= self.total:
-            raise ValueError(f"--resume: {folder} is at step {step}, the run's end ({self.total} steps); pass a "
-                             "larger --steps to go on")
+        ptc.resume_state(folder, step, self.run_record, self.total)
         path = os.path.join(folder, ptc.OPTIMIZER_NAME)
         load_optimizer_state(self.model, self.model.optimizer, load_file(path), path)
         rng = os.path.join(folder, RNG_NAME)
@@ -580,9 +549,7 @@ class Trainer:
                 })
             ptc.prune_checkpoints(self.output, self.s.keep_checkpoints)
         except Exception as exc:
-            kept = (f"the previous checkpoint {previous[1]} is intact (continue with --resume)" if previous
-                    else "no earlier checkpoint exists")
-            raise TrainingError(f"step {step}: writing {target} failed ({type(exc).__name__}: {exc}); {kept}") from exc
+            raise TrainingError(ptc.write_failure(step, target, previous, exc)) from exc
         return target
 
     def run(self) -> TrainResult:

@@ -181,6 +181,24 @@ def test_resume_mismatches_name_the_setting_and_let_the_length_change():
     assert allowed == ["schedule.total_steps: 10 in the checkpoint, 20 now", "world_size: 1 in the checkpoint, 2 now"]
 
 
+def test_the_warm_up_is_the_flag_else_the_resumed_runs_else_a_tenth(tmp_path):
+    ptc.write_trainer_state(tmp_path, {"step": 40, "run": {"schedule": {"total_steps": 40, "warmup_steps": 7}}})
+    settings = ptc.TrainingSettings(output=str(tmp_path))
+    assert ptc.warmup_steps(settings, 80, None) == 8
+    assert ptc.warmup_steps(settings, 80, str(tmp_path)) == 7  # a longer resumed run keeps its warm-up
+    assert ptc.warmup_steps(ptc.TrainingSettings(output=str(tmp_path), warmup_steps=3), 80, str(tmp_path)) == 3
+
+
+def test_a_resume_is_refused_past_the_end_or_with_other_settings(tmp_path):
+    run = {"model": {"hidden_size": 32}, "schedule": {"total_steps": 10}}
+    ptc.write_trainer_state(tmp_path, {"step": 4, "run": run})
+    assert ptc.resume_state(str(tmp_path), 4, {**run, "schedule": {"total_steps": 20}}, 20)["run"] == run
+    with pytest.raises(ValueError, match="is at step 10, the run's end"):
+        ptc.resume_state(str(tmp_path), 10, run, 10)
+    with pytest.raises(ValueError, match="other settings or data: model.hidden_size: 32 in the checkpoint, 64 now"):
+        ptc.resume_state(str(tmp_path), 4, {**run, "model": {"hidden_size": 64}}, 10)
+
+
 def test_the_log_of_a_resumed_run_drops_what_came_after_its_checkpoint(tmp_path):
     log = ptc.LogWriter(tmp_path, tensorboard=False)
     for step in (2, 4, 6):

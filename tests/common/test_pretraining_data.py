@@ -134,7 +134,8 @@ def test_one_doc_per_line_keeps_each_line_its_own_document(tmp_path, tokenizer, 
     docs = make_documents(words, 5, n_docs=20)
     corpus = tmp_path / "lines.txt"
     corpus.write_text("\n".join(" ".join(doc) for doc in docs) + "\n\n", encoding="utf-8")
-    examples = list(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=48, seed=0, one_doc_per_line=True))
+    examples = list(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=48, seed=0,
+                                        settings=pdata.CorpusSettings(one_doc_per_line=True)))
     # One line per document, split at ". " into the original sentences.
     tokenized = token_stream(tokenizer, docs)
     assert walk_examples(examples, tokenized, 48) == sum(len(s) for doc in tokenized for s in doc)
@@ -185,11 +186,12 @@ def test_special_token_strings_in_the_text_are_plain_text(tmp_path, tokenizer):
 def test_single_segment_probability_and_b_segments(tmp_path, tokenizer, words):
     docs = make_documents(words, 8, n_docs=200, max_words=6, long_every=10**9)
     corpus = write_text(tmp_path / "short.txt", docs)
-    always = list(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=64, seed=0, single_segment_prob=1.0))
+    always = list(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=64, seed=0,
+                                     settings=pdata.CorpusSettings(single_segment_prob=1.0)))
     assert all(not e.second for e in always)
     never = list(
-        pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=64, seed=0, single_segment_prob=0.0,
-                            short_seq_prob=0.0)
+        pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=64, seed=0,
+                            settings=pdata.CorpusSettings(single_segment_prob=0.0, short_seq_prob=0.0))
     )
     # Short sentences never fill A, so an example that reached the target always has a B.
     full = [e for e in never if len(e.first) + len(e.second) + e.first_dropped + e.second_dropped >= 64]
@@ -217,10 +219,10 @@ def test_only_random_targets_make_examples_short_inside_a_document(tmp_path, tok
         return out
 
     full = not_last_of_document(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=48, seed=0,
-                                                    short_seq_prob=0.0))
+                                                    settings=pdata.CorpusSettings(short_seq_prob=0.0)))
     assert full and all(len(e.input_ids(CLS, SEP)) == 48 for e in full)
     short = not_last_of_document(pdata.iter_examples([str(corpus)], tokenizer, max_seq_length=48, seed=0,
-                                                     short_seq_prob=1.0))
+                                                     settings=pdata.CorpusSettings(short_seq_prob=1.0)))
     assert any(len(e.input_ids(CLS, SEP)) < 48 for e in short)
 
 
@@ -462,7 +464,7 @@ def test_txt_gz_and_jsonl_read_the_same_documents(tmp_path, tokenizer, words):
 
     def examples(path, **kwargs):
         return [(e.first, e.second) for e in pdata.iter_examples([str(path)], tokenizer, max_seq_length=64, seed=0,
-                                                                 **kwargs)]
+                                                                 settings=pdata.CorpusSettings(**kwargs))]
 
     assert examples(gz) == examples(txt)
     assert examples(jsonl, text_field="body") == examples(txt)

@@ -10,8 +10,6 @@ steps differ, as the PyTorch loop warns.)
 
 from __future__ import annotations
 
-import json
-import pathlib
 import shutil
 
 import numpy as np
@@ -30,20 +28,17 @@ from convbert_pt.pretraining import ConvBertForPreTraining as PtPreTraining  # n
 from convbert_tf import train as tf_train  # noqa: E402
 from convbert_tf.pretraining import ConvBertForPreTraining as TfPreTraining  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
-from tests.pt.pretraining.conftest import assets  # noqa: E402,F401 (the fixture)
+from tests.pt.pretraining.conftest import (  # noqa: E402
+    assets,  # noqa: F401 (the fixture)
+    read_log,
+    training_settings,
+)
 from tests.tolerances import CROSS_FP32_ATOL, CROSS_LOSS_FP32_RTOL, EXACT  # noqa: E402
 
 
 def settings(assets, output, **overrides) -> ptc.TrainingSettings:  # noqa: F811
-    fields = dict(output=str(output), data=str(assets.data), tokenizer=str(assets.tokenizer),
-                  config=str(assets.config), batch_size=8, steps=2, learning_rate=5e-3, warmup_steps=1,
-                  log_every=1, save_every=1000, progress=False, device="cpu")
-    fields.update(overrides)
-    return ptc.TrainingSettings(**fields)
-
-
-def read_log(output) -> list[dict]:
-    return [json.loads(line) for line in (pathlib.Path(output) / ptc.LOG_NAME).read_text().splitlines()]
+    """Runs of two steps (one of warm-up), each step logged."""
+    return training_settings(assets, output, **{"steps": 2, "warmup_steps": 1, "log_every": 1, **overrides})
 
 
 def _close(name, actual, expected):

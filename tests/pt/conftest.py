@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from convbert_common.config import ConvBertConfig
-from tests.conftest import fixture_file
+from tests.conftest import TINY, fixture_file, head_dir  # noqa: F401 (head_dir: imported from here too)
 
 # Tiny tensors: one intra-op thread avoids OpenMP hand-off costs that dominate on a shared 2-core box.
 torch.set_num_threads(1)
 
-TINY = "hf-convbert-tiny"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5")
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -25,11 +24,6 @@ def random_inputs(config: ConvBertConfig, batch: int = 3, length: int = 11, seed
     types = torch.zeros(batch, length, dtype=torch.long)
     types[:, length // 2:] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
-def head_dir(head: str, weights_file: str = "model.safetensors"):
-    """The fixture folder of ``head`` that holds ``weights_file`` (repo copy, else the shared one)."""
-    return fixture_file(f"{TINY}/{head}/{weights_file}").parent
 
 
 def expected_outputs(head: str, which: str = "expected_pt.npz") -> dict[str, np.ndarray]:

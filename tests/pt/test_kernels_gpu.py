@@ -31,15 +31,16 @@ from tests.tolerances import LOWP_FACTOR
 pytestmark = pytest.mark.gpu
 
 BASE = (8, 512, 6, 64, 9)  # ConvBERT-base: hidden 768, 12 heads / head_ratio 2 -> 6 heads of 64
-SHAPES_GPU = (
-    BASE,
-    (2, 300, 3, 5, 31),
-    (4, 1, 3, 64, 3),
-    (3, 7, 2, 8, 15),
-    (2, 257, 1, 1, 1),
-    (2, 130, 3, 128, 9),
-    (1, 77, 2, 100, 5),
-)
+# (B, L, N, D, K) by what each one tries (BLOCK_T = 64 positions per program).
+SHAPES_GPU = {
+    "base": BASE,
+    "L300-five-blocks-D5-K31": (2, 300, 3, 5, 31),
+    "L1": (4, 1, 3, 64, 3),
+    "L7-below-K15": (3, 7, 2, 8, 15),
+    "L257-one-past-four-blocks-D1-K1": (2, 257, 1, 1, 1),
+    "D128": (2, 130, 3, 128, 9),
+    "D100-not-a-power-of-two": (1, 77, 2, 100, 5),
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +53,7 @@ def _compiled_kernels():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
-@pytest.mark.parametrize("shape", SHAPES_GPU, ids=lambda s: "B{}L{}N{}D{}K{}".format(*s))
+@pytest.mark.parametrize("shape", SHAPES_GPU.values(), ids=list(SHAPES_GPU))
 def test_forward_and_gradients_match_the_reference_on_cuda(shape, dtype):
     check_against_reference(shape, dtype, "cuda")
 

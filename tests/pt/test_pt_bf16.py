@@ -9,27 +9,15 @@ import pytest
 import torch
 
 from convbert_common import cpu
-from convbert_pt import (
-    ConvBertForMaskedLM,
-    ConvBertForMultipleChoice,
-    ConvBertForQuestionAnswering,
-    ConvBertForSequenceClassification,
-    ConvBertForTokenClassification,
-    ConvBertModel,
-)
+from convbert_pt import ConvBertForSequenceClassification, ConvBertModel
+from convbert_pt.modeling import MODEL_CLASSES
 from tests.configs import tiny_config
 from tests.parity import assert_close
 from tests.pt.conftest import expected_outputs, head_dir, torch_inputs
 from tests.tolerances import BF16_CAST_LOGITS_RTOL, BF16_LABEL_AGREEMENT, BF16_LOGITS_ATOL
 
-HEADS = {
-    "model": (ConvBertModel, "last_hidden_state"),
-    "sequence_classification": (ConvBertForSequenceClassification, "logits"),
-    "masked_lm": (ConvBertForMaskedLM, "logits"),
-    "token_classification": (ConvBertForTokenClassification, "logits"),
-    "question_answering": (ConvBertForQuestionAnswering, "start_logits"),
-    "multiple_choice": (ConvBertForMultipleChoice, "logits"),
-}
+# Each head's class and its first output (heads.py's order): start_logits for question answering.
+HEADS = {head: (cls, cls.task.output_keys[0]) for head, cls in MODEL_CLASSES.items()}
 
 
 @pytest.fixture(autouse=True)

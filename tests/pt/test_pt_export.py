@@ -4,7 +4,6 @@ exports without the im2col gather; torch.export traces every length; opsets belo
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,59 +15,38 @@ import convbert_pt  # noqa: E402
 from convbert_common import heads  # noqa: E402
 from convbert_pt.export import _Serving, check_opset, export_onnx, required_opsets  # noqa: E402
 from convbert_pt.sdconv import span_dynamic_conv  # noqa: E402
-from tests.configs import tiny_config  # noqa: E402
+from tests.configs import head_config  # noqa: E402
 from tests.conftest import HEADS  # noqa: E402
+from tests.export_cases import SHAPES, export_batch, export_every_head  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.tolerances import ONNX_FP32_ATOL, SDCONV_NATIVE_FP32_ATOL  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-# (batch, length): batch 1 with L = 1, batch 1 with L < K (= 5), and a padded batch; none is the
-# (2, 7) the export traces with. Multiple choice adds 2 choices.
-SHAPES = ((1, 1), (1, 3), (4, 13))
-
-
-def head_config(head: str):
-    # One layer: the graph is the same per layer, and the export's time grows with the layer count.
-    return tiny_config(num_hidden_layers=1, num_labels=2 if head == "question_answering" else 3)
-
 
 def model_of(head: str) -> torch.nn.Module:
     torch.manual_seed(1234)
-    return getattr(convbert_pt, heads.get(head).class_name)(head_config(head)).eval()
-
-
-def batch(config, head: str, b: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed + 97 * length + b)
-    shape = (b, 2, length) if heads.get(head).input_rank == 3 else (b, length)
-    ids = rng.integers(1, config.vocab_size, shape)
-    mask = np.ones(shape, np.int64)
-    types = np.zeros(shape, np.int64)
-    if length > 2:
-        mask[..., :1, -2:] = 0  # the first row (of each example) padded
-        ids[mask == 0] = 0
-        types[..., length // 2:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    # One layer: the graph is the same per layer, and the export's time grows with the layer count.
+    return getattr(convbert_pt, heads.get(head).class_name)(head_config(head, num_hidden_layers=1)).eval()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every head exported once: {head: (model, onnxruntime session, model proto)}."""
     root = tmp_path_factory.mktemp("onnx")
-    out = {}
-    for head in HEADS:
-        model = model_of(head)
+
+    def export(model, head):
         path = export_onnx(model, root / f"{head}.onnx")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        out[head] = (model, session, onnx.load(str(path)))
-    return out
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), onnx.load(str(path))
+
+    return export_every_head(model_of, export)
 
 
 @pytest.mark.parametrize("head", HEADS)
 def test_onnxruntime_matches_pytorch_at_shapes_never_traced(exported, head):
     model, session, _ = exported[head]
     for b, length in SHAPES:
-        feed = batch(model.config, head, b, length)
+        feed = export_batch(model.config, head, b, length, "int64")
         with torch.no_grad():
             want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
         got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
@@ -155,7 +133,7 @@ def test_opset_17_is_converted_and_gives_the_same_numbers(exported, tmp_path):
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 17
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = batch(model.config, "token_classification", 2, 9)
+    feed = export_batch(model.config, "token_classification", 2, 9, "int64")
     assert_close("opset 17 vs 18 logits", session.run(None, feed)[0], session18.run(None, feed)[0], ONNX_FP32_ATOL)
 
 

@@ -20,6 +20,7 @@ from convbert_pt.modeling import (
     ConvBertPreTrainedModel,
 )
 from tests.configs import tiny_config
+from tests.conftest import config_less_checkpoint
 from tests.hub_cache import add_checkpoint
 from tests.pt.conftest import head_dir, random_inputs
 from tests.tolerances import INIT_STD_RTOL, SAME_COMPUTATION_FP32_ATOL
@@ -145,9 +146,7 @@ def test_backbone_shape_mismatch_is_never_ignored():
 
 # ------------------------------------------------------------------------------------- config=, Trainer folders
 def test_folder_without_config_json_loads_with_config_given(tmp_path):
-    folder = tmp_path / "checkpoint-10"
-    folder.mkdir()
-    shutil.copy(head_dir("sequence_classification") / "model.safetensors", folder)
+    folder = config_less_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError, match="pass config="):
         ConvBertForSequenceClassification.from_pretrained(folder)
     config = ConvBertConfig.from_pretrained(head_dir("sequence_classification"))

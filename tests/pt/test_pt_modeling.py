@@ -139,10 +139,15 @@ def test_head_mask_of_either_shape_masks_the_named_heads():
         model(**inputs, head_mask=torch.ones(4))
 
 
-def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_inputs():
+@pytest.fixture
+def tiny_model() -> tuple[ConvBertModel, dict[str, torch.Tensor]]:
+    """A fresh tiny ConvBertModel in eval mode, and a padded batch of 3 x 11 for it."""
     config = tiny_config()
-    model = ConvBertModel(config).eval()
-    inputs = random_inputs(config)
+    return ConvBertModel(config).eval(), random_inputs(config)
+
+
+def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_inputs(tiny_model):
+    model, inputs = tiny_model
     with torch.no_grad():
         ref = model(**inputs).last_hidden_state
         embeds = model.get_input_embeddings()(inputs["input_ids"])
@@ -161,10 +166,8 @@ def test_inputs_embeds_position_ids_and_token_type_defaults_match_the_explicit_i
     assert_close("mask default", no_mask, ones_mask, SAME_COMPUTATION_FP32_ATOL)
 
 
-def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynamic_conv():
-    config = tiny_config()
-    model = ConvBertModel(config).eval()
-    inputs = random_inputs(config)
+def test_explicit_and_fused_attention_agree_with_and_without_the_reference_dynamic_conv(tiny_model):
+    model, inputs = tiny_model
     with torch.no_grad():
         fused = model(**inputs).last_hidden_state
         explicit = model(**inputs, output_attentions=True).last_hidden_state

@@ -17,15 +17,11 @@ from convbert_common.checkpoint import CheckpointError
 from convbert_common.config import ConvBertConfig
 from convbert_tf import ConvBertForMaskedLM, ConvBertForSequenceClassification, ConvBertModel
 from tests.configs import tiny_config
-from tests.conftest import fixture_file
+from tests.conftest import config_less_checkpoint, head_dir
 from tests.hub_cache import add_checkpoint, add_repo
 from tests.tolerances import INIT_STD_MIN_FRACTION
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _dir(head: str, weights: str = "model.safetensors") -> pathlib.Path:
-    return fixture_file(f"hf-convbert-tiny/{head}/{weights}").parent
 
 
 def _std(var) -> float:
@@ -36,7 +32,7 @@ def _std(var) -> float:
 def both_hf_files(tmp_path, monkeypatch):
     """``org/hf`` in a fake cache holding pytorch_model.bin and tf_model.h5 but no safetensors."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    folder = _dir("model", "tf_model.h5")
+    folder = head_dir("model", "tf_model.h5")
     root = tmp_path / "cache"
     add_checkpoint(root, "org/hf", folder, names=["config.json", "pytorch_model.bin", "tf_model.h5"])
     return root
@@ -60,7 +56,7 @@ def test_keras_takes_the_h5_of_a_repo_with_both_hf_files_and_never_needs_torch(b
 
 def test_keras_from_a_hub_id_equals_the_local_load(both_hf_files):
     a = ConvBertModel.from_pretrained("org/hf", cache_dir=both_hf_files)
-    b = ConvBertModel.from_pretrained(_dir("model", "tf_model.h5"), from_tf=True)
+    b = ConvBertModel.from_pretrained(head_dir("model", "tf_model.h5"), from_tf=True)
     for x, y in zip(a.weights, b.weights, strict=True):
         assert np.array_equal(keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y)), x.path
 
@@ -69,26 +65,26 @@ def test_top_level_from_pretrained_resolves_the_class_from_a_hub_config(tmp_path
     import convbert_tf
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    add_checkpoint(tmp_path, "org/tok", _dir("token_classification"), names=["config.json", "model.safetensors"])
+    add_checkpoint(tmp_path, "org/tok", head_dir("token_classification"), names=["config.json", "model.safetensors"])
     model = convbert_tf.from_pretrained("org/tok", cache_dir=tmp_path)
     assert type(model).__name__ == "ConvBertForTokenClassification"
 
 
 @pytest.mark.parametrize("option", ["dtype", "torch_dtype"])
 def test_dtype_sets_the_variables_and_never_lands_in_the_config(option, tmp_path):
-    model = ConvBertModel.from_pretrained(_dir("model"), **{option: "bfloat16"})
+    model = ConvBertModel.from_pretrained(head_dir("model"), **{option: "bfloat16"})
     assert {v.dtype for v in model.weights} == {"bfloat16"}
     assert model.config.dtype == "float32"
     model.save_pretrained(tmp_path)
     assert ConvBertConfig.from_pretrained(tmp_path).dtype == "bfloat16"
-    mixed = ConvBertModel.from_pretrained(_dir("model"), dtype="mixed_bfloat16")
+    mixed = ConvBertModel.from_pretrained(head_dir("model"), dtype="mixed_bfloat16")
     assert mixed.dtype_policy.name == "mixed_bfloat16" and {v.dtype for v in mixed.weights} == {"float32"}
     with pytest.raises(ValueError, match="not a Keras dtype"):
-        ConvBertModel.from_pretrained(_dir("model"), dtype="int4x")
+        ConvBertModel.from_pretrained(head_dir("model"), dtype="int4x")
 
 
 def test_new_head_variables_are_drawn_not_left_zero():
-    model, info = ConvBertForSequenceClassification.from_pretrained(_dir("model"), num_labels=3,
+    model, info = ConvBertForSequenceClassification.from_pretrained(head_dir("model"), num_labels=3,
                                                                     output_loading_info=True)
     assert len(info["missing_keys"]) == 4
     floor = INIT_STD_MIN_FRACTION * model.config.initializer_range
@@ -99,7 +95,7 @@ def test_new_head_variables_are_drawn_not_left_zero():
 @pytest.mark.parametrize("weights_file", ["model.safetensors", "tf_model.h5"])
 def test_ignore_mismatched_sizes_reinitialises_the_head_tensors_that_differ(weights_file, tmp_path):
     source = tmp_path / "ckpt"
-    shutil.copytree(_dir("sequence_classification"), source)
+    shutil.copytree(head_dir("sequence_classification"), source)
     if weights_file == "tf_model.h5":
         ConvBertForSequenceClassification.from_pretrained(source).save_pretrained(source, tf_h5=True)
         (source / "model.safetensors").unlink()
@@ -118,12 +114,10 @@ def test_ignore_mismatched_sizes_reinitialises_the_head_tensors_that_differ(weig
 
 
 def test_folder_without_config_json_loads_with_config_given(tmp_path):
-    folder = tmp_path / "checkpoint-10"
-    folder.mkdir()
-    shutil.copy(_dir("sequence_classification") / "model.safetensors", folder)
+    folder = config_less_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError, match="pass config="):
         ConvBertForSequenceClassification.from_pretrained(folder)
-    config = ConvBertConfig.from_pretrained(_dir("sequence_classification"))
+    config = ConvBertConfig.from_pretrained(head_dir("sequence_classification"))
     model = ConvBertForSequenceClassification.from_pretrained(folder, config=config)
     expected = ck.read_safetensors(folder / "model.safetensors")["classifier.out_proj.weight"]
     assert np.array_equal(keras.ops.convert_to_numpy(model.classifier.out_proj.kernel), expected.T)

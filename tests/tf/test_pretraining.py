@@ -21,7 +21,10 @@ from convbert_tf import train as tf_train  # noqa: E402
 from convbert_tf.pretraining import ConvBertForPreTraining, masked_slots  # noqa: E402
 from tests.configs import tiny_config  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
-from tests.pt.pretraining.conftest import assets  # noqa: E402,F401 (the fixture)
+from tests.pt.pretraining.conftest import (  # noqa: E402
+    assert_a_hundred_steps_learn,
+    assets,  # noqa: F401 (the fixture)
+)
 from tests.tolerances import (  # noqa: E402
     EXACT,
     REPLICAS_FP32_ATOL,
@@ -56,13 +59,8 @@ def test_a_hundred_fit_steps_on_the_bundled_text_lower_both_losses(assets):  # n
                                   positions_per_step=8 * data.max_seq_length,
                                   steps_per_epoch=batches.per_epoch, schedule=schedule)
     history = model.fit(batches, epochs=1, verbose=0, callbacks=[log], shuffle=False)
-    records = log.history
-    assert [r["step"] for r in records] == list(range(10, 101, 10))
-    assert set(ptc.LOG_KEYS) <= set(records[0])
-    first, last = records[0], records[-1]
-    assert last["generator_loss"] <= 0.8 * first["generator_loss"], (first, last)
-    assert last["discriminator_loss"] < first["discriminator_loss"], (first, last)
-    assert 0.05 < last["replaced_fraction"] < 0.2 and last["grad_norm"] > 0
+    last = assert_a_hundred_steps_learn(log.history)
+    assert last["grad_norm"] > 0
     assert last["learning_rate"] == pytest.approx(5e-3 * ptc.learning_rate_factor(99, 10, 100))
     assert {"loss", *(k for k in ptc.LOG_KEYS if k in history.history)} <= set(history.history)
 

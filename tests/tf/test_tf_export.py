@@ -4,13 +4,13 @@ plain interpreter; the export refuses what it cannot write."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import convbert_tf
 from convbert_common import heads
 from tests.conftest import HEADS
+from tests.export_cases import SHAPES, export_batch, export_every_head
 from tests.parity import assert_close
 from tests.tf.helpers import head_config, model_class
 from tests.tolerances import COMPILED_FP32_ATOL, LITERT_FP32_ATOL
@@ -18,9 +18,6 @@ from tests.tolerances import COMPILED_FP32_ATOL, LITERT_FP32_ATOL
 # SavedModel and LiteRT are TensorFlow artefacts: the export refuses other Keras backends.
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_backend]
 
-# (batch, length), none of them traced at export (the signature is (None, None)); multiple choice
-# adds 2 choices. Batch 1 with L = 1, L < K (= 5), and a padded batch.
-SHAPES = ((1, 1), (1, 3), (4, 13))
 
 
 def model_of(head: str):
@@ -31,29 +28,15 @@ def model_of(head: str):
     return model_class(head)(head_config(head, num_hidden_layers=1))
 
 
-def batch(config, head: str, b: int, length: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(97 * length + b)
-    shape = (b, 2, length) if heads.get(head).input_rank == 3 else (b, length)
-    ids = rng.integers(1, config.vocab_size, shape).astype("int32")
-    mask = np.ones(shape, "int32")
-    types = np.zeros(shape, "int32")
-    if length > 2:
-        mask[..., :1, -2:] = 0
-        ids[mask == 0] = 0
-        types[..., length // 2:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Every head exported once and reloaded: {head: (model, loaded SavedModel)}."""
     root = tmp_path_factory.mktemp("saved_model")
-    out = {}
-    for head in HEADS:
-        model = model_of(head)
-        path = convbert_tf.export(model, root / head)
-        out[head] = (model, tf.saved_model.load(str(path)))
-    return out
+
+    def export(model, head):
+        return (tf.saved_model.load(str(convbert_tf.export(model, root / head))),)
+
+    return export_every_head(model_of, export)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -61,7 +44,7 @@ def test_reloaded_saved_model_serves_our_keras_outputs_at_three_shapes(saved, he
     model, loaded = saved[head]
     serve = loaded.signatures["serving_default"]
     for b, length in SHAPES:
-        feed = batch(model.config, head, b, length)
+        feed = export_batch(model.config, head, b, length, "int32")
         want = model(feed, training=False)
         got = serve(**{k: tf.constant(v) for k, v in feed.items()})
         assert sorted(got) == sorted(heads.get(head).output_keys)
@@ -94,7 +77,7 @@ def test_litert_runs_in_the_plain_interpreter_with_our_numbers(head, tmp_path, i
     path = convbert_tf.export(model, tmp_path / "model.tflite", format="litert")
     runner = interpreter(model_path=str(path)).get_signature_runner("serving_default")
     for b, length in SHAPES:
-        feed = batch(model.config, head, b, length)
+        feed = export_batch(model.config, head, b, length, "int32")
         want = model(feed, training=False)
         got = runner(**feed)
         assert sorted(got) == sorted(heads.get(head).output_keys)

@@ -20,7 +20,7 @@ import triton.language as tl
 
 @triton.jit
 def _program_rows(L, N, BLOCK_T: tl.constexpr):
-    """This program's (batch, head) and its BLOCK_T row offsets.
+    """This program's (batch, head), its BLOCK_T row offsets and which of those rows are < L.
 
     A 1-D grid with t-blocks fastest: neighbouring programs share their K - 1 halo rows in cache.
     """
@@ -30,7 +30,8 @@ def _program_rows(L, N, BLOCK_T: tl.constexpr):
     t_block = pid % num_t_blocks
     b = (bn // N).to(tl.int64)
     n = (bn % N).to(tl.int64)
-    return b, n, t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    return b, n, offs_t, offs_t < L
 
 
 @triton.jit
@@ -77,9 +78,8 @@ def sdconv_forward_kernel(
     BLOCK_K: tl.constexpr,
 ):
     """out[b, t, n, :] = sum_j softmax(w[b, t, n, :])[j] * v[b, t + j - PAD, n, :]."""
-    b, n, offs_t = _program_rows(L, N, BLOCK_T)
+    b, n, offs_t, t_in = _program_rows(L, N, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
-    t_in = offs_t < L
     d_in = offs_d < D
     v_base = v_ptr + b * stride_vb + n * stride_vn
     w_base = w_ptr + b * stride_wb + n * stride_wn
@@ -128,9 +128,8 @@ def sdconv_softmax_kernel(
     The backward needs the weights of the rows around its own (t - j + PAD); writing them once
     costs (B, L, N, K) fp32, 1/D of the activations, instead of K softmaxes per row.
     """
-    b, n, offs_t = _program_rows(L, N, BLOCK_T)
+    b, n, offs_t, t_in = _program_rows(L, N, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
-    t_in = offs_t < L
     k_in = offs_k < K
     w_base = w_ptr + b * stride_wb + n * stride_wn
     p_base = p_ptr + b * stride_pb + n * stride_pn
@@ -190,10 +189,9 @@ def sdconv_backward_kernel(
     dP[t, j] = <dout[t, :], v[t + j - PAD, :]>;  dw[t, :] = p[t, :] * (dP[t, :] - <p[t, :], dP[t, :]>)
     dv[s, :] = sum_j p[s - j + PAD, j] * dout[s - j + PAD, :]   (the rows s of this program)
     """
-    b, n, offs_t = _program_rows(L, N, BLOCK_T)
+    b, n, offs_t, t_in = _program_rows(L, N, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     offs_k = tl.arange(0, BLOCK_K)
-    t_in = offs_t < L
     d_in = offs_d < D
     k_in = offs_k < K
     v_base = v_ptr + b * stride_vb + n * stride_vn

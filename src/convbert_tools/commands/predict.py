@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from convbert_common.batch_encoding import to_python
 from convbert_tools import cli_options, quiet
 from convbert_tools.commands import EXIT_OK
 
@@ -121,21 +122,11 @@ def format_table(task: str, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     items = read_inputs(args.inputs, args.task, args.question)
     results = predict(args, items)
     if args.json:
-        cli_options.emit_json(_json_ready(results))
+        cli_options.emit_json(to_python(results))
     else:
         sys.stdout.write(format_table(args.task, results) + "\n")
     return EXIT_OK

@@ -13,6 +13,7 @@ import pathlib
 
 import pytest
 
+from convbert_common import pretraining as ptc
 from convbert_common.config import ConvBertConfig
 from convbert_common.pretraining_data import SAMPLE_CORPUS, build_dataset
 from convbert_common.tokenizer import ConvBertTokenizerFast
@@ -71,3 +72,29 @@ def assets(tmp_path_factory) -> Assets:
     build_dataset(SAMPLE_CORPUS, out.tokenizer, out.data, max_seq_length=MAX_SEQ_LENGTH, progress=False)
     out.config_file("config.json")
     return out
+
+
+def training_settings(assets: Assets, output, **overrides) -> ptc.TrainingSettings:
+    """The loops' test run on ``assets``: 12 steps of 8 on the CPU, logged every 2, no progress bar."""
+    fields = dict(output=str(output), data=str(assets.data), tokenizer=str(assets.tokenizer),
+                  config=str(assets.config), batch_size=8, steps=12, learning_rate=5e-3, warmup_steps=2,
+                  log_every=2, save_every=1000, progress=False, device="cpu")
+    fields.update(overrides)
+    return ptc.TrainingSettings(**fields)
+
+
+def read_log(output) -> list[dict]:
+    """The records of a run's log file, in order."""
+    return [json.loads(line) for line in (pathlib.Path(output) / ptc.LOG_NAME).read_text().splitlines()]
+
+
+def assert_a_hundred_steps_learn(records: list[dict]) -> dict:
+    """Both loops' contract for 100 steps on the bundled text logged every 10: every log key, the generator
+    loss down by a fifth, the discriminator loss down, 5-20% of the tokens replaced. Returns the last record."""
+    assert [r["step"] for r in records] == list(range(10, 101, 10))
+    assert set(ptc.LOG_KEYS) <= set(records[0])
+    first, last = records[0], records[-1]
+    assert last["generator_loss"] <= 0.8 * first["generator_loss"], (first, last)
+    assert last["discriminator_loss"] < first["discriminator_loss"], (first, last)
+    assert 0.05 < last["replaced_fraction"] < 0.2, last
+    return last

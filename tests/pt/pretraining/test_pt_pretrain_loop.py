@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import pathlib
 
@@ -16,21 +15,11 @@ from safetensors.numpy import load_file
 from convbert_common import checkpoint as ck
 from convbert_common import pretraining as ptc
 from convbert_pt.train import TrainingError, train
+from tests.pt.pretraining.conftest import assert_a_hundred_steps_learn, read_log
+from tests.pt.pretraining.conftest import training_settings as settings
 
 STEADY_KEYS = ("loss", "generator_loss", "discriminator_loss", "generator_accuracy", "discriminator_accuracy",
                "replaced_fraction", "learning_rate", "grad_norm")
-
-
-def settings(assets, output, **overrides) -> ptc.TrainingSettings:
-    fields = dict(output=str(output), data=str(assets.data), tokenizer=str(assets.tokenizer),
-                  config=str(assets.config), batch_size=8, steps=12, learning_rate=5e-3, warmup_steps=2,
-                  log_every=2, save_every=1000, progress=False, device="cpu")
-    fields.update(overrides)
-    return ptc.TrainingSettings(**fields)
-
-
-def read_log(output) -> list[dict]:
-    return [json.loads(line) for line in (pathlib.Path(output) / ptc.LOG_NAME).read_text().splitlines()]
 
 
 def weights(folder) -> dict[str, np.ndarray]:
@@ -50,13 +39,8 @@ def tree_hash(folder) -> str:
 def test_a_hundred_steps_on_the_bundled_text_lower_both_losses(assets, tmp_path):
     torch.set_num_threads(1)
     result = train(settings(assets, tmp_path, steps=100, log_every=10, warmup_steps=10))
-    log = read_log(tmp_path)
-    assert [r["step"] for r in log] == list(range(10, 101, 10))
-    assert set(ptc.LOG_KEYS) <= set(log[0])
-    first, last = log[0], log[-1]
-    assert last["generator_loss"] <= 0.8 * first["generator_loss"], (first, last)
-    assert last["discriminator_loss"] < first["discriminator_loss"], (first, last)
-    assert 0.05 < last["replaced_fraction"] < 0.2 and last["tokens_per_second"] > 0
+    last = assert_a_hundred_steps_learn(read_log(tmp_path))
+    assert last["tokens_per_second"] > 0
     assert result.step == 100 and ptc.is_pretraining_dir(tmp_path)
     assert [s for s, _ in ptc.list_checkpoints(tmp_path)] == [100]
 
