@@ -102,6 +102,19 @@ class _StepGuard:
             step, False if loss_bad else (None if count else True), bad, count, where))
 
 
+def _all_finite(gradient):
+    """Whether a gradient is finite: whether its sum is, one reduction and no (V, E) boolean tensor.
+
+    An inf or NaN anywhere makes the sum inf or NaN. A finite sum can also overflow, but only past
+    3.4e38, i.e. with elements beyond ~1e31 for the model's largest weight: their squares overflow
+    Adam's second moment as surely, so such a step is refused too.
+    """
+    import tensorflow as tf
+
+    values = gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+    return tf.math.is_finite(tf.reduce_sum(values))
+
+
 def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_variables=None):
     """``apply(grads, variables)`` only if the loss and every gradient are finite and no step was refused."""
     import tensorflow as tf
@@ -112,8 +125,7 @@ def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_varia
     present = [i for i, g in enumerate(grads) if g is not None]
     # A loss-scale optimizer expects (and skips) overflowing scaled gradients: there only the loss counts.
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    grad_ok = tf.stack([tf.reduce_all(tf.math.is_finite(grads[i])) for i in present]) \
-        if present and not scaled else tf.ones([0], tf.bool)
+    grad_ok = tf.stack([_all_finite(grads[i]) for i in present]) if present and not scaled else tf.ones([0], tf.bool)
     loss_ok = tf.reduce_all(tf.math.is_finite(guard.loss)) if guard.loss is not None else tf.constant(True)
     ok = tf.logical_and(loss_ok, tf.reduce_all(grad_ok))
     replicated = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
