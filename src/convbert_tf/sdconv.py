@@ -153,15 +153,44 @@ def depthwise_conv1d(x, kernel):
     if kernel_size is None or kernel_size % 2 == 0:
         raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
     acc = _accumulate_dtype(x.dtype)
+    taps = _channel_taps if keras.backend.backend() == "torch" else _channel_taps_with_gradient
+    return ops.cast(taps(ops.cast(x, acc), ops.cast(kernel[:, :, 0], acc), kernel_size), x.dtype)
+
+
+def _channel_windows(x, kernel, kernel_size: int):
+    """The K per-channel taps (C,) of kernel (K, C) and the K windows (B, L, C) of the padded x."""
     pad = shapes.conv_padding(kernel_size)
-    padded = ops.pad(ops.cast(x, acc), ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
-    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see above)
+    padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
+    taps = ops.unstack(kernel, kernel_size, axis=0)  # K x (C,), one op (see _windows)
     length = ops.shape(x)[1]
-    out = None
-    for j, tap in enumerate(taps):
-        term = padded[:, j : j + length] * tap  # (B, L, C): x shifted by j - p, scaled per channel
-        out = term if out is None else out + term
-    return ops.cast(out, x.dtype)
+    return taps, [padded[:, j : j + length] for j in range(kernel_size)]  # x shifted by j - p
+
+
+def _channel_taps(x, kernel, kernel_size: int):
+    taps, windows = _channel_windows(x, kernel, kernel_size)
+    return _weighted_sum(taps, windows)
+
+
+def _channel_taps_with_gradient(x, kernel, kernel_size: int):
+    """``_channel_taps`` with a hand-written gradient, as ``_weighted_taps_with_gradient``."""
+
+    @ops.custom_gradient
+    def taps_of(x, kernel):
+        taps, windows = _channel_windows(x, kernel, kernel_size)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream  # (B, L, C)
+            pad, length = shapes.conv_padding(kernel_size), ops.shape(x)[1]
+            d_taps, d_padded = [], None
+            for j, (tap, window) in enumerate(zip(taps, windows, strict=True)):
+                d_taps.append(ops.sum(upstream * window, axis=(0, 1)))
+                term = ops.pad(upstream * tap, ((0, 0), (j, kernel_size - 1 - j), (0, 0)))
+                d_padded = term if d_padded is None else d_padded + term
+            return d_padded[:, pad : pad + length], ops.stack(d_taps, axis=0)
+
+        return _weighted_sum(taps, windows), grad
+
+    return taps_of(x, kernel)
 
 
 def span_dynamic_conv_reference(values, kernel_logits):
