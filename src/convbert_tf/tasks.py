@@ -102,19 +102,6 @@ class _StepGuard:
             step, False if loss_bad else (None if count else True), bad, count, where))
 
 
-def _all_finite(gradient):
-    """Whether a gradient is finite: whether its sum is, one reduction and no (V, E) boolean tensor.
-
-    An inf or NaN anywhere makes the sum inf or NaN. A finite sum can also overflow, but only past
-    3.4e38, i.e. with elements beyond ~1e31 for the model's largest weight: their squares overflow
-    Adam's second moment as surely, so such a step is refused too.
-    """
-    import tensorflow as tf
-
-    values = gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
-    return tf.math.is_finite(tf.reduce_sum(values))
-
-
 def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_variables=None):
     """``apply(grads, variables)`` only if the loss and every gradient are finite and no step was refused."""
     import tensorflow as tf
@@ -125,7 +112,8 @@ def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_varia
     present = [i for i, g in enumerate(grads) if g is not None]
     # A loss-scale optimizer expects (and skips) overflowing scaled gradients: there only the loss counts.
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    grad_ok = tf.stack([_all_finite(grads[i]) for i in present]) if present and not scaled else tf.ones([0], tf.bool)
+    grad_ok = tf.stack([tf.reduce_all(tf.math.is_finite(grads[i])) for i in present]) \
+        if present and not scaled else tf.ones([0], tf.bool)
     loss_ok = tf.reduce_all(tf.math.is_finite(guard.loss)) if guard.loss is not None else tf.constant(True)
     ok = tf.logical_and(loss_ok, tf.reduce_all(grad_ok))
     replicated = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
@@ -202,6 +190,10 @@ class TaskModel:
         taken from ``y`` or, HF-style, from ``labels`` / ``start_positions`` / ``end_positions`` in ``x``.
         ``metrics="auto"``: accuracy (or MAE for regression), masked like the loss. Any other value is
         passed to Keras unchanged (a user loss then sees the output dict as ``y_pred``).
+        ``jit_compile="auto"`` (the default) is Keras' rule: XLA only where a GPU is visible. On a CPU
+        the step then runs TensorFlow's own kernels, oneDNN's on x86 (matmuls, einsums, convolutions,
+        softmaxes): XLA's step was not reliably faster there, and XLA compiles once per input shape and
+        drops the id-range asserts (``bench/RESULTS.md``, "Keras fit step").
         ``jit_compile=True`` also selects the XLA-friendly depthwise convolution (``set_depthwise_impl``).
         ``guard_non_finite`` (TensorFlow backend): refuse the update of a step whose loss or gradients
         are not finite and stop ``fit`` with ``NonFiniteStepError`` (see the module docstring).
