@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import keras
 
 from convbert_common import checks, heads
 from convbert_tf import backend, losses
+
+# XLA:CPU (TensorFlow 2.21) lowers a bf16 dot as convert -> f32 dot -> convert (its optimised HLO).
+XLA_BF16_CPU_MESSAGE = (
+    "compile(jit_compile=True) with a mixed_bfloat16 policy on a CPU: XLA computes bfloat16 matmuls in "
+    "float32 (it converts the operands), so it is no faster than float32; without XLA (jit_compile='auto' "
+    "or False) TensorFlow's oneDNN kernels multiply in bfloat16"
+)
 
 
 def _is_auto(value) -> bool:
@@ -214,6 +222,9 @@ class TaskModel:
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
         # Keras resolves jit_compile="auto" (XLA where a GPU is visible and the backend supports it).
         self.set_depthwise_impl("shift" if self.jit_compile else "auto")
+        if self.jit_compile and backend.name() == "tensorflow" and self.dtype_policy.compute_dtype == "bfloat16" \
+                and backend.cpu_only():
+            warnings.warn(XLA_BF16_CPU_MESSAGE, RuntimeWarning, stacklevel=2)
         # The model is built, so the optimizer can create its slots now: created inside the first
         # traced train step instead, they would make tf.function trace that step twice.
         if self.optimizer is not None and not self.optimizer.built:
