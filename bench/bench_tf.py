@@ -7,7 +7,8 @@ medians of ``--runs`` runs after ``--warmup``:
 - ConvBERT-base forward at 8x128 and 1x512, in eager mode, under ``tf.function`` and under XLA
   (``jit_compile=True``), for both sides;
 - one ``fit`` step (``train_on_batch``, Adam, sequence-classification head with its built-in loss)
-  at 8x128, and the first step's time (tracing / compiling included);
+  at 8x128 in each compile mode (ours: ``compile()``'s default, XLA, plain ``tf.function``; HF's:
+  its default and XLA), and the first step's time (tracing / compiling included);
 - our forward under ``mixed_bfloat16`` (``tf.function`` and XLA; which one wins is printed: XLA on
   CPU does not use AMX for bf16);
 - ``--cases pretrain``: one replaced-token-detection ``fit`` step (``train_on_batch``: forward,
@@ -19,8 +20,8 @@ medians of ``--runs`` runs after ``--warmup``:
 
 HF transformers is optional (``pip install 'convbert[bench]'``, TF classes need ``tf-keras``):
 without it the HF column says "unavailable" and our numbers are still measured. Targets, as ratios
-within one run: our best fp32 forward <= 0.90x HF's best, fit step <= 0.80x HF's, first fit step
-well under HF's, mixed_bfloat16 forward <= 0.60x HF's fp32.
+within one run: our best fp32 forward <= 0.90x HF's best, fit step <= 0.60x HF's best mode, first
+fit step well under HF's, mixed_bfloat16 forward <= 0.30x HF's fp32 (issue 16).
 
 "% of limit": model matmul FLOPs / time / the best fp32 GEMM rate at the model's dense-layer shapes:
 the higher of TensorFlow's own matmul, timed here, and the best library of ``bench/bench_gemm.py``'s
@@ -67,7 +68,8 @@ from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa
 ROOT = Path(__file__).resolve().parents[1]
 HF_UNAVAILABLE = "unavailable (transformers' TF classes not importable; pip install 'convbert[bench]')"
 CASES = ("forward", "bf16", "fit", "pretrain")
-TARGETS = {"forward": 0.90, "fit_step": 0.80, "bf16_forward_vs_hf_fp32": 0.60, "pretrain_step_vs_pytorch": 1.3}
+# Issue 16's targets on a CPU with AVX-512 (the fit step and bf16), the older ones elsewhere.
+TARGETS = {"forward": 0.90, "fit_step": 0.60, "bf16_forward_vs_hf_fp32": 0.30, "pretrain_step_vs_pytorch": 1.3}
 
 
 def hf_classes():
@@ -152,24 +154,48 @@ def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int)
 
 
 def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, warmup: int) -> None:
-    """One train_on_batch step at 8x128 (Adam, the head's built-in loss), and the first step's time."""
+    """One train_on_batch step at 8x128 (Adam, the head's built-in loss) per compile mode, and first steps.
+
+    Ours with ``compile()``'s default (``jit_compile="auto"``) and with XLA forced on and off; HF's
+    with tf-keras' default (no XLA) and with XLA: the ratio is against HF's faster mode.
+    """
     seconds = results["seconds"]
     x = inputs(cfg, 8, 128)
     y = tf.constant(np.arange(8) % 2, dtype=tf.int32)
-    ours_cls.compile(optimizer=keras.optimizers.Adam(1e-5))
-    steps = {"ours/fit_step/8x128": lambda: ours_cls.train_on_batch(x, y)}
+    weights = ours_cls.get_weights()
+    steps = {}
+    for mode, jit in (("default", "auto"), ("xla", True), ("tf.function", False)):
+        model = ours_cls if mode == "default" else ConvBertForSequenceClassification(ours_cls.config)
+        if model is not ours_cls:
+            model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=jit)
+        results.setdefault("fit_jit_compile", {})[mode] = bool(model.jit_compile)
+        steps[f"ours/fit_step/8x128/{mode}"] = lambda m=model: m.train_on_batch(x, y)
     if hf_cls is not None:
         import tf_keras
 
-        hf_cls.compile(optimizer=tf_keras.optimizers.Adam(1e-5))
-        steps["hf/fit_step/8x128"] = lambda: hf_cls.train_on_batch(x, y)
+        hf_weights = hf_cls.get_weights()
+        for mode, jit in (("default", None), ("xla", True)):
+            model = hf_cls if mode == "default" else type(hf_cls)(hf_cls.config)
+            if model is not hf_cls:
+                model(x)
+                model.set_weights(hf_weights)
+            model.compile(optimizer=tf_keras.optimizers.Adam(1e-5), jit_compile=jit)
+            steps[f"hf/fit_step/8x128/{mode}"] = lambda m=model: m.train_on_batch(x, y)
     for name, fn in steps.items():
         results["first_step_seconds"][name] = wall_seconds(fn)
-    seconds.update(interleaved(steps, runs, warmup))
+    seconds.update(interleaved(steps, runs, warmup, alternate=True))
+    for side in ("ours", "hf"):
+        mine = [k for k in steps if k.startswith(f"{side}/")]
+        if mine:
+            seconds[f"{side}/fit_step/8x128/best"] = min(seconds[k] for k in mine)
     if hf_cls is not None:
-        results["ratios"]["fit_step/8x128 ours/hf"] = seconds["ours/fit_step/8x128"] / seconds["hf/fit_step/8x128"]
-        results["ratios"]["first fit step ours/hf"] = (results["first_step_seconds"]["ours/fit_step/8x128"]
-                                                      / results["first_step_seconds"]["hf/fit_step/8x128"])
+        hf_best = seconds["hf/fit_step/8x128/best"]
+        for mode in ("default", "xla", "tf.function"):
+            results["ratios"][f"fit_step/8x128 ours {mode}/hf best"] = seconds[f"ours/fit_step/8x128/{mode}"] / hf_best
+        results["ratios"]["first fit step ours/hf (defaults)"] = (
+            results["first_step_seconds"]["ours/fit_step/8x128/default"]
+            / results["first_step_seconds"]["hf/fit_step/8x128/default"])
 
 
 def gemm_limit(cfg: ConvBertConfig, tokens: int, gemm_json: Path) -> tuple[float, str]:

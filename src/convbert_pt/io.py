@@ -115,9 +115,10 @@ def _build_and_assign(cls, config: ConvBertConfig, result: checkpoint.LoadResult
     stray = sorted(set(result.tensors) - names)
     if stray:
         raise checkpoint.CheckpointError(f"{result.source}: {stray[0]} has no parameter in {cls.__name__}")
+    float32 = model.float32_parameter_names() if dtype in (torch.float16, torch.bfloat16) else set()
     state = {}
     for name in list(result.tensors):
-        state[name] = _as_tensor(result.tensors.pop(name), dtype, device)
+        state[name] = _as_tensor(result.tensors.pop(name), torch.float32 if name in float32 else dtype, device)
     model.load_state_dict(state, strict=False, assign=True)
     del state
     _initialise_what_is_left(model, dtype, device or torch.device("cpu"))

@@ -38,6 +38,8 @@ from convbert_pt.outputs import (
 from convbert_pt.recompute import activation_dense, attention_probs, dropout_attention
 from convbert_pt.sdconv import span_dynamic_conv
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 Tensor = torch.Tensor | None  # an optional tensor argument
 
 # ----------------------------------------------------------------------------------- pure functions
@@ -173,6 +175,11 @@ class ConvBertEmbeddings(nn.Module):
             token_type = self.token_type_embeddings.weight[0]  # (E,)
         else:
             token_type = self.token_type_embeddings(token_type_ids)  # (B, L, E)
+        if inputs_embeds.dtype in HALF_DTYPES:
+            # A half-precision model: sum the three rows in float32 and normalise there (the LayerNorm
+            # stays float32, see ConvBertPreTrainedModel), so that only the LayerNorm's output is rounded.
+            embeddings = inputs_embeds.float() + position.float() + token_type.float()
+            return self.dropout(self.LayerNorm(embeddings).to(inputs_embeds.dtype))
         embeddings = inputs_embeds + position + token_type
         return self.dropout(self.LayerNorm(embeddings))
 
@@ -431,6 +438,32 @@ class ConvBertPreTrainedModel(nn.Module):
 
     def post_init(self) -> None:
         self.apply(self._init_weights)
+
+    # -------------------------------------------------------------- half precision
+    def float32_parameter_names(self) -> set[str]:
+        """The parameters a half-precision model keeps in float32: the LayerNorms' gains and biases.
+
+        Each gain scales one channel of every token's stream, so rounding it to bf16 (2^-9 relative)
+        is a bias shared by every token and layer: on the reference fixtures the largest share of a
+        bf16 model's logit error. They are 0.1% of the weights; PyTorch's LayerNorm takes a
+        half-precision input with float32 parameters and normalises in float32, as autocast does.
+        """
+        return {f"{prefix}.{name}" if prefix else name for prefix, module in self.named_modules()
+                if isinstance(module, nn.LayerNorm) for name, _ in module.named_parameters(recurse=False)}
+
+    def _apply(self, fn, recurse=True):
+        # Module.to / .half() / .bfloat16() reach every tensor through here: a float32 LayerNorm
+        # parameter (and its gradient) that fn would turn half-precision only changes device.
+        names = self.float32_parameter_names()
+        kept = {id(t) for name, p in self.named_parameters() if name in names for t in (p, p.grad) if t is not None}
+
+        def convert(t):
+            out = fn(t)
+            if id(t) in kept and t.dtype == torch.float32 and out.dtype in HALF_DTYPES:
+                return t.to(device=out.device)
+            return out
+
+        return super()._apply(convert, recurse)
 
     # -------------------------------------------------------------- properties
     @property

@@ -23,3 +23,8 @@ def require_tensorflow(feature: str) -> None:
     if name() != "tensorflow":
         raise BackendError(f"{feature} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this process "
                            f"runs Keras on {name()}")
+
+
+def cpu_only() -> bool:
+    """Whether Keras sees no accelerator: a bf16 policy then runs its matmuls on the CPU."""
+    return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())

@@ -34,7 +34,7 @@ from keras import ops
 
 from convbert_common import checks, cpu, heads, shapes
 from convbert_common.config import ConvBertConfig
-from convbert_tf import io
+from convbert_tf import backend, io
 from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
 from convbert_tf.activations import _gelu, get_activation
 from convbert_tf.losses import tensor_info
@@ -86,11 +86,6 @@ def attention(query, key, value, mask, head_mask=None, dropout=None, training=Fa
 
 
 # ----------------------------------------------------------------------------------- input checks
-
-
-def _cpu_only() -> bool:
-    """Whether Keras sees no accelerator: a bf16 policy then runs its matmuls on the CPU."""
-    return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
 
 
 def _info(x) -> checks.TensorInfo | None:
@@ -721,7 +716,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
         else:
             self.embeddings_project = None
         self.encoder = ConvBertEncoder(c, **self.sub("encoder"))
-        if self.dtype_policy.compute_dtype == "bfloat16" and _cpu_only():
+        if self.dtype_policy.compute_dtype == "bfloat16" and backend.cpu_only():
             cpu.warn_bf16_emulated()
         self._finish_init()
 

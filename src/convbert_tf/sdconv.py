@@ -86,17 +86,62 @@ def _padded(values, kernel_size: int, dtype):
 def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
-    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
+    taps = _weighted_taps if keras.backend.backend() == "torch" else _weighted_taps_with_gradient
+    return ops.cast(taps(ops.cast(values, acc), weights, kernel_size), values.dtype)
+
+
+def _windows(values, weights, kernel_size: int):
+    """The padded values (B, L + K - 1, N', D), the K weight columns (B, L, N', 1) and the K windows."""
+    padded = _padded(values, kernel_size, values.dtype)
     length = ops.shape(values)[1]
     # One Split op for the K weight columns instead of K slices: the training graph holds every op
     # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
-    columns = ops.split(weights, kernel_size, axis=-1)  # K x (B, L, N', 1)
+    columns = ops.split(weights, kernel_size, axis=-1)
+    windows = [padded[:, j : j + length] for j in range(kernel_size)]  # values shifted by j - p
+    return padded, columns, windows
+
+
+def _weighted_sum(columns, windows):
     out = None
-    for j, column in enumerate(columns):
-        window = padded[:, j : j + length]  # (B, L, N', D): values shifted by j - p
+    for column, window in zip(columns, windows, strict=True):
         term = column * window  # (B, L, N', 1) * (B, L, N', D)
         out = term if out is None else out + term
-    return ops.cast(out, values.dtype)
+    return out
+
+
+def _weighted_taps(values, weights, kernel_size: int):
+    """values (B, L, N', D), weights (B, L, N', K) -> sum_j weights[..., j] * values shifted by j - p."""
+    _, columns, windows = _windows(values, weights, kernel_size)
+    return _weighted_sum(columns, windows)
+
+
+def _weighted_taps_with_gradient(values, weights, kernel_size: int):
+    """``_weighted_taps`` with a hand-written gradient (TensorFlow and JAX; Keras has none on torch).
+
+    Autodiff of the K window slices gives K slice gradients, each a zero tensor of the padded size
+    with the window written in: on TensorFlow's CPU kernels (``StridedSliceGrad``) they were the
+    largest non-matmul cost of the training step. Here the values' gradient is K pads of
+    ``upstream * weights[..., j]`` summed and one slice; the weights' gradient is K products reduced over D.
+    """
+
+    @ops.custom_gradient
+    def taps(values, weights):
+        padded, columns, windows = _windows(values, weights, kernel_size)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream  # (B, L, N', D)
+            pad, length = shapes.conv_padding(kernel_size), ops.shape(values)[1]
+            d_weights, d_padded = [], None
+            for j, (column, window) in enumerate(zip(columns, windows, strict=True)):
+                d_weights.append(ops.sum(upstream * window, axis=-1, keepdims=True))
+                # window j is padded rows j .. j + L - 1: its gradient lands there
+                term = ops.pad(upstream * column, ((0, 0), (j, kernel_size - 1 - j), (0, 0), (0, 0)))
+                d_padded = term if d_padded is None else d_padded + term
+            return d_padded[:, pad : pad + length], ops.concatenate(d_weights, axis=-1)
+
+        return _weighted_sum(columns, windows), grad
+
+    return taps(values, weights)
 
 
 def depthwise_conv1d(x, kernel):
@@ -108,15 +153,44 @@ def depthwise_conv1d(x, kernel):
     if kernel_size is None or kernel_size % 2 == 0:
         raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
     acc = _accumulate_dtype(x.dtype)
+    taps = _channel_taps if keras.backend.backend() == "torch" else _channel_taps_with_gradient
+    return ops.cast(taps(ops.cast(x, acc), ops.cast(kernel[:, :, 0], acc), kernel_size), x.dtype)
+
+
+def _channel_windows(x, kernel, kernel_size: int):
+    """The K per-channel taps (C,) of kernel (K, C) and the K windows (B, L, C) of the padded x."""
     pad = shapes.conv_padding(kernel_size)
-    padded = ops.pad(ops.cast(x, acc), ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
-    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see above)
+    padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
+    taps = ops.unstack(kernel, kernel_size, axis=0)  # K x (C,), one op (see _windows)
     length = ops.shape(x)[1]
-    out = None
-    for j, tap in enumerate(taps):
-        term = padded[:, j : j + length] * tap  # (B, L, C): x shifted by j - p, scaled per channel
-        out = term if out is None else out + term
-    return ops.cast(out, x.dtype)
+    return taps, [padded[:, j : j + length] for j in range(kernel_size)]  # x shifted by j - p
+
+
+def _channel_taps(x, kernel, kernel_size: int):
+    taps, windows = _channel_windows(x, kernel, kernel_size)
+    return _weighted_sum(taps, windows)
+
+
+def _channel_taps_with_gradient(x, kernel, kernel_size: int):
+    """``_channel_taps`` with a hand-written gradient, as ``_weighted_taps_with_gradient``."""
+
+    @ops.custom_gradient
+    def taps_of(x, kernel):
+        taps, windows = _channel_windows(x, kernel, kernel_size)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream  # (B, L, C)
+            pad, length = shapes.conv_padding(kernel_size), ops.shape(x)[1]
+            d_taps, d_padded = [], None
+            for j, (tap, window) in enumerate(zip(taps, windows, strict=True)):
+                d_taps.append(ops.sum(upstream * window, axis=(0, 1)))
+                term = ops.pad(upstream * tap, ((0, 0), (j, kernel_size - 1 - j), (0, 0)))
+                d_padded = term if d_padded is None else d_padded + term
+            return d_padded[:, pad : pad + length], ops.stack(d_taps, axis=0)
+
+        return _weighted_sum(taps, windows), grad
+
+    return taps_of(x, kernel)
 
 
 def span_dynamic_conv_reference(values, kernel_logits):

@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import keras
 
 from convbert_common import checks, heads
 from convbert_tf import backend, losses
+
+# XLA:CPU (TensorFlow 2.21) lowers a bf16 dot as convert -> f32 dot -> convert (its optimised HLO).
+XLA_BF16_CPU_MESSAGE = (
+    "compile(jit_compile=True) with a mixed_bfloat16 policy on a CPU: XLA computes bfloat16 matmuls in "
+    "float32 (it converts the operands), so it is no faster than float32; without XLA (jit_compile='auto' "
+    "or False) TensorFlow's oneDNN kernels multiply in bfloat16"
+)
 
 
 def _is_auto(value) -> bool:
@@ -190,6 +198,10 @@ class TaskModel:
         taken from ``y`` or, HF-style, from ``labels`` / ``start_positions`` / ``end_positions`` in ``x``.
         ``metrics="auto"``: accuracy (or MAE for regression), masked like the loss. Any other value is
         passed to Keras unchanged (a user loss then sees the output dict as ``y_pred``).
+        ``jit_compile="auto"`` (the default) is Keras' rule: XLA only where a GPU is visible. On a CPU
+        the step then runs TensorFlow's own kernels, oneDNN's on x86 (matmuls, einsums, convolutions,
+        softmaxes): XLA's step was not reliably faster there, and XLA compiles once per input shape and
+        drops the id-range asserts (``bench/RESULTS.md``, "Keras fit step").
         ``jit_compile=True`` also selects the XLA-friendly depthwise convolution (``set_depthwise_impl``).
         ``guard_non_finite`` (TensorFlow backend): refuse the update of a step whose loss or gradients
         are not finite and stop ``fit`` with ``NonFiniteStepError`` (see the module docstring).
@@ -210,6 +222,9 @@ class TaskModel:
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
         # Keras resolves jit_compile="auto" (XLA where a GPU is visible and the backend supports it).
         self.set_depthwise_impl("shift" if self.jit_compile else "auto")
+        if self.jit_compile and backend.name() == "tensorflow" and self.dtype_policy.compute_dtype == "bfloat16" \
+                and backend.cpu_only():
+            warnings.warn(XLA_BF16_CPU_MESSAGE, RuntimeWarning, stacklevel=2)
         # The model is built, so the optimizer can create its slots now: created inside the first
         # traced train step instead, they would make tf.function trace that step twice.
         if self.optimizer is not None and not self.optimizer.built:

@@ -53,10 +53,10 @@ PT_ONLY_FUNCTIONS = {
     "_is_compiling": "torch.compile skips the eager id checks",
     "_check_ids": "PyTorch checks id ranges eagerly; Keras does it in the embeddings, graph-aware (_checked_ids)",
     "_labels_batch_shape": "Keras has it as ConvBertPreTrainedModel._batch_shape on its dict inputs",
-    "_bf16_on_cpu": "PyTorch decides bf16 per forward (dtype, autocast); Keras once, from the policy (_cpu_only)",
+    "_bf16_on_cpu": "PyTorch decides bf16 per forward (dtype, autocast); Keras once, from the policy "
+                    "(backend.cpu_only)",
 }
 TF_ONLY_FUNCTIONS = {
-    "_cpu_only": "Keras' bf16 warning at construction (see PT_ONLY_FUNCTIONS' _bf16_on_cpu)",
     "_large_negative": "the masking value of Keras' fused attention, for the explicit path",
     "_concrete": "values of an eager tensor, None inside a graph (any backend)",
     "_checked_ids": "the graph-aware id check (see PT_ONLY_FUNCTIONS)",

@@ -54,6 +54,45 @@ def test_compile_with_jit_compile_selects_the_xla_depthwise_impl(jit):
     assert impls == ({"shift"} if jit else {"auto"})
 
 
+def test_compile_by_default_runs_a_cpu_without_xla():
+    # The documented rule (README "Performance", TaskModel.compile): jit_compile="auto" takes XLA only
+    # where a GPU is visible; on a CPU the step runs TensorFlow's oneDNN kernels and its depthwise kernel.
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: Keras' auto rule takes XLA there")
+    model = model_class("sequence_classification")(head_config("sequence_classification"))
+    model.compile(optimizer="sgd")
+    impls = {layer.attention.self.key_conv_attn_layer.depthwise_impl for layer in model.convbert.encoder.layer}
+    assert (model.jit_compile, impls) == (False, {"auto"})
+
+
+# The TensorFlow kernels that oneDNN replaces on x86 (its _Mkl* twins): none of them may run plain.
+_PLAIN_KERNELS = {"MatMul", "BatchMatMulV2", "Einsum", "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter",
+                  "DepthwiseConv2dNative", "DepthwiseConv2dNativeBackpropInput",
+                  "DepthwiseConv2dNativeBackpropFilter", "Softmax", "Transpose"}
+
+
+def test_fit_step_runs_its_dense_and_conv_work_on_onednn(tmp_path):
+    import os
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        pytest.skip("TensorFlow runs oneDNN kernels by default on x86 only")
+    xplane_pb2 = pytest.importorskip("tensorflow.tsl.profiler.protobuf.xplane_pb2")
+    model = model_class("sequence_classification")(head_config("sequence_classification"))
+    x, y = toy_batch("sequence_classification")
+    model.compile(optimizer="adam")
+    model.train_on_batch(x, y)  # trace outside the profile
+    tf.profiler.experimental.start(str(tmp_path))
+    model.train_on_batch(x, y)
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(tmp_path.rglob("*.xplane.pb")).read_bytes())
+    ran = {plane.event_metadata[event.metadata_id].name.rsplit(":", 1)[-1].strip()
+           for plane in space.planes if plane.name == "/host:CPU" for line in plane.lines for event in line.events}
+    assert {"_MklMatMul", "_MklEinsum", "_MklNativeDepthwiseConv2dNative", "_MklNativeConv2D"} <= ran, sorted(ran)
+    assert ran.isdisjoint(_PLAIN_KERNELS), sorted(ran & _PLAIN_KERNELS)
+
+
 def test_graph_mode_with_attention_maps_equals_eager():
     model = model_class("model")(head_config("model"))
     x, _ = toy_batch("model")
