@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convbert_common import cpu
-from convbert_pt import ConvBertForSequenceClassification, ConvBertModel
+from convbert_pt import ConvBertForMaskedLM, ConvBertForSequenceClassification, ConvBertModel
 from convbert_pt.modeling import MODEL_CLASSES
 from tests.configs import tiny_config
 from tests.parity import assert_close
