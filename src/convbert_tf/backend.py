@@ -23,3 +23,14 @@ def require_tensorflow(feature: str) -> None:
     if name() != "tensorflow":
         raise BackendError(f"{feature} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); this process "
                            f"runs Keras on {name()}")
+
+
+def replicas_in_sync() -> int:
+    """Replicas of the tf.distribute strategy this step runs under (1 outside one, or off TensorFlow)."""
+    if name() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync

@@ -30,6 +30,7 @@ from tests.tolerances import (  # noqa: E402
     REPLICAS_FP32_ATOL,
     REPLICAS_FP32_RTOL,
     SAME_COMPUTATION_FP32_ATOL,
+    SAME_COMPUTATION_FP32_RTOL,
 )
 
 
@@ -269,3 +270,57 @@ def test_a_non_finite_loss_stops_the_keras_run_naming_the_step_and_keeping_the_l
         tf_train.train(s, callbacks=[Poison()])
     assert [step for step, _ in ptc.list_checkpoints(tmp_path)] == [2]
     assert not ptc.is_pretraining_dir(tmp_path)  # no final models from a diverged run
+
+
+@pytest.mark.tensorflow_backend
+def test_the_tf_data_pipeline_yields_the_py_dataset_s_batches_and_fit_trains_on_them_in_order(assets):  # noqa: F811
+    keras.utils.set_random_seed(0)
+    data = PretrainingDataset(assets.data, tokenizer=assets.tokenizer)
+    model = ConvBertForPreTraining(assets.tiny_config(), seed=0)
+    # Three steps of two micro-batches from the last micro-batch of the first epoch on: one step straddles two.
+    start = data.steps_per_epoch(4) // 2
+    batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, grad_accum=2, seed=3,
+                                          steps=3, start_step=start, gumbel_noise=True)
+    dataset = batches.to_tf_dataset()
+    items = list(dataset.as_numpy_iterator())
+    assert len(items) == len(batches) == 3
+    for index, item in enumerate(items):
+        expected = batches[index]
+        assert sorted(item) == sorted(expected)
+        for key, value in expected.items():
+            assert item[key].dtype == value.dtype
+            assert_close(f"step {start + index}: {key}", item[key], value, EXACT)
+    first = float(keras.ops.convert_to_numpy(model(batches[0])["generator_loss"]))
+    schedule = tf_train.WarmupLinearDecay(5e-3, 1, 3)
+    model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule))
+    log = tf_train.PretrainingLog(model.pretraining_config, log_every=1, total_steps=3, positions_per_step=256,
+                                  steps_per_epoch=batches.per_epoch, grad_accum=2, schedule=schedule)
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[log], shuffle=False)
+    assert [r["step"] for r in log.history] == [1, 2, 3]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 3
+    # The first step trained on the first batch: its logged loss is that batch's before the update.
+    assert_close("step 1 generator loss", log.history[0]["generator_loss"], first,
+                 SAME_COMPUTATION_FP32_RTOL * first)
+    assert all(np.isfinite(r["loss"]) for r in log.history)
+
+
+def test_the_tensorflow_only_pretraining_features_name_the_backend_they_need(assets):  # noqa: F811
+    from convbert_tf.backend import BackendError
+
+    model = ConvBertForPreTraining(tiny_config(), seed=0)
+    data = PretrainingDataset(assets.data, tokenizer=assets.tokenizer)
+    batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, steps=1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=r"micro_batches must be a positive integer"):
+            model.compile(micro_batches=bad)
+    with pytest.raises(ValueError, match=r"grad_accum must be a positive integer, got 0"):
+        tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, grad_accum=0)
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match=r"accumulates the model's own loss: keep loss='auto'"):
+            model.compile(loss="mse", micro_batches=2)
+        return
+    with pytest.raises(BackendError, match=r"compile\(micro_batches=2\) .* needs the TensorFlow backend .* runs "
+                                           rf"Keras on {keras.backend.backend()}"):
+        model.compile(micro_batches=2)
+    with pytest.raises(BackendError, match=r"to_tf_dataset \(tf.data\) needs the TensorFlow backend"):
+        batches.to_tf_dataset()
