@@ -119,6 +119,10 @@ def main(argv=None) -> dict:
             continue
         results["variants"][variant] = {**json.loads(lines[-1][len("RESULT "):]),
                                         "load_before": load, "load_after": os.getloadavg()[0]}
+        # Each variant's figures as soon as it ends: a long run stopped early keeps what it measured.
+        print(f"{variant}: " + json.dumps(results["variants"][variant]), flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(machine_line(results["machine"]))
     print(f"ConvBERT-small ({args.layers} layers) + a 0.25 generator, {args.batch}: our train_step under "
           "tf.function (seconds; ops)")

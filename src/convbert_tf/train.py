@@ -15,7 +15,11 @@ moments by PyTorch parameter name in PyTorch's layout, ``trainer_state.json``), 
 ``discriminator/`` and ``generator/``. A run of either framework resumes from the other's
 checkpoint (the random state of dropout and of the Gumbel noise is each framework's own).
 Several devices (``tf.distribute.MirroredStrategy`` on TensorFlow) split each batch; the loss is
-normalised by the whole batch's counts, so the step is one device's.
+normalised by the whole batch's counts, so the step is one device's. ``grad_accum`` micro-batches
+(TensorFlow) make one ``fit`` step, as in the PyTorch loop: ``PretrainingBatches`` yields the
+step's micro-batches together and ``compile(micro_batches=...)`` runs them one after the other,
+each normalised by the whole step's counts, before the one update. On TensorFlow the batches can
+also come through ``tf.data`` (``PretrainingBatches.to_tf_dataset``), the same batches prefetched.
 """
 
 from __future__ import annotations
