@@ -162,14 +162,15 @@ _MIRRORED = textwrap.dedent("""
     data = PretrainingDataset(data_dir, tokenizer=tokenizer)
     config = ConvBertConfig.from_pretrained(config_file)
 
-    def run(model, scope):
+    def run(model, scope, accum=1):
         schedule = tf_train.WarmupLinearDecay(5e-3, 1, 4)
         with scope:
-            model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule, clip=1.0))
+            model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule, clip=1.0), micro_batches=accum)
         log = tf_train.PretrainingLog(model.pretraining_config, log_every=1, total_steps=4, positions_per_step=256,
                                       steps_per_epoch=10, schedule=schedule)
-        batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=8, steps=4,
-                                              gumbel_noise=True)
+        # 8 // accum examples a micro-batch: every step is the same 8 rows, masks and noise.
+        batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=8 // accum,
+                                              grad_accum=accum, steps=4, gumbel_noise=True)
         model.fit(batches, epochs=1, verbose=0, callbacks=[log], shuffle=False)
         return log.history
 
@@ -182,14 +183,23 @@ _MIRRORED = textwrap.dedent("""
         replicated = ConvBertForPreTraining(config)
         replicated.set_weights(start)
     two = run(replicated, strategy.scope())
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), replicated.get_weights()))
-    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two, "diff": diff}))
+    with strategy.scope():
+        accumulated = ConvBertForPreTraining(config)
+        accumulated.set_weights(start)
+    two_by_two = run(accumulated, strategy.scope(), accum=2)
+
+    def diff(model):
+        return max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), model.get_weights()))
+
+    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two,
+                                "two_by_two": two_by_two, "diff": diff(replicated),
+                                "diff_two_by_two": diff(accumulated)}))
 """)
 
 
 @pytest.mark.slow
 @pytest.mark.tensorflow_backend
-def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(assets):  # noqa: F811
+def test_mirrored_strategy_over_two_cpus_with_and_without_micro_batches_gives_one_device_s_steps(assets):  # noqa: F811
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root,
                                                         os.environ.get("PYTHONPATH", "")]),
@@ -200,13 +210,16 @@ def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(a
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["replicas"] == 2
-    for a, b in zip(result["one"], result["two"], strict=True):
-        # The same loss scale (normalised by the whole batch's counts), not twice or half of it.
-        for key in ("loss", "generator_loss", "discriminator_loss", "grad_norm"):
-            assert b[key] == pytest.approx(a[key], rel=REPLICAS_FP32_RTOL), (key, a["step"])
-        for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
-            assert b[key] == a[key], (key, a["step"])  # counts over counts: equal, not close
+    # Two replicas, and two replicas of two micro-batches each (--grad-accum 2): one device's steps.
+    for other in ("two", "two_by_two"):
+        for a, b in zip(result["one"], result[other], strict=True):
+            # The same loss scale (normalised by the whole batch's counts), not twice or half of it.
+            for key in ("loss", "generator_loss", "discriminator_loss", "grad_norm"):
+                assert b[key] == pytest.approx(a[key], rel=REPLICAS_FP32_RTOL), (other, key, a["step"])
+            for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
+                assert b[key] == a[key], (other, key, a["step"])  # counts over counts: equal, not close
     assert result["diff"] < REPLICAS_FP32_ATOL
+    assert result["diff_two_by_two"] < REPLICAS_FP32_ATOL
 
 
 def test_convbert_pretrain_framework_keras_writes_pytorch_s_layout_and_resumes(assets, tmp_path, capsys):  # noqa: F811
