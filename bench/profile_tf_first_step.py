@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    from _common import machine_info, machine_line
+    from _common import machine_info, machine_line, write_json
 
     from convbert_common.fileio import atomic_write_text
 
@@ -144,9 +144,7 @@ def main(argv=None) -> dict:
     for variant, v in results["variants"].items():
         if "failed" in v:
             print(f"{variant} failed: {v['failed']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.json, json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, results)
     return results
 
 
