@@ -15,8 +15,10 @@ medians of ``--runs`` runs after ``--warmup``:
   backward, our AdamW) of ConvBERT-small with a 0.25 generator at 16x128 (``--pretrain-batch``),
   under ``tf.function`` and under XLA, with the first step's time (trace + compile), against our
   PyTorch step (``bench/bench_pretrain.py``, run in a subprocess: torch and TensorFlow in one
-  process abort on their two LLVMs). HF's TF ConvBERT has no pretraining model; assembling one from
-  its classes needs transformers with tf-keras (the HF column says when they are missing).
+  process abort on their two LLVMs), and against HF's TF ConvBERT assembled the same way
+  (``hf_pretraining_model``: HF has no TF pretraining model; its ``TFConvBertForMaskedLM``
+  generator and ``TFConvBertModel`` discriminator on one embeddings layer, a dense RTD head, the
+  loss 1 x MLM + 50 x BCE, tf-keras' AdamW), both under ``tf.function`` and XLA, interleaved.
 
 HF transformers is optional (``pip install 'convbert[bench]'``, TF classes need ``tf-keras``):
 without it the HF column says "unavailable" and our numbers are still measured. Targets, as ratios
@@ -60,7 +62,7 @@ from _common import (  # noqa: E402
     wall_seconds,
 )
 
-from convbert_common import presets  # noqa: E402
+from convbert_common import presets, shapes  # noqa: E402
 from convbert_common.config import ConvBertConfig  # noqa: E402
 from convbert_common.fileio import atomic_write_text  # noqa: E402
 from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa: E402
@@ -227,8 +229,80 @@ def pretrain_batch(vocab: int, batch: int, length: int, seed: int = 0) -> dict:
     return {k: tf.constant(v.astype("int32")) for k, v in arrays.items()}
 
 
+def hf_pretraining_model(cfg: ConvBertConfig, gen_cfg: ConvBertConfig, generator_weight: float,
+                         disc_weight: float, temperature: float, jit_compile: bool):
+    """HF's TF ConvBERT classes assembled into ELECTRA's replaced-token detection, compiled (tf-keras).
+
+    The discriminator is ``TFConvBertModel`` plus a dense H -> H (gelu) -> 1 head; the generator
+    ``TFConvBertForMaskedLM`` of ``gen_cfg`` whose main layer and tied LM head both read the
+    discriminator's embeddings layer (one set of variables, as ours). HF's MLM head scores every
+    position (B, L, V); the sample is the Gumbel-max of its logits at the masked positions, and
+    the loss ``generator_weight`` x the masked positions' cross-entropy + ``disc_weight`` x the
+    real tokens' BCE. ``train_on_batch(x)`` takes our batch dict (labels inside).
+    """
+    import tf_keras
+    import transformers
+
+    def hf_config(c: ConvBertConfig):
+        # Fewer heads than head_ratio (the 0.25 generator of ConvBERT-small has 1 of ratio 2) breaks
+        # HF's TF attention reshape; head_ratio x our reduced heads gives HF the same shapes as ours.
+        fields = {k: v for k, v in c.to_dict().items() if k != "architectures"}
+        fields["num_attention_heads"] = shapes.reduced_heads(c.num_attention_heads, c.head_ratio) * c.head_ratio
+        return transformers.ConvBertConfig(**fields)
+
+    class HFPreTraining(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.discriminator = transformers.TFConvBertModel(hf_config(cfg), name="discriminator")
+            self.generator = transformers.TFConvBertForMaskedLM(hf_config(gen_cfg), name="generator")
+            shared = self.discriminator.convbert.embeddings
+            self.generator.convbert.embeddings = shared  # before the first call builds anything
+            self.generator.generator_lm_head.input_embeddings = shared
+            self.rtd_dense = tf_keras.layers.Dense(cfg.hidden_size, activation=tf_keras.activations.gelu)
+            self.rtd_prediction = tf_keras.layers.Dense(1)
+
+        def losses_of(self, x, training):
+            ids, mask, types, labels = x["input_ids"], x["attention_mask"], x["token_type_ids"], x["labels"]
+            masked = tf.not_equal(labels, -100)
+            logits = self.generator(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                                    training=training).logits  # (B, L, V)
+            targets = tf.where(masked, labels, 0)
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            weight = tf.cast(masked, tf.float32)
+            gen_loss = tf.reduce_sum(nll * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+            uniform = tf.random.uniform(tf.shape(logits))
+            noise = -tf.math.log(-tf.math.log(uniform + 1e-9) + 1e-9)
+            sampled = tf.argmax(tf.stop_gradient(logits) / temperature + noise, axis=-1, output_type=ids.dtype)
+            replaced = tf.stop_gradient(tf.where(masked, sampled, ids))
+            is_replaced = tf.cast(tf.logical_and(masked, tf.not_equal(replaced, labels)), tf.float32)
+            hidden = self.discriminator(input_ids=replaced, attention_mask=mask, token_type_ids=types,
+                                        training=training).last_hidden_state
+            disc_logits = tf.squeeze(self.rtd_prediction(self.rtd_dense(hidden)), -1)
+            real = tf.cast(mask, tf.float32)
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(is_replaced, disc_logits)
+            disc_loss = tf.reduce_sum(bce * real) / tf.maximum(tf.reduce_sum(real), 1.0)
+            return generator_weight * gen_loss + disc_weight * disc_loss
+
+        def call(self, x, training=False):
+            return self.losses_of(x, training)
+
+        def train_step(self, data):
+            x, _, _ = tf_keras.utils.unpack_x_y_sample_weight(data)
+            with tf.GradientTape() as tape:
+                loss = self.losses_of(x, training=True)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+            return {"loss": loss}
+
+    model = HFPreTraining()
+    model.compile(optimizer=tf_keras.optimizers.AdamW(learning_rate=1e-5, weight_decay=0.01, epsilon=1e-6,
+                                                      global_clipnorm=1.0), jit_compile=jit_compile)
+    return model
+
+
 def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: int) -> None:
-    """Our Keras RTD fit step (tf.function and XLA) and our PyTorch step (a subprocess), with first steps."""
+    """Our Keras RTD fit step (tf.function and XLA), HF's assembled one (the same modes) and our PyTorch
+    step (a subprocess), with first steps."""
     import subprocess
     import sys
 
@@ -240,17 +314,35 @@ def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: in
     cfg = presets.preset("small", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     x = pretrain_batch(cfg.vocab_size, batch, length)
     shape = f"{batch}x{length}"
+    knobs = ptc.PretrainingConfig()
+    gen_cfg = ptc.generator_config(cfg, knobs.generator_size)
     steps = {}
+    params = results["pretrain_parameters"] = {}  # the same model on both sides: the same count
+    hf = hf_classes() is not None
     for mode, jit in (("tf.function", False), ("xla", True)):
-        model = ConvBertForPreTraining(cfg, ptc.generator_config(cfg, 0.25), seed=0)
+        model = ConvBertForPreTraining(cfg, gen_cfg, knobs, seed=0)
         model.compile(optimizer=tf_train.adamw(model, learning_rate=1e-5), jit_compile=jit)
         name = f"ours/pretrain_step/{shape}/{mode}"
         first[name] = wall_seconds(lambda m=model: m.train_on_batch(x))
+        params["ours"] = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
         steps[name] = lambda m=model: m.train_on_batch(x)
+        if hf:
+            theirs = hf_pretraining_model(cfg, gen_cfg, knobs.generator_weight, knobs.disc_weight,
+                                          knobs.temperature, jit)
+            name = f"hf/pretrain_step/{shape}/{mode}"
+            first[name] = wall_seconds(lambda m=theirs: m.train_on_batch(x))
+            params["hf"] = sum(int(np.prod(v.shape)) for v in theirs.trainable_variables)
+            steps[name] = lambda m=theirs: m.train_on_batch(x)
     seconds.update(interleaved(steps, runs, warmup))
-    best = min(steps, key=lambda k: seconds[k])
-    seconds[f"ours/pretrain_step/{shape}/best"] = seconds[best]
-    results["pretrain_best_mode"] = best.rsplit("/", 1)[1]
+    for side in ("ours", "hf") if hf else ("ours",):
+        mine = [k for k in steps if k.startswith(f"{side}/")]
+        best = min(mine, key=lambda k: seconds[k])
+        seconds[f"{side}/pretrain_step/{shape}/best"] = seconds[best]
+        results[f"pretrain_best_mode_{side}"] = best.rsplit("/", 1)[1]
+        results["first_step_seconds"][f"{side}/pretrain_step/{shape}/best"] = first[best]
+    if hf:
+        results["ratios"][f"pretrain_step/{shape} keras best/hf best"] = (seconds[f"ours/pretrain_step/{shape}/best"]
+                                                                          / seconds[f"hf/pretrain_step/{shape}/best"])
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pt.json"
@@ -350,8 +442,11 @@ def main(argv=None) -> dict:
         print(f"| {name} (ours, PyTorch) | {seconds[name]:.4f} | |")
     print("first call (trace / compile included): "
           + ", ".join(f"{k} {v:.2f}s" for k, v in results["first_step_seconds"].items()))
-    if "pretrain_best_mode" in results:
-        print(f"pretrain step: {results['pretrain_best_mode']} is faster")
+    if results.get("pretrain_parameters"):
+        print("pretrain parameters: " + ", ".join(f"{k} {v:,}" for k, v in results["pretrain_parameters"].items()))
+    for side in ("ours", "hf"):
+        if f"pretrain_best_mode_{side}" in results:
+            print(f"pretrain step ({side}): {results[f'pretrain_best_mode_{side}']} is faster")
     if isinstance(results.get("pytorch_pretrain"), str):
         print(f"PyTorch pretrain step: {results['pytorch_pretrain']}")
     if "bf16_best_mode" in results:

@@ -28,3 +28,14 @@ def require_tensorflow(feature: str) -> None:
 def cpu_only() -> bool:
     """Whether Keras sees no accelerator: a bf16 policy then runs its matmuls on the CPU."""
     return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
+
+
+def replicas_in_sync() -> int:
+    """Replicas of the tf.distribute strategy this step runs under (1 outside one, or off TensorFlow)."""
+    if name() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync

@@ -48,7 +48,7 @@ from convbert_common.fileio import atomic_directory
 from convbert_common.formats import copy_tokenizer
 from convbert_common.layouts import get_layout
 from convbert_common.pretraining_data import masked_count
-from convbert_tf import io
+from convbert_tf import backend, io
 from convbert_tf._config_layer import ConfigLayer, as_config
 from convbert_tf.activations import get_activation
 from convbert_tf.losses import tensor_info
@@ -160,6 +160,7 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         self._seed = seed
         self._noise_seed = keras.random.SeedGenerator(seed, name="gumbel_seed")
         self._rtd_metrics = [keras.metrics.Mean(name=name) for name in METRIC_NAMES]
+        self._micro_batches = 1
         self._finish_init()
 
     @property
@@ -336,18 +337,38 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         return ops.reshape(rows, (*ops.shape(positions), vocab))  # (B, P, V)
 
     # -------------------------------------------------------------- compile, loss and metrics
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, *,
+                micro_batches: int = 1, **kwargs):
         """Keras ``compile``; ``optimizer="auto"``: ``convbert_tf.train.adamw`` with the issue's defaults.
 
         ``loss="auto"``: the model's own (generator MLM + ``disc_weight`` x BCE), labels inside ``x``.
         ``metrics="auto"``: ``METRIC_NAMES``, weighted by their counts.
+        ``micro_batches`` (TensorFlow backend): gradient accumulation as the PyTorch loop's
+        ``--grad-accum``. Each batch ``fit`` reads is one optimizer step: it is cut into this many
+        equal micro-batches, run one after the other (``_accumulated_train_step``), so only one
+        micro-batch's activations are alive at a time.
         """
+        if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+            raise ValueError(f"micro_batches must be a positive integer, got {micro_batches!r}")
+        if micro_batches > 1:
+            backend.require_tensorflow(f"compile(micro_batches={micro_batches}) (gradient accumulation, "
+                                       "--grad-accum)")
+            if not _is_auto(loss):
+                raise ValueError(f"compile(micro_batches={micro_batches}) accumulates the model's own loss: keep "
+                                 "loss='auto'")
+        self._micro_batches = micro_batches
         if _is_auto(optimizer):
             from convbert_tf.train import adamw
 
             optimizer = adamw(self)
         return super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics,
                                **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self._micro_batches > 1:
+            config = {**config, "micro_batches": self._micro_batches}
+        return config
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not self._uses_task_loss:
@@ -370,25 +391,91 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         gradients Keras sums over the replicas are the gradient of the whole batch's loss, and the
         loss Keras reports (the replicas' shares, rescaled and averaged) is that batch's loss.
         """
-        replicas = 1
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas == 1:
+        if backend.replicas_in_sync() == 1:
             return y_pred["loss"]
-        import tensorflow as tf
+        return self._share(x, y_pred, self._global_counts(x))
 
-        knobs = self.pretraining_config
+    @staticmethod
+    def _counts(x):
+        """(masked positions, real tokens) of the batch ``x``, float32 scalars."""
         labels = x["labels"]
         masked = ops.sum(ops.cast(ops.not_equal(labels, heads.IGNORE_INDEX), "float32"))
         mask = x.get("attention_mask")
         real = ops.sum(ops.cast(mask, "float32")) if mask is not None else ops.cast(ops.size(labels), "float32")
+        return masked, real
+
+    def _global_counts(self, x):
+        """``_counts`` summed over the replicas of a tf.distribute strategy: the step's denominators."""
+        masked, real = self._counts(x)
+        if backend.replicas_in_sync() == 1:
+            return ops.maximum(masked, 1.0), ops.maximum(real, 1.0)
+        import tensorflow as tf
+
         totals = tf.distribute.get_replica_context().all_reduce("sum", ops.stack([masked, real]))
-        share = (knobs.generator_weight * y_pred["generator_loss"] * masked / ops.maximum(totals[0], 1.0)
-                 + knobs.disc_weight * y_pred["discriminator_loss"] * real / ops.maximum(totals[1], 1.0))
-        return share
+        return ops.maximum(totals[0], 1.0), ops.maximum(totals[1], 1.0)
+
+    def _share(self, x, y_pred, totals):
+        """The part of the step's loss that the rows of ``x`` hold: their sums over the step's counts."""
+        knobs = self.pretraining_config
+        masked, real = self._counts(x)
+        return (knobs.generator_weight * y_pred["generator_loss"] * masked / totals[0]
+                + knobs.disc_weight * y_pred["discriminator_loss"] * real / totals[1])
+
+    def _train_step(self, *args):
+        if self._micro_batches == 1:
+            return super()._train_step(*args)
+        return self._accumulated_train_step(*args)
+
+    def _accumulated_train_step(self, data):
+        """One optimizer step over ``micro_batches`` equal slices of the batch, as the PyTorch loop's ``--grad-accum``.
+
+        The batch is the step's whole batch (``PretrainingBatches(grad_accum=n)``: the loop's n
+        micro-batches one after the other). Every slice's sums are divided by the whole step's
+        counts (over the replicas too), so the summed gradient is the whole batch's gradient,
+        clipped and applied once: one ``fit`` step, one optimizer step, one learning rate. The
+        slices run in a ``tf.while_loop`` (one traced copy of the model, one slice alive at a time).
+        """
+        import tensorflow as tf
+
+        from convbert_tf.train import _dense
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is not None or sample_weight is not None or not isinstance(x, dict) or "labels" not in x:
+            raise ValueError("ConvBertForPreTraining with micro_batches takes one dict per step, labels inside it, "
+                             "and no y or sample_weight")
+        n = self._micro_batches
+        rows = x["labels"].shape[0]
+        if rows is not None and rows % n:
+            raise ValueError(f"a batch of {rows} rows does not split into micro_batches={n} equal micro-batches")
+        sliced = {}
+        for key, value in x.items():
+            value = tf.convert_to_tensor(value)
+            tail = [d if d is not None else tf.shape(value)[i + 1] for i, d in enumerate(value.shape[1:])]
+            sliced[key] = tf.reshape(value, [n, -1, *tail])  # (n, rows / n, ...)
+        totals = self._global_counts(x)
+        variables = list(self.trainable_weights)
+        untouched: list[bool] = []  # per variable: no slice gives it a gradient (its update is skipped)
+
+        def body(i, loss, *sums):
+            part = {key: tf.gather(value, i) for key, value in sliced.items()}
+            with tf.GradientTape() as tape:
+                y_pred = self(part, training=True)
+                share = self._share(part, y_pred, totals)
+                scaled = self.optimizer.scale_loss(share) if self.optimizer is not None else share
+            grads = tape.gradient(scaled, variables)
+            untouched[:] = [g is None for g in grads]
+            self.compute_metrics(part, None, y_pred)
+            return (i + 1, loss + share,
+                    *[s if g is None else s + tf.cast(_dense(g), s.dtype) for s, g in zip(sums, grads, strict=True)])
+
+        start = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
+        out = tf.while_loop(lambda i, *_: i < n, body, [tf.constant(0), tf.constant(0.0), *start],
+                            parallel_iterations=1, maximum_iterations=n)
+        loss, grads = out[1], [None if skip else g for g, skip in zip(out[2:], untouched, strict=True)]
+        self._step_guard.loss = loss
+        self._loss_tracker.update_state(loss * backend.replicas_in_sync(), sample_weight=tf.shape(x["labels"])[0])
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self.get_metrics_result()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if self._uses_task_loss and self._uses_default_metrics and "loss" in y_pred:

@@ -241,16 +241,20 @@ class TaskModel:
         # TensorFlow's trainer calls train_step(data); JAX's train_step(state, data): pass both through.
         guard = self._step_guard
         if not guard.active:
-            return super().train_step(*args)
+            return self._train_step(*args)
         optimizer = self.optimizer
         if not isinstance(optimizer.__dict__.get("apply"), _GuardedApply):
             optimizer.apply = _GuardedApply(guard, optimizer, optimizer.apply)
         guard.tracing += 1
         try:
-            return super().train_step(*args)
+            return self._train_step(*args)
         finally:
             guard.tracing -= 1
             guard.loss = None
+
+    def _train_step(self, *args):
+        """The backend's training step, inside the guard; a model may take its own (micro-batches)."""
+        return super().train_step(*args)
 
     def fit(self, *args, **kwargs):
         if not self._step_guard.active:

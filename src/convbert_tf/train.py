@@ -15,7 +15,11 @@ moments by PyTorch parameter name in PyTorch's layout, ``trainer_state.json``), 
 ``discriminator/`` and ``generator/``. A run of either framework resumes from the other's
 checkpoint (the random state of dropout and of the Gumbel noise is each framework's own).
 Several devices (``tf.distribute.MirroredStrategy`` on TensorFlow) split each batch; the loss is
-normalised by the whole batch's counts, so the step is one device's.
+normalised by the whole batch's counts, so the step is one device's. ``grad_accum`` micro-batches
+(TensorFlow) make one ``fit`` step, as in the PyTorch loop: ``PretrainingBatches`` yields the
+step's micro-batches together and ``compile(micro_batches=...)`` runs them one after the other,
+each normalised by the whole step's counts, before the one update. On TensorFlow the batches can
+also come through ``tf.data`` (``PretrainingBatches.to_tf_dataset``), the same batches prefetched.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from convbert_common import checks
 from convbert_common import pretraining as ptc
 from convbert_common.fileio import atomic_directory
 from convbert_common.pretraining_data import PretrainingDataset, mask_tokens
+from convbert_tf import backend
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +123,7 @@ class AdamW(keras.optimizers.AdamW):
         sum / replicas on (exact for two), which Keras' own sum turns back into the clipped sum.
         """
         grads = list(grads)
-        replicas = _replicas_in_sync()
+        replicas = backend.replicas_in_sync()
         index = [i for i, g in enumerate(grads) if g is not None]
         if not index:
             return super().apply(grads, trainable_variables)
@@ -142,17 +147,6 @@ class AdamW(keras.optimizers.AdamW):
         """The (first, second) moment variables of ``variable``."""
         index = self._get_variable_index(variable)
         return self._momentums[index], self._velocities[index]
-
-
-def _replicas_in_sync() -> int:
-    """Replicas of the tf.distribute strategy this step runs under (1 outside one, or off TensorFlow)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return 1
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _dense(gradient):
@@ -234,29 +228,39 @@ def load_optimizer_state(model, optimizer: AdamW, state: dict[str, np.ndarray], 
 class PretrainingBatches(keras.utils.PyDataset):
     """The PyTorch loop's batches as a ``keras.utils.PyDataset``: item ``i`` is step ``start_step + i``.
 
-    Step ``s`` takes the ``s``-th batch of ``batch_size`` examples in the dataset's epoch order
-    (epochs follow each other) and masks it with the framework-free masker from ``(seed, s,
-    row)``: with one seed both frameworks train on the same examples and masks. Items are dicts of
-    ``input_ids`` (masked), ``attention_mask``, ``token_type_ids`` and ``labels`` (int32), the
-    input of ``ConvBertForPreTraining``'s built-in loss. Pass ``fit(..., shuffle=False)`` to train
-    in step order (Keras shuffles the items of a PyDataset by default; each item is the same batch
-    either way, the epoch order of the examples being already shuffled).
+    Step ``s`` takes micro-batches ``s * grad_accum ...`` of ``batch_size`` examples each in the
+    dataset's epoch order (epochs follow each other, a step may straddle two) and masks each with
+    the framework-free masker from ``(seed, s, row)``, the row counted across the step's
+    micro-batches: with one seed both frameworks train on the same examples and masks. An item is
+    the whole step, its micro-batches one after the other (``compile(micro_batches=grad_accum)``
+    cuts it again). Items are dicts of ``input_ids`` (masked), ``attention_mask``,
+    ``token_type_ids`` and ``labels`` (int32), the input of ``ConvBertForPreTraining``'s built-in
+    loss. Pass ``fit(..., shuffle=False)`` to train in step order (Keras shuffles the items of a
+    PyDataset by default; each item is the same batch either way, the epoch order of the examples
+    being already shuffled).
     """
 
     def __init__(self, dataset: PretrainingDataset, knobs: ptc.PretrainingConfig | None = None, *,
-                 batch_size: int, seed: int = 0, steps: int | None = None, start_step: int = 0,
-                 gumbel_noise: bool = False, **kwargs):
+                 batch_size: int, grad_accum: int = 1, seed: int = 0, steps: int | None = None,
+                 start_step: int = 0, gumbel_noise: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.dataset = dataset
         self.knobs = knobs or ptc.PretrainingConfig()
         self.batch_size = int(batch_size)
+        if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+            raise ValueError(f"grad_accum must be a positive integer, got {grad_accum!r}")
+        self.grad_accum = grad_accum
         self.seed = int(seed)
-        self.per_epoch = dataset.steps_per_epoch(self.batch_size)
+        self.per_epoch = dataset.steps_per_epoch(self.batch_size)  # micro-batches
         if self.per_epoch == 0:
             raise ValueError(f"{dataset.data_dir} has {len(dataset)} examples, fewer than one batch of "
                              f"{self.batch_size}: lower --batch-size or add text")
         self.start_step = int(start_step)
-        self.steps = int(steps) if steps is not None else self.per_epoch
+        self.steps = int(steps) if steps is not None else self.per_epoch // grad_accum
+        if self.steps < 1:
+            raise ValueError(f"one epoch of {len(dataset)} examples is {self.per_epoch} micro-batches of "
+                             f"{self.batch_size}, fewer than --grad-accum {grad_accum}: pass steps, or lower "
+                             "grad_accum / batch_size")
         self.gumbel_noise = bool(gumbel_noise)
         self._orders: dict[int, np.ndarray] = {}
 
@@ -264,24 +268,29 @@ class PretrainingBatches(keras.utils.PyDataset):
         return self.steps
 
     def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            self._orders = {epoch: self.dataset.epoch_order(self.seed, epoch)}
-        return self._orders[epoch]
+        # One epoch's order kept; read and replaced whole, so tf.data's threads may share it.
+        order = self._orders.get(epoch)
+        if order is None:
+            order = self.dataset.epoch_order(self.seed, epoch)
+            self._orders = {epoch: order}
+        return order
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The masked batch of optimizer step ``step``."""
-        epoch, in_epoch = ptc.data_position(step, 1, self.per_epoch)
-        indices = self._order(epoch)[in_epoch * self.batch_size:(in_epoch + 1) * self.batch_size]
-        arrays = self.dataset.gather(indices)
-        d, k = self.dataset, self.knobs
-        ids, labels = mask_tokens(arrays["input_ids"], arrays["attention_mask"], special_ids=d.special_ids,
-                                  vocab_size=d.vocab_size, mask_token_id=d.mask_token_id, seed=self.seed, step=step,
-                                  row_offset=0, mask_prob=k.mask_prob, mask_token_prob=k.mask_token_prob,
-                                  random_token_prob=k.random_token_prob)
-        out = {"input_ids": ids.astype(np.int32), "attention_mask": arrays["attention_mask"].astype(np.int32),
-               "token_type_ids": arrays["token_type_ids"].astype(np.int32), "labels": labels.astype(np.int32)}
+        """The masked batch of optimizer step ``step`` (its ``grad_accum`` micro-batches, in order)."""
+        d, k, size = self.dataset, self.knobs, self.batch_size
+        parts = []
+        for index in range(self.grad_accum):
+            epoch, in_epoch = divmod(step * self.grad_accum + index, self.per_epoch)
+            arrays = d.gather(self._order(epoch)[in_epoch * size:(in_epoch + 1) * size])
+            ids, labels = mask_tokens(arrays["input_ids"], arrays["attention_mask"], special_ids=d.special_ids,
+                                      vocab_size=d.vocab_size, mask_token_id=d.mask_token_id, seed=self.seed,
+                                      step=step, row_offset=index * size, mask_prob=k.mask_prob,
+                                      mask_token_prob=k.mask_token_prob, random_token_prob=k.random_token_prob)
+            parts.append({"input_ids": ids, "attention_mask": arrays["attention_mask"],
+                          "token_type_ids": arrays["token_type_ids"], "labels": labels})
+        out = {key: np.concatenate([p[key] for p in parts]).astype(np.int32) for key in parts[0]}
         if self.gumbel_noise:
-            out["gumbel_noise"] = self.noise(step, ids.shape)
+            out["gumbel_noise"] = self.noise(step, out["input_ids"].shape)
         return out
 
     def noise(self, step: int, shape: tuple[int, int]) -> np.ndarray:
@@ -300,6 +309,37 @@ class PretrainingBatches(keras.utils.PyDataset):
             raise IndexError(f"step {index} of {self.steps}")
         return self.batch(self.start_step + index)
 
+    def to_tf_dataset(self, *, prefetch: int | None = None, parallel: int | None = None):
+        """The same items, in step order, as a ``tf.data.Dataset`` (TensorFlow backend only).
+
+        Item ``i`` is ``self[i]``, built by this object's masker in ``parallel`` threads of
+        ``tf.data`` (default: AUTOTUNE) with the order kept, and ``prefetch`` items ahead (default:
+        AUTOTUNE), so the masking of later steps overlaps the training of the current one.
+        """
+        backend.require_tensorflow("PretrainingBatches.to_tf_dataset (tf.data)")
+        import tensorflow as tf
+
+        first = self.batch(self.start_step)
+        keys = list(first)
+        dtypes = [tf.as_dtype(first[k].dtype) for k in keys]
+
+        def build(index):
+            batch = self.batch(self.start_step + int(index))
+            return [batch[k] for k in keys]
+
+        def item(index):
+            values = tf.numpy_function(build, [index], dtypes, stateful=False)
+            out = {}
+            for key, value in zip(keys, values, strict=True):
+                value.set_shape(first[key].shape)  # every step's batch has the first one's shape
+                out[key] = value
+            return out
+
+        auto = tf.data.AUTOTUNE
+        data = tf.data.Dataset.range(self.steps).map(item, num_parallel_calls=auto if parallel is None else parallel,
+                                                      deterministic=True)
+        return data.prefetch(auto if prefetch is None else prefetch)
+
 
 # --------------------------------------------------------------------------------------- callbacks
 class PretrainingLog(keras.callbacks.Callback):
@@ -310,11 +350,13 @@ class PretrainingLog(keras.callbacks.Callback):
     """
 
     def __init__(self, knobs: ptc.PretrainingConfig, *, log_every: int, total_steps: int, start_step: int = 0,
-                 positions_per_step: int, steps_per_epoch: int, writer: ptc.LogWriter | None = None,
+                 positions_per_step: int, steps_per_epoch: int, grad_accum: int = 1,
+                 writer: ptc.LogWriter | None = None,
                  schedule: keras.optimizers.schedules.LearningRateSchedule | None = None):
         super().__init__()
         self.knobs, self.log_every, self.total = knobs, log_every, total_steps
         self.done, self.positions_per_step, self.steps_per_epoch = start_step, positions_per_step, steps_per_epoch
+        self.grad_accum = grad_accum
         self.writer, self.schedule, self.history = writer, schedule, []
         self.diverged: dict[str, Any] | None = None
         self._tick, self._window_steps = time.perf_counter(), 0
@@ -333,7 +375,7 @@ class PretrainingLog(keras.callbacks.Callback):
         # The rate of the window's last update (the PyTorch loop logs that one).
         lr = self.schedule(self.done - 1) if self.schedule is not None else optimizer.learning_rate
         elapsed = time.perf_counter() - self._tick
-        record = {"step": self.done, "epoch": self.done / self.steps_per_epoch,
+        record = {"step": self.done, "epoch": self.done * self.grad_accum / self.steps_per_epoch,
                   **ptc.metrics_from_sums(sums, self.knobs),
                   "learning_rate": float(keras.ops.convert_to_numpy(lr)),
                   "grad_norm": float(keras.ops.convert_to_numpy(optimizer.grad_norm)),
@@ -422,10 +464,11 @@ class Trainer:
     def _refuse_unsupported(self) -> None:
         s = self.s
         if s.grad_accum != 1:
-            raise ValueError("--grad-accum > 1 is not available with --framework keras yet: raise --batch-size, or "
-                             "use --framework pytorch")
+            backend.require_tensorflow(f"--grad-accum {s.grad_accum} with --framework keras")
         if s.fsdp:
-            raise ValueError("--fsdp shards with PyTorch's FSDP2: use --framework pytorch")
+            raise ValueError("--fsdp shards with PyTorch's FSDP2: use --framework pytorch; with --framework keras, "
+                             "MirroredStrategy replicates the model over the visible devices and --grad-accum "
+                             "bounds the memory of a step")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("--framework keras runs in one process (MirroredStrategy over its devices), not "
                              "under torchrun")
@@ -487,22 +530,26 @@ class Trainer:
         model.pretraining_config = self.knobs
         self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
 
-        self.per_epoch = self.dataset.steps_per_epoch(s.batch_size)
+        self.per_epoch = self.dataset.steps_per_epoch(s.batch_size)  # micro-batches, as the PyTorch loop counts
         if self.per_epoch == 0:
             raise ValueError(f"{self.dataset.data_dir} has {len(self.dataset)} examples, fewer than one batch of "
                              f"--batch-size {s.batch_size}")
-        self.total = s.steps if s.steps is not None else (s.epochs or 1) * self.per_epoch
+        self.total = s.steps if s.steps is not None else (s.epochs or 1) * self.per_epoch // s.grad_accum
+        if self.total < 1:
+            raise ValueError(f"one epoch of {len(self.dataset)} examples is {self.per_epoch} micro-batches, fewer "
+                             f"than --grad-accum {s.grad_accum}: pass --steps, or lower --grad-accum / --batch-size")
         self.warmup = ptc.warmup_steps(s, self.total, resume_dir)
-        # No gradient accumulation and one process here: a Keras run's global batch is --batch-size.
+        # One process here (a MirroredStrategy splits each batch): the global batch is --grad-accum micro-batches.
         self.run_record = ptc.run_record(
             s, model_config=self.config_from_flags, generator_config=self.gen_from_flags, knobs=self.knobs,
             manifest=self.dataset.manifest, max_seq_length=self.dataset.max_seq_length, examples=len(self.dataset),
-            total_steps=self.total, warmup_steps=self.warmup, global_batch=s.batch_size, world_size=1)
+            total_steps=self.total, warmup_steps=self.warmup, global_batch=s.batch_size * s.grad_accum,
+            world_size=1)
         self.schedule = WarmupLinearDecay(s.learning_rate, self.warmup, self.total)
         with scope:
             optimizer = adamw(model, learning_rate=self.schedule, weight_decay=s.weight_decay, clip=s.clip,
                               beta_1=s.adam_beta1, beta_2=s.adam_beta2, epsilon=s.adam_epsilon)
-            model.compile(optimizer=optimizer, jit_compile=bool(s.compile))
+            model.compile(optimizer=optimizer, jit_compile=bool(s.compile), micro_batches=s.grad_accum)
 
     def _restore(self) -> int:
         if not self.resume_from:
@@ -541,7 +588,7 @@ class Trainer:
                                      tokenizer=self.tokenizer_dir)
                 save_file(moments, os.path.join(tmp, ptc.OPTIMIZER_NAME), metadata={"format": "pt"})
                 np.savez(os.path.join(tmp, RNG_NAME), **seeds)
-                epoch, micro = ptc.data_position(step, 1, self.per_epoch)
+                epoch, micro = ptc.data_position(step, self.s.grad_accum, self.per_epoch)
                 ptc.write_trainer_state(tmp, {
                     "step": step, "epoch": epoch, "micro_batch_in_epoch": micro, "world_size": 1,
                     "framework": "keras", "keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
@@ -560,16 +607,18 @@ class Trainer:
         start = self._restore()
         self.done = start
         writer = ptc.LogWriter(self.output, resume_step=start if self.resume_from else None)
-        batches = PretrainingBatches(self.dataset, self.knobs, batch_size=s.batch_size, seed=s.seed,
-                                     steps=self.total - start, start_step=start)
+        batches = PretrainingBatches(self.dataset, self.knobs, batch_size=s.batch_size, grad_accum=s.grad_accum,
+                                     seed=s.seed, steps=self.total - start, start_step=start)
         log = PretrainingLog(self.knobs, log_every=s.log_every, total_steps=self.total, start_step=start,
-                             positions_per_step=s.batch_size * self.dataset.max_seq_length,
-                             steps_per_epoch=self.per_epoch, writer=writer, schedule=self.schedule)
+                             positions_per_step=s.batch_size * s.grad_accum * self.dataset.max_seq_length,
+                             steps_per_epoch=self.per_epoch, grad_accum=s.grad_accum, writer=writer,
+                             schedule=self.schedule)
         callbacks = [log, PretrainingCheckpoint(self), *self.callbacks]
         if s.max_minutes is not None:
             callbacks.append(_StopAfter(self, s.max_minutes))
-        logger.info("pretraining %s steps of %d examples of %d tokens (Keras, %s backend%s)", self.total,
-                    s.batch_size, self.dataset.max_seq_length, keras.backend.backend(),
+        logger.info("pretraining %s steps of %d examples (%d micro-batches of %d) of %d tokens (Keras, %s backend%s)",
+                    self.total, s.batch_size * s.grad_accum, s.grad_accum, s.batch_size,
+                    self.dataset.max_seq_length, keras.backend.backend(),
                     f", {self.strategy.num_replicas_in_sync} replicas" if self.strategy is not None else "")
         try:
             self.model.fit(batches, epochs=1, verbose=1 if s.progress else 0, callbacks=callbacks, shuffle=False)

@@ -30,6 +30,7 @@ from tests.tolerances import (  # noqa: E402
     REPLICAS_FP32_ATOL,
     REPLICAS_FP32_RTOL,
     SAME_COMPUTATION_FP32_ATOL,
+    SAME_COMPUTATION_FP32_RTOL,
 )
 
 
@@ -161,14 +162,15 @@ _MIRRORED = textwrap.dedent("""
     data = PretrainingDataset(data_dir, tokenizer=tokenizer)
     config = ConvBertConfig.from_pretrained(config_file)
 
-    def run(model, scope):
+    def run(model, scope, accum=1):
         schedule = tf_train.WarmupLinearDecay(5e-3, 1, 4)
         with scope:
-            model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule, clip=1.0))
+            model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule, clip=1.0), micro_batches=accum)
         log = tf_train.PretrainingLog(model.pretraining_config, log_every=1, total_steps=4, positions_per_step=256,
                                       steps_per_epoch=10, schedule=schedule)
-        batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=8, steps=4,
-                                              gumbel_noise=True)
+        # 8 // accum examples a micro-batch: every step is the same 8 rows, masks and noise.
+        batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=8 // accum,
+                                              grad_accum=accum, steps=4, gumbel_noise=True)
         model.fit(batches, epochs=1, verbose=0, callbacks=[log], shuffle=False)
         return log.history
 
@@ -181,14 +183,23 @@ _MIRRORED = textwrap.dedent("""
         replicated = ConvBertForPreTraining(config)
         replicated.set_weights(start)
     two = run(replicated, strategy.scope())
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), replicated.get_weights()))
-    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two, "diff": diff}))
+    with strategy.scope():
+        accumulated = ConvBertForPreTraining(config)
+        accumulated.set_weights(start)
+    two_by_two = run(accumulated, strategy.scope(), accum=2)
+
+    def diff(model):
+        return max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), model.get_weights()))
+
+    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two,
+                                "two_by_two": two_by_two, "diff": diff(replicated),
+                                "diff_two_by_two": diff(accumulated)}))
 """)
 
 
 @pytest.mark.slow
 @pytest.mark.tensorflow_backend
-def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(assets):  # noqa: F811
+def test_mirrored_strategy_over_two_cpus_with_and_without_micro_batches_gives_one_device_s_steps(assets):  # noqa: F811
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(root, "src"), root,
                                                         os.environ.get("PYTHONPATH", "")]),
@@ -199,13 +210,16 @@ def test_mirrored_strategy_over_two_cpus_gives_one_device_s_losses_and_weights(a
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["replicas"] == 2
-    for a, b in zip(result["one"], result["two"], strict=True):
-        # The same loss scale (normalised by the whole batch's counts), not twice or half of it.
-        for key in ("loss", "generator_loss", "discriminator_loss", "grad_norm"):
-            assert b[key] == pytest.approx(a[key], rel=REPLICAS_FP32_RTOL), (key, a["step"])
-        for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
-            assert b[key] == a[key], (key, a["step"])  # counts over counts: equal, not close
+    # Two replicas, and two replicas of two micro-batches each (--grad-accum 2): one device's steps.
+    for other in ("two", "two_by_two"):
+        for a, b in zip(result["one"], result[other], strict=True):
+            # The same loss scale (normalised by the whole batch's counts), not twice or half of it.
+            for key in ("loss", "generator_loss", "discriminator_loss", "grad_norm"):
+                assert b[key] == pytest.approx(a[key], rel=REPLICAS_FP32_RTOL), (other, key, a["step"])
+            for key in ("generator_accuracy", "discriminator_accuracy", "replaced_fraction"):
+                assert b[key] == a[key], (other, key, a["step"])  # counts over counts: equal, not close
     assert result["diff"] < REPLICAS_FP32_ATOL
+    assert result["diff_two_by_two"] < REPLICAS_FP32_ATOL
 
 
 def test_convbert_pretrain_framework_keras_writes_pytorch_s_layout_and_resumes(assets, tmp_path, capsys):  # noqa: F811
@@ -269,3 +283,57 @@ def test_a_non_finite_loss_stops_the_keras_run_naming_the_step_and_keeping_the_l
         tf_train.train(s, callbacks=[Poison()])
     assert [step for step, _ in ptc.list_checkpoints(tmp_path)] == [2]
     assert not ptc.is_pretraining_dir(tmp_path)  # no final models from a diverged run
+
+
+@pytest.mark.tensorflow_backend
+def test_the_tf_data_pipeline_yields_the_py_dataset_s_batches_and_fit_trains_on_them_in_order(assets):  # noqa: F811
+    keras.utils.set_random_seed(0)
+    data = PretrainingDataset(assets.data, tokenizer=assets.tokenizer)
+    model = ConvBertForPreTraining(assets.tiny_config(), seed=0)
+    # Three steps of two micro-batches from the last micro-batch of the first epoch on: one step straddles two.
+    start = data.steps_per_epoch(4) // 2
+    batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, grad_accum=2, seed=3,
+                                          steps=3, start_step=start, gumbel_noise=True)
+    dataset = batches.to_tf_dataset()
+    items = list(dataset.as_numpy_iterator())
+    assert len(items) == len(batches) == 3
+    for index, item in enumerate(items):
+        expected = batches[index]
+        assert sorted(item) == sorted(expected)
+        for key, value in expected.items():
+            assert item[key].dtype == value.dtype
+            assert_close(f"step {start + index}: {key}", item[key], value, EXACT)
+    first = float(keras.ops.convert_to_numpy(model(batches[0])["generator_loss"]))
+    schedule = tf_train.WarmupLinearDecay(5e-3, 1, 3)
+    model.compile(optimizer=tf_train.adamw(model, learning_rate=schedule))
+    log = tf_train.PretrainingLog(model.pretraining_config, log_every=1, total_steps=3, positions_per_step=256,
+                                  steps_per_epoch=batches.per_epoch, grad_accum=2, schedule=schedule)
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[log], shuffle=False)
+    assert [r["step"] for r in log.history] == [1, 2, 3]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 3
+    # The first step trained on the first batch: its logged loss is that batch's before the update.
+    assert_close("step 1 generator loss", log.history[0]["generator_loss"], first,
+                 SAME_COMPUTATION_FP32_RTOL * first)
+    assert all(np.isfinite(r["loss"]) for r in log.history)
+
+
+def test_the_tensorflow_only_pretraining_features_name_the_backend_they_need(assets):  # noqa: F811
+    from convbert_tf.backend import BackendError
+
+    model = ConvBertForPreTraining(tiny_config(), seed=0)
+    data = PretrainingDataset(assets.data, tokenizer=assets.tokenizer)
+    batches = tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, steps=1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=r"micro_batches must be a positive integer"):
+            model.compile(micro_batches=bad)
+    with pytest.raises(ValueError, match=r"grad_accum must be a positive integer, got 0"):
+        tf_train.PretrainingBatches(data, model.pretraining_config, batch_size=4, grad_accum=0)
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(ValueError, match=r"accumulates the model's own loss: keep loss='auto'"):
+            model.compile(loss="mse", micro_batches=2)
+        return
+    with pytest.raises(BackendError, match=r"compile\(micro_batches=2\) .* needs the TensorFlow backend .* runs "
+                                           rf"Keras on {keras.backend.backend()}"):
+        model.compile(micro_batches=2)
+    with pytest.raises(BackendError, match=r"to_tf_dataset \(tf.data\) needs the TensorFlow backend"):
+        batches.to_tf_dataset()

@@ -95,8 +95,9 @@ def test_bad_corpora_and_flags_are_refused_by_name(assets, tmp_path, capsys):
                  str(tmp_path / "d"), "--no-progress", "--skip-bad-lines"]) == 0
     assert "1 bad lines skipped" in capsys.readouterr().out
     assert main(["pretrain", "--data", str(assets.data), "--output", str(tmp_path / "k"), "--framework", "keras",
-                 "--grad-accum", "2", *common]) == 1
-    assert "--grad-accum > 1 is not available with --framework keras yet" in capsys.readouterr().err
+                 "--fsdp", *common]) == 1
+    assert "--fsdp shards with PyTorch's FSDP2: use --framework pytorch; with --framework keras, MirroredStrategy" \
+        in capsys.readouterr().err
     assert main(["pretrain", "--data", str(assets.data), "--output", str(tmp_path / "g"), "--generator-size", "0",
                  *common]) == 1
     assert "generator_size must be in (0.0, 1.0], got 0" in capsys.readouterr().err
