@@ -105,7 +105,8 @@ def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = 
     on oneDNN-layout tensors (``torch.utils.mkldnn``, input already converted, weight packed), and
     NumPy's BLAS (float32 only; named after the library it was built with); with ``onnxruntime``,
     onnxruntime's MatMul (MLAS) in a one-node graph whose weight is a constant, as in an exported
-    model (float32 only). GPU: ``torch.mm``. A library this torch lacks is None. ``best`` is the highest of them: the roofline.
+    model (float32 only). GPU: ``torch.mm``. A library this torch lacks is None. ``best`` is the
+    highest of them: the roofline.
     """
     import torch
 

@@ -12,7 +12,8 @@ The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): th
 limit that bench_pt and bench_tf divide by. The last column says what ``convbert_pt.gemm``'s
 "auto" chose for each shape.
 
-    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--ort] [--json bench/results/bench_gemm.json]
+    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--ort]
+        [--json bench/results/bench_gemm.json]
 """
 
 from __future__ import annotations

@@ -290,9 +290,8 @@ def merge_parallel_matmuls(model_proto) -> int:
     with N = A columns each (half of H with head_ratio 2); onnxruntime's CPU GEMM runs one (K, 4A)
     product faster than four (K, A) ones, and int8 then quantizes the activation once.
     """
-    from onnx import helper, numpy_helper
-
     import numpy as np
+    from onnx import helper, numpy_helper
 
     graph = model_proto.graph
     weights = {t.name: t for t in graph.initializer}
