@@ -88,6 +88,7 @@ def test_unknown_format_is_refused(checkpoint, tmp_path, capsys):
     (("--format", "saved-model", "--quantize", "int8"), "--format saved-model cannot hold it: use --format onnx"),
     (("--format", "litert", "--quantize", "int8"), "--format litert cannot hold it"),
     (("--format", "saved-model", "--opset", "17"), "--opset applies to --format onnx"),
+    (("--format", "saved-model", "--no-optimize"), "--no-optimize applies to --format onnx"),
 ])
 def test_flags_the_format_cannot_honour_are_refused(checkpoint, tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -110,7 +111,8 @@ def test_with_tokenizer_needs_the_tokenizer_files(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("module, argv, feature", [
     ("onnx", ("--format", "onnx"), "--format onnx needs onnx"),
-    ("onnxruntime", ("--format", "onnx", "--quantize", "int8"), "--quantize int8 needs onnxruntime"),
+    ("onnxruntime", ("--format", "onnx"), "--format onnx without --no-optimize needs onnxruntime"),
+    ("onnxruntime", ("--format", "onnx", "--no-optimize", "--quantize", "int8"), "--quantize int8 needs onnxruntime"),
     ("tensorflow_text", ("--format", "saved-model", "--with-tokenizer"), "--with-tokenizer needs tensorflow-text"),
     ("ai_edge_litert", ("--format", "litert"), "--format litert needs ai-edge-litert"),
 ])
