@@ -6,8 +6,9 @@ the optimized graph) and the TF SavedModel, all from the same weights.
 One process; each format gets ``--threads`` intra-op threads; runs interleaved (PyTorch, ORT fp32,
 ORT fp32 standard, ORT int8, SavedModel, PyTorch, ...), medians of ``--runs`` after ``--warmup``, at
 1x128 and 8x128. Also the export times (ONNX, onnxruntime optimization, int8 quantization,
-SavedModel) and the int8 model's agreement with the fp32 labels and its largest logit difference on ``--agreement-rows`` random rows (random weights:
-the issue's accuracy figure is the fine-tuned classifier of tests/tools/test_export_command.py).
+SavedModel) and the int8 model's agreement with the fp32 labels and its largest logit difference
+on ``--agreement-rows`` random rows (random weights: the issue's accuracy figure is the fine-tuned
+classifier of tests/tools/test_export_command.py).
 
 Targets (issue 13): onnxruntime fp32 <= 0.9x our PyTorch eager; int8 <= 0.5x.
 
