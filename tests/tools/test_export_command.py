@@ -208,6 +208,16 @@ def test_litert_in_the_optimum_layout(checkpoint, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ ONNX and int8
+def test_no_optimize_writes_the_standard_operator_graph(checkpoint, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    code, stdout, _ = run_cli(capsys, checkpoint, out, "--format", "onnx", "--no-optimize")
+    assert code == 0, stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "config.json", *TOKENIZER_FILES])
+    proto = onnx.load(str(out / "model.onnx"))
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert "LayerNormalization" in {n.op_type for n in proto.graph.node}  # not fused into SkipLayerNormalization
+
+
 def _tokenizer_fixture() -> pathlib.Path:
     return fixture_file("tokenizer/hf_tokenizer_uncased/vocab.txt").parent
 
