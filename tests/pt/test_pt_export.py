@@ -76,13 +76,18 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("head", HEADS)
 def test_onnxruntime_matches_pytorch_at_shapes_never_traced(exported, head):
     model, session, _ = exported[head]
+    assert_matches_pytorch(head, model, session, head)
+
+
+def assert_matches_pytorch(label: str, model, session, head: str) -> None:
+    """The session's outputs against the eager model's at SHAPES, within ONNX_FP32_ATOL."""
     for b, length in SHAPES:
         feed = batch(model.config, head, b, length)
         with torch.no_grad():
             want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
         got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
         for name in heads.get(head).output_keys:
-            assert_close(f"{head} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
+            assert_close(f"{label} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -202,13 +207,7 @@ def test_optimized_graph_keeps_pytorchs_numbers_and_the_names(exported, optimize
         (i.name, i.type, i.shape) for i in standard.get_inputs()]
     assert [o.name for o in session.get_outputs()] == list(heads.get(head).output_keys)
     onnx.checker.check_model(proto, full_check=True)
-    for b, length in SHAPES:
-        feed = batch(model.config, head, b, length)
-        with torch.no_grad():
-            want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
-        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
-        for name in heads.get(head).output_keys:
-            assert_close(f"optimized {head} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
+    assert_matches_pytorch(f"optimized {head}", model, session, head)
 
 
 def test_optimized_graph_fuses_the_exact_gelu_and_merges_the_projections(exported, optimized):
