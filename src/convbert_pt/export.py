@@ -267,8 +267,8 @@ def _quiet_onnxruntime_tools():
 
 
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
-    # quantize_dynamic warns on the root logger that a model should be pre-processed (shape inference
-    # and graph optimisation): on these graphs that step costs seconds and changes no operator.
+    # quantize_dynamic and the transformer optimizer warn on the root logger that a model should be
+    # pre-processed (shape inference and graph optimisation): optimize_onnx is that step.
     return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
