@@ -224,6 +224,12 @@ def optimize_onnx(src: str | os.PathLike, dst: str | os.PathLike, config, *, che
                                          hidden_size=shapes.all_head_size, optimization_options=options,
                                          opt_level=1, use_gpu=False)
     merged = merge_parallel_matmuls(fused.model)
+    # onnxruntime's saved graph imports every domain it knows (ml, training, nchwc, aten ...): keep
+    # the standard one and those the nodes use.
+    used = {node.domain for node in fused.model.graph.node} | {""}
+    kept = [o for o in fused.model.opset_import if o.domain in used]
+    del fused.model.opset_import[:]
+    fused.model.opset_import.extend(kept)
     logger.info("onnxruntime fusions %s; %d MatMuls merged into their neighbours",
                 {k: v for k, v in fused.get_fused_operator_statistics().items() if v}, merged)
     with atomic_path(dst) as tmp:

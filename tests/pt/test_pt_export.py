@@ -222,6 +222,7 @@ def test_optimized_graph_fuses_the_exact_gelu_and_merges_the_projections(exporte
     assert ops.count("SkipLayerNormalization") >= 2 * layers  # after the attention and the feed-forward
     assert {n.domain for n in fused.graph.node if n.op_type in ("BiasGelu", "SkipLayerNormalization")} == {
         "com.microsoft"}
+    assert sorted(o.domain for o in fused.opset_import) == ["", "com.microsoft"]
 
 
 def test_int8_of_the_optimized_graph_runs_on_quantized_matmul_kernels(optimized, tmp_path):
