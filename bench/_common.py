@@ -115,14 +115,16 @@ def _numpy_blas() -> str:
 
 
 def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = "cpu", runs: int = 15,
-               warmup: int = 2) -> dict[str, float | None]:
+               warmup: int = 2, onnxruntime: bool = False) -> dict[str, float | None]:
     """FLOP/s of an (m, k) @ (k, n) matmul in ``dtype`` by each library, interleaved, medians; and the best.
 
     CPU: ``torch.mm`` ("mkl": PyTorch's BLAS for float32; oneDNN for bfloat16), oneDNN on ordinary
     strided tensors (``torch.ops.mkldnn._linear_pointwise``, what ``convbert_pt.gemm`` runs), oneDNN
     on oneDNN-layout tensors (``torch.utils.mkldnn``, input already converted, weight packed), and
-    NumPy's BLAS (float32 only; named after the library it was built with). GPU: ``torch.mm``.
-    A library this torch lacks is None. ``best`` is the highest of them: the roofline.
+    NumPy's BLAS (float32 only; named after the library it was built with); with ``onnxruntime``,
+    onnxruntime's MatMul (MLAS) in a one-node graph whose weight is a constant, as in an exported
+    model (float32 only). GPU: ``torch.mm``. A library this torch lacks is None. ``best`` is the
+    highest of them: the roofline.
     """
     import torch
 
@@ -152,6 +154,8 @@ def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = 
         if dtype == "float32":
             a_np, b_np = a.numpy(), b.numpy()
             fns[f"{_numpy_blas()} (numpy)"] = lambda: a_np @ b_np
+            if onnxruntime:
+                fns["mlas (onnxruntime)"] = _onnxruntime_matmul(a_np, b_np, torch.get_num_threads())
     with torch.no_grad():
         if timer is wall_seconds:
             seconds = _handover_free(fns, runs, warmup)
@@ -160,6 +164,28 @@ def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = 
     rates = {name: (2.0 * m * k * n / t if t else None) for name, t in seconds.items()}
     rates["best"] = max(r for r in rates.values() if r is not None)
     return rates
+
+
+def _onnxruntime_matmul(a, b, threads: int) -> Callable[[], object] | None:
+    """``a @ b`` by onnxruntime's CPU MatMul, ``b`` a graph constant (MLAS prepacks it); None without
+    onnxruntime."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, a.shape[1]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, b.shape[1]])],
+        [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"a": a}
+    return lambda: session.run(None, feed)
 
 
 _CALLS_PER_TURN = 3

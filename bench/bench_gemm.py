@@ -2,8 +2,9 @@
 
 MKL (``torch.mm``), oneDNN on strided tensors (``torch.ops.mkldnn._linear_pointwise``, what
 ``convbert_pt.gemm`` runs), oneDNN on oneDNN-layout tensors (``torch.utils.mkldnn``), NumPy's BLAS
-(OpenBLAS in the wheels), and with ``--tf`` TensorFlow's ``tf.linalg.matmul`` (oneDNN or Eigen,
-in a child process: torch and TensorFlow do not share a process well). Interleaved runs, medians.
+(OpenBLAS in the wheels), with ``--tf`` TensorFlow's ``tf.linalg.matmul`` (oneDNN or Eigen,
+in a child process: torch and TensorFlow do not share a process well), and with ``--ort``
+onnxruntime's MatMul (MLAS, the kernel of the exported ONNX model). Interleaved runs, medians.
 
 The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): the projections
 (M x 768 x 768), the feed-forward in (M x 768 x 3072) and out (M x 3072 x 768); plus a square
@@ -11,7 +12,8 @@ The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): th
 limit that bench_pt and bench_tf divide by. The last column says what ``convbert_pt.gemm``'s
 "auto" chose for each shape.
 
-    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--json bench/results/bench_gemm.json]
+    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--ort]
+        [--json bench/results/bench_gemm.json]
 """
 
 from __future__ import annotations
@@ -52,16 +54,22 @@ def main(argv=None) -> dict:
     p = bench_parser(__doc__, "bench_gemm.json", runs=15, warmup=None, quick=None)
     p.add_argument("--tokens", type=int, default=1024, help="M of the model's shapes (default 8 x 128)")
     p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
+    p.add_argument("--ort", action="store_true", help="add onnxruntime's MatMul (MLAS), and the merged projections")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = machine_info(args.threads)
     print(machine_line(machine))
 
     shapes = model_gemm_shapes(768, 3072, args.tokens)
-    result = best_gemm_rate(shapes, runs=args.runs)
-    square = gemm_rates(2048, 2048, 2048, runs=args.runs)
-    per_shape = {**result["per_shape"], "square 2048": square}
-    all_shapes = {**shapes, "square 2048": (2048, 2048, 2048)}
+    result = best_gemm_rate(shapes, runs=args.runs, onnxruntime=args.ort)
+    extra = {"square 2048": (2048, 2048, 2048)}
+    if args.ort:
+        # The exported model's query, key, value and convolution-value projections, merged into one
+        # MatMul (convbert_pt.export.merge_parallel_matmuls): 4 x 384 = 1536 columns.
+        extra["merged projections"] = (args.tokens, 768, 1536)
+    per_shape = {**result["per_shape"],
+                 **{name: gemm_rates(*dims, runs=args.runs, onnxruntime=args.ort) for name, dims in extra.items()}}
+    all_shapes = {**shapes, **extra}
     if args.tf:
         tf = tf_rates_in_child(all_shapes, args.threads, args.runs)
         if tf:

@@ -194,23 +194,178 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
     return path
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> str:
-    """Dynamic int8 quantization of an exported model (``onnxruntime.quantization``): weights int8 per
-    output channel, activations quantized at run time. Returns ``dst``."""
-    quantization = require("onnxruntime.quantization", "--quantize int8")
-    dst = os.fspath(dst)
-    root = logging.getLogger()
-    root.addFilter(_no_preprocessing_advice)
-    try:
-        with atomic_path(dst) as tmp:
-            quantization.quantize_dynamic(os.fspath(src), tmp, weight_type=quantization.QuantType.QInt8,
-                                          per_channel=True)
-    finally:
-        root.removeFilter(_no_preprocessing_advice)
+def optimize_onnx(src: str | os.PathLike, dst: str | os.PathLike, config, *, check: bool = True) -> str:
+    """The exported graph ``src`` rewritten for onnxruntime's CPU kernels, at ``dst``; returns ``dst``.
+
+    onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``, BERT fusions, after
+    onnxruntime's provider-independent basic level: constant folding) fuses the residual Add with
+    LayerNormalization (``SkipLayerNormalization``) and the exact, erf GELU with its bias Add
+    (``BiasGelu``, ``Gelu``); the tanh approximation is off, so the numbers stay fp32 PyTorch's.
+    Then ``merge_parallel_matmuls``. The fused operators are onnxruntime's (the ``com.microsoft``
+    domain): this graph is for onnxruntime; ``onnx.checker`` still passes (it checks no operator of
+    that domain). Weights over 2 GiB go to ``dst``'s external data file, as in ``export_onnx``.
+    """
+    optimizer = require("onnxruntime.transformers.optimizer", "the onnxruntime-optimized model")
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    onnx = require("onnx", "the onnxruntime-optimized model")
+    from convbert_common.shapes import head_shapes
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    shapes = head_shapes(config.hidden_size, config.num_attention_heads, config.head_ratio)
+    options = FusionOptions("bert")
+    options.enable_gelu_approximation = False
+    # ConvBERT's self-attention (N' = N / head_ratio heads, its context concatenated with the span
+    # convolution's) is not the BERT pattern the Attention fusion rewrites; nothing to match.
+    options.enable_attention = False
+    external = os.path.getsize(src) > _PROTOBUF_LIMIT or os.path.exists(src + ".data")
+    with _quiet_onnxruntime_tools():
+        fused = optimizer.optimize_model(src, model_type="bert", num_heads=shapes.num_heads,
+                                         hidden_size=shapes.all_head_size, optimization_options=options,
+                                         opt_level=1, use_gpu=False)
+    merged = merge_parallel_matmuls(fused.model)
+    # onnxruntime's saved graph imports every domain it knows (ml, training, nchwc, aten ...): keep
+    # the standard one and those the nodes use.
+    used = {node.domain for node in fused.model.graph.node} | {""}
+    kept = [o for o in fused.model.opset_import if o.domain in used]
+    del fused.model.opset_import[:]
+    fused.model.opset_import.extend(kept)
+    logger.info("onnxruntime fusions %s; %d MatMuls merged into their neighbours",
+                {k: v for k, v in fused.get_fused_operator_statistics().items() if v}, merged)
+    with atomic_path(dst) as tmp:
+        if external:
+            onnx.save_model(fused.model, tmp, save_as_external_data=True, location=os.path.basename(dst) + ".data")
+        else:
+            onnx.save_model(fused.model, tmp)
+        if check:
+            onnx.checker.check_model(tmp, full_check=True)
     return dst
 
 
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Dynamic int8 quantization of an exported model (``onnxruntime.quantization``): the MatMuls with
+    constant weights get int8 weights per output channel and activations quantized at run time;
+    onnxruntime runs them as ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``. Returns ``dst``.
+
+    Give it ``optimize_onnx``'s graph: constant folding there makes the key convolution's pointwise
+    weight a constant (the exporter writes it as Squeeze + Transpose of the Conv weight), so that
+    MatMul is quantized too, and the merged projections quantize their activation once.
+    Full 8-bit weights (``reduce_range`` off): VNNI's int8 dot product cannot saturate; CPUs
+    without it (AVX2's 16-bit pair sums) may, a documented accuracy caveat of the int8 model.
+    """
+    quantization = require("onnxruntime.quantization", "--quantize int8")
+    dst = os.fspath(dst)
+    with _quiet_onnxruntime_tools(), atomic_path(dst) as tmp:
+        quantization.quantize_dynamic(os.fspath(src), tmp, weight_type=quantization.QuantType.QInt8,
+                                      per_channel=True, reduce_range=False, op_types_to_quantize=["MatMul"],
+                                      extra_options={"MatMulConstBOnly": True})
+    return dst
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools():
+    root = logging.getLogger()
+    root.addFilter(_no_preprocessing_advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(_no_preprocessing_advice)
+
+
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
-    # quantize_dynamic warns on the root logger that a model should be pre-processed (shape inference
-    # and graph optimisation): on these graphs that step costs seconds and changes no operator.
+    # quantize_dynamic and the transformer optimizer warn on the root logger that a model should be
+    # pre-processed (shape inference and graph optimisation): optimize_onnx is that step.
     return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+# ------------------------------------------------------------------------------ graph rewrites
+def _consumers(graph) -> dict[str, list]:
+    uses: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses.setdefault(name, []).append(node)
+    return uses
+
+
+def merge_parallel_matmuls(model_proto) -> int:
+    """Rewrite, in place, the MatMuls that multiply one activation by constant (K, N_i) weights into
+    one MatMul with the weights side by side, a bias Add where each had one, and a Split back into the
+    old output names; returns how many MatMuls were merged away.
+
+    ConvBERT's query, key, value and convolution-value projections all read the same hidden state
+    with N = A columns each (half of H with head_ratio 2); onnxruntime's CPU GEMM runs one (K, 4A)
+    product faster than four (K, A) ones, and int8 then quantizes the activation once.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model_proto.graph
+    weights = {t.name: t for t in graph.initializer}
+    uses = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+
+    def weight_of(node):
+        tensor = weights.get(node.input[1]) if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") else None
+        return tensor if tensor is not None and len(tensor.dims) == 2 else None
+
+    def bias_add_of(node):
+        """The Add of a constant (N,) bias that alone reads this MatMul's output, or None."""
+        readers = uses.get(node.output[0], [])
+        if len(readers) != 1 or node.output[0] in outputs:
+            return None
+        add = readers[0]
+        if add.op_type != "Add" or add.domain not in ("", "ai.onnx"):
+            return None
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        bias = weights.get(other)
+        return add if bias is not None and list(bias.dims) == [weights[node.input[1]].dims[1]] else None
+
+    groups: dict[tuple, list] = {}
+    for node in graph.node:
+        tensor = weight_of(node)
+        if tensor is not None:
+            groups.setdefault((node.input[0], tensor.dims[0], tensor.data_type), []).append(node)
+    merged = 0
+    replaced: dict[str, list] = {}  # the first MatMul's output -> the nodes that take its place
+    gone: set[str] = set()  # outputs of the MatMuls and Adds merged away
+    for (activation, _, _), nodes in groups.items():
+        nodes = [n for n in nodes if bias_add_of(n) is not None]  # all biased, so one Add serves the group
+        if len(nodes) < 2:
+            continue
+        adds = [bias_add_of(n) for n in nodes]
+        mats = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
+        biases = [numpy_helper.to_array(weights[a.input[1] if a.input[0] == n.output[0] else a.input[0]])
+                  for n, a in zip(nodes, adds, strict=True)]
+        stem = nodes[0].name or nodes[0].output[0]
+        names = {k: f"{stem}_merged_{k}" for k in ("weight", "bias", "sizes", "product", "sum")}
+        graph.initializer.extend([
+            numpy_helper.from_array(np.concatenate(mats, axis=1), names["weight"]),
+            numpy_helper.from_array(np.concatenate(biases), names["bias"]),
+            numpy_helper.from_array(np.array([m.shape[1] for m in mats], np.int64), names["sizes"]),
+        ])
+        replaced[nodes[0].output[0]] = [
+            helper.make_node("MatMul", [activation, names["weight"]], [names["product"]], name=f"{stem}_merged"),
+            helper.make_node("Add", [names["product"], names["bias"]], [names["sum"]], name=f"{stem}_merged_bias"),
+            helper.make_node("Split", [names["sum"], names["sizes"]], [a.output[0] for a in adds], axis=-1,
+                             name=f"{stem}_merged_split"),
+        ]
+        gone.update(n.output[0] for n in nodes + adds)
+        merged += len(nodes) - 1
+    # The new nodes take the first MatMul's place in the (topological) order: their input is computed
+    # before it, and every reader of the old outputs came after the Add that wrote each one.
+    order = []
+    for node in graph.node:
+        order.extend(replaced.get(node.output[0], []))
+        if node.output[0] not in gone:
+            order.append(node)
+    copies = []
+    for node in order:  # detached copies: clearing the field below would invalidate the originals
+        copies.append(type(node)())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    used = {name for node in graph.node for name in node.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    return merged

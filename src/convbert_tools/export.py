@@ -7,7 +7,10 @@ that does not need the model (the flags, the optional packages, the tokenizer fi
 ``out``) comes before the checkpoint is read. Layouts, as Optimum lays out a model:
 
 - ``onnx``: ``model.onnx`` (+ ``model_quantized.onnx`` with ``--quantize int8``), ``config.json``
-  and the tokenizer files;
+  and the tokenizer files. ``model.onnx`` is the graph optimized for onnxruntime
+  (``convbert_pt.export.optimize_onnx``: fused ``com.microsoft`` operators, merged projections);
+  ``optimize=False`` (``--no-optimize``) writes the exporter's standard-operator graph instead, for
+  other ONNX runtimes. The int8 model is always quantized from the optimized graph;
 - ``saved-model``: ``out`` is the SavedModel (``saved_model.pb``, ``variables/``), with
   ``config.json`` and the tokenizer files beside them;
 - ``litert``: ``model.tflite``, ``config.json`` and the tokenizer files.
@@ -35,6 +38,9 @@ QUANTIZATIONS = ("int8",)
 DEFAULT_OPSET = 18
 ONNX_FILE = "model.onnx"
 ONNX_QUANTIZED_FILE = "model_quantized.onnx"
+# Intermediate graphs of the ONNX export, removed before the output directory appears.
+_STANDARD_FILE = "model_standard.onnx"
+_OPTIMIZED_FILE = "model_optimized.onnx"
 LITERT_FILE = "model.tflite"
 
 # What each feature imports: (module, pip extra). Checked before anything is read or written.
@@ -44,9 +50,11 @@ _NEEDS = {
     "litert": (("tensorflow", "tf"), ("ai_edge_litert", "export")),
     "tokenizer": (("tensorflow_text", "export"),),
     "int8": (("onnxruntime", "export"),),
+    "optimize": (("onnxruntime", "export"),),
 }
 _FEATURE = {"onnx": "--format onnx", "saved-model": "--format saved-model", "litert": "--format litert",
-            "tokenizer": "--with-tokenizer", "int8": "--quantize int8"}
+            "tokenizer": "--with-tokenizer", "int8": "--quantize int8",
+            "optimize": "--format onnx without --no-optimize"}
 
 
 @dataclass
@@ -74,10 +82,13 @@ def check_packages(features: list[str]) -> None:
                                   f"(pip install 'convbert[{extra}]')")
 
 
-def check_request(format: str, *, opset: int | None, with_tokenizer: bool, quantize: str | None) -> None:
+def check_request(format: str, *, opset: int | None, with_tokenizer: bool, quantize: str | None,
+                  optimize: bool = True) -> None:
     """ValueError for a flag the format cannot honour (before anything is read)."""
     if format not in FORMATS:
         raise ValueError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not optimize and format != "onnx":
+        raise ValueError(f"--no-optimize applies to --format onnx (onnxruntime's fused graph), not --format {format}")
     if with_tokenizer and format != "saved-model":
         raise ValueError(f"--with-tokenizer adds string signatures to a TF SavedModel (tensorflow-text ops); "
                          f"--format {format} cannot hold them: use --format saved-model, or tokenize on the client")
@@ -100,13 +111,15 @@ def _tokenizer_dir(loaded: Loaded, src: str) -> str | None:
 
 
 def export(src: str, out: str, *, format: str, head: str | None = None, opset: int | None = None,
-           with_tokenizer: bool = False, quantize: str | None = None, force: bool = False) -> Exported:
+           with_tokenizer: bool = False, quantize: str | None = None, optimize: bool = True,
+           force: bool = False) -> Exported:
     """Export checkpoint ``src`` as ``format`` into the directory ``out``; see the module docstring."""
     src, out = os.fspath(src), os.fspath(out)
-    check_request(format, opset=opset, with_tokenizer=with_tokenizer, quantize=quantize)
+    check_request(format, opset=opset, with_tokenizer=with_tokenizer, quantize=quantize, optimize=optimize)
     if head is not None and head != "auto":
         heads.get(head)  # ValueError naming the choices
-    check_packages([format] + (["tokenizer"] if with_tokenizer else []) + ([quantize] if quantize else []))
+    check_packages([format] + (["optimize"] if format == "onnx" and optimize else [])
+                   + (["tokenizer"] if with_tokenizer else []) + ([quantize] if quantize else []))
     if os.path.exists(out) and not force:
         raise FileExistsError(f"{out} already exists (pass --force to overwrite)")
     if with_tokenizer and os.path.isdir(src):
@@ -128,7 +141,7 @@ def export(src: str, out: str, *, format: str, head: str | None = None, opset: i
 
     with atomic_directory(out, overwrite=force) as tmp:
         if format == "onnx":
-            _write_onnx(loaded, tmp, opset or DEFAULT_OPSET, quantize, result)
+            _write_onnx(loaded, tmp, opset or DEFAULT_OPSET, quantize, optimize, result)
         else:
             _write_keras(loaded, tmp, format, tokenizer_dir if with_tokenizer else None, result)
         loaded.config.replace(architectures=[loaded.head.class_name], dtype="float32").save_pretrained(tmp)
@@ -142,23 +155,34 @@ def _float32(loaded: Loaded) -> dict[str, np.ndarray]:
     return cast(loaded.tensors, None)
 
 
-def _write_onnx(loaded: Loaded, folder: str, opset: int, quantize: str | None, result: Exported) -> None:
+def _write_onnx(loaded: Loaded, folder: str, opset: int, quantize: str | None, optimize: bool,
+                result: Exported) -> None:
     import torch
 
     import convbert_pt
-    from convbert_pt.export import export_onnx, quantize_int8
+    from convbert_pt.export import export_onnx, optimize_onnx, quantize_int8
 
     model = getattr(convbert_pt, loaded.head.class_name)(loaded.config)
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in _float32(loaded).items()},
                           strict=True)
     model.eval()
+    standard = os.path.join(folder, _STANDARD_FILE if optimize else ONNX_FILE)
+    optimized = os.path.join(folder, ONNX_FILE if optimize else _OPTIMIZED_FILE)
     started = time.perf_counter()
-    export_onnx(model, os.path.join(folder, ONNX_FILE), opset=opset)
+    export_onnx(model, standard, opset=opset)
     result.seconds["onnx"] = time.perf_counter() - started
+    if optimize or quantize:
+        started = time.perf_counter()
+        optimize_onnx(standard, optimized, loaded.config)
+        result.seconds["optimize"] = time.perf_counter() - started
     if quantize == "int8":
         started = time.perf_counter()
-        quantize_int8(os.path.join(folder, ONNX_FILE), os.path.join(folder, ONNX_QUANTIZED_FILE))
+        quantize_int8(optimized, os.path.join(folder, ONNX_QUANTIZED_FILE))
         result.seconds["int8"] = time.perf_counter() - started
+    intermediate = standard if optimize else optimized
+    for path in (intermediate, intermediate + ".data"):  # the graph, and its weights if it has them apart
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _write_keras(loaded: Loaded, folder: str, format: str, tokenizer_dir: str | None, result: Exported) -> None:

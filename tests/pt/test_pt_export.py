@@ -1,6 +1,8 @@
 """ONNX export (``convbert_pt.export_onnx``): every head runs in onnxruntime with PyTorch's numbers at
 shapes never traced, under HF's input and output names with dynamic axes; the dynamic convolution
-exports without the im2col gather; torch.export traces every length; opsets below 18."""
+exports without the im2col gather; torch.export traces every length; opsets below 18. The graph
+optimized for onnxruntime (``optimize_onnx``) keeps those numbers and names, and its int8 model runs
+on onnxruntime's quantized MatMul kernels."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ pytest.importorskip("onnxscript", reason="the ONNX export needs the export extra
 
 import convbert_pt  # noqa: E402
 from convbert_common import heads  # noqa: E402
-from convbert_pt.export import _Serving, check_opset, export_onnx, required_opsets  # noqa: E402
+from convbert_pt.export import (  # noqa: E402
+    _Serving,
+    check_opset,
+    export_onnx,
+    optimize_onnx,
+    quantize_int8,
+    required_opsets,
+)
 from convbert_pt.sdconv import span_dynamic_conv  # noqa: E402
 from tests.configs import head_config  # noqa: E402
 from tests.conftest import HEADS  # noqa: E402
@@ -45,13 +54,18 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("head", HEADS)
 def test_onnxruntime_matches_pytorch_at_shapes_never_traced(exported, head):
     model, session, _ = exported[head]
+    assert_matches_pytorch(head, model, session, head)
+
+
+def assert_matches_pytorch(label: str, model, session, head: str) -> None:
+    """The session's outputs against the eager model's at SHAPES, within ONNX_FP32_ATOL."""
     for b, length in SHAPES:
         feed = export_batch(model.config, head, b, length, "int64")
         with torch.no_grad():
             want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
         got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
         for name in heads.get(head).output_keys:
-            assert_close(f"{head} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
+            assert_close(f"{label} {name} at {b}x{length}", got[name], want[name], ONNX_FP32_ATOL)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -143,3 +157,66 @@ def test_opset_below_what_the_model_needs_names_the_operator(exported):
     with pytest.raises(ValueError, match=r"--opset 16 is below what the model needs: LayerNormalization \(opset 17\)"):
         check_opset(proto, 16)
     check_opset(proto, 17)
+
+
+# ------------------------------------------------------------------------------ optimized for onnxruntime
+def _op_types(proto) -> list[str]:
+    return [n.op_type for n in proto.graph.node]
+
+
+@pytest.fixture(scope="module")
+def optimized(exported, tmp_path_factory):
+    """Every head's export through optimize_onnx: {head: (path, onnxruntime session, model proto)}."""
+    root = tmp_path_factory.mktemp("onnx_optimized")
+    out = {}
+    for head in HEADS:
+        model, _, proto = exported[head]
+        onnx.save(proto, root / f"{head}.onnx")
+        path = optimize_onnx(root / f"{head}.onnx", root / f"{head}_optimized.onnx", model.config)
+        out[head] = (path, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), onnx.load(str(path)))
+    return out
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_optimized_graph_keeps_pytorchs_numbers_and_the_names(exported, optimized, head):
+    model, standard, _ = exported[head]
+    _, session, proto = optimized[head]
+    assert [(i.name, i.type, i.shape) for i in session.get_inputs()] == [
+        (i.name, i.type, i.shape) for i in standard.get_inputs()]
+    assert [o.name for o in session.get_outputs()] == list(heads.get(head).output_keys)
+    onnx.checker.check_model(proto, full_check=True)
+    assert_matches_pytorch(f"optimized {head}", model, session, head)
+
+
+def test_optimized_graph_fuses_the_exact_gelu_and_merges_the_projections(exported, optimized):
+    standard, fused = exported["sequence_classification"][2], optimized["sequence_classification"][2]
+    layers = head_config("sequence_classification").num_hidden_layers
+    ops = _op_types(fused)
+    # Query, key, value and the convolution's value read the same hidden state: one MatMul per layer.
+    assert _op_types(standard).count("MatMul") - ops.count("MatMul") == 3 * layers
+    assert ops.count("Split") - _op_types(standard).count("Split") == layers
+    assert ops.count("BiasGelu") == layers and "Erf" not in ops
+    assert "FastGelu" not in ops and "Tanh" not in ops  # the exact GELU, not the approximation
+    assert ops.count("SkipLayerNormalization") >= 2 * layers  # after the attention and the feed-forward
+    assert {n.domain for n in fused.graph.node if n.op_type in ("BiasGelu", "SkipLayerNormalization")} == {
+        "com.microsoft"}
+    assert sorted(o.domain for o in fused.opset_import) == ["", "com.microsoft"]
+
+
+def test_int8_of_the_optimized_graph_runs_on_quantized_matmul_kernels(optimized, tmp_path):
+    path, _, fused = optimized["sequence_classification"]
+    weights = {t.name for t in fused.graph.initializer}
+    constant_weight = sum(1 for n in fused.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights)
+    quantized = quantize_int8(path, tmp_path / "int8.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "int8_as_run.onnx")
+    ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
+    ran = onnx.load(str(tmp_path / "int8_as_run.onnx"))
+    kernels = _op_types(ran)
+    # Every product by a weight (the key convolution's pointwise one too, folded to a constant; the
+    # classifier's Gemms) runs in int8; the fp32 MatMuls left multiply two activations.
+    assert kernels.count("DynamicQuantizeMatMul") + kernels.count("MatMulIntegerToFloat") == constant_weight
+    ran_weights = {t.name for t in ran.graph.initializer}
+    assert not [n.name for n in ran.graph.node if n.op_type in ("MatMul", "FusedMatMul", "Gemm")
+                and n.input[1] in ran_weights]

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
 ort = pytest.importorskip("onnxruntime", reason="convbert export needs the export extra (pip install "
                                                 "'convbert[export]')")
-pytest.importorskip("onnx", reason="convbert export needs the export extra")
+onnx = pytest.importorskip("onnx", reason="convbert export needs the export extra")
 pytest.importorskip("tensorflow_text", reason="--with-tokenizer needs the export extra")
 
 import convbert_pt  # noqa: E402
@@ -88,6 +88,7 @@ def test_unknown_format_is_refused(checkpoint, tmp_path, capsys):
     (("--format", "saved-model", "--quantize", "int8"), "--format saved-model cannot hold it: use --format onnx"),
     (("--format", "litert", "--quantize", "int8"), "--format litert cannot hold it"),
     (("--format", "saved-model", "--opset", "17"), "--opset applies to --format onnx"),
+    (("--format", "saved-model", "--no-optimize"), "--no-optimize applies to --format onnx"),
 ])
 def test_flags_the_format_cannot_honour_are_refused(checkpoint, tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -110,7 +111,8 @@ def test_with_tokenizer_needs_the_tokenizer_files(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("module, argv, feature", [
     ("onnx", ("--format", "onnx"), "--format onnx needs onnx"),
-    ("onnxruntime", ("--format", "onnx", "--quantize", "int8"), "--quantize int8 needs onnxruntime"),
+    ("onnxruntime", ("--format", "onnx"), "--format onnx without --no-optimize needs onnxruntime"),
+    ("onnxruntime", ("--format", "onnx", "--no-optimize", "--quantize", "int8"), "--quantize int8 needs onnxruntime"),
     ("tensorflow_text", ("--format", "saved-model", "--with-tokenizer"), "--with-tokenizer needs tensorflow-text"),
     ("ai_edge_litert", ("--format", "litert"), "--format litert needs ai-edge-litert"),
 ])
@@ -206,6 +208,16 @@ def test_litert_in_the_optimum_layout(checkpoint, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ ONNX and int8
+def test_no_optimize_writes_the_standard_operator_graph(checkpoint, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    code, stdout, _ = run_cli(capsys, checkpoint, out, "--format", "onnx", "--no-optimize")
+    assert code == 0, stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "config.json", *TOKENIZER_FILES])
+    proto = onnx.load(str(out / "model.onnx"))
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert "LayerNormalization" in {n.op_type for n in proto.graph.node}  # not fused into SkipLayerNormalization
+
+
 def _tokenizer_fixture() -> pathlib.Path:
     return hf_tokenizer_dir()
 
@@ -253,4 +265,8 @@ def test_int8_model_keeps_the_fine_tuned_labels(fine_tuned, tmp_path, capsys):
                      f"max |logit diff| {largest:.2e}\n")
     assert agreement >= INT8_LABEL_AGREEMENT
     assert largest > 0.0  # the weights really are int8
-    assert (out / "model_quantized.onnx").stat().st_size < 0.5 * (out / "model.onnx").stat().st_size
+    # The weights really are int8: the only float matrices left are the embedding tables (Gather's).
+    proto = onnx.load(str(out / "model_quantized.onnx"))
+    gathered = {n.input[0] for n in proto.graph.node if n.op_type == "Gather"}
+    assert not [t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2
+                and t.name not in gathered]

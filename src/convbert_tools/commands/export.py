@@ -25,12 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="saved-model: add tokenize / serve_text signatures that take raw strings (tensorflow-text)")
     p.add_argument("--quantize", default=None, choices=ex.QUANTIZATIONS,
                    help="onnx: also write model_quantized.onnx (onnxruntime dynamic int8)")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="onnx: write the exporter's standard-operator graph, not the one fused for onnxruntime "
+                        "(for other ONNX runtimes)")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
 
 
 def run(args: argparse.Namespace) -> int:
     result = ex.export(args.src, args.out, format=args.format, head=args.head, opset=args.opset,
-                       with_tokenizer=args.with_tokenizer, quantize=args.quantize, force=args.force)
+                       with_tokenizer=args.with_tokenizer, quantize=args.quantize, optimize=args.optimize,
+                       force=args.force)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     sys.stdout.write(f"exported {args.src} ({result.task.class_name}) -> {args.out} [{args.format}] ({steps})\n")
     for name in result.files:
