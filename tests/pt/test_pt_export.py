@@ -189,8 +189,9 @@ def test_optimized_graph_keeps_pytorchs_numbers_and_the_names(exported, optimize
 
 
 def test_optimized_graph_fuses_the_exact_gelu_and_merges_the_projections(exported, optimized):
-    standard, fused = exported["sequence_classification"][2], optimized["sequence_classification"][2]
-    layers = head_config("sequence_classification").num_hidden_layers
+    model, _, standard = exported["sequence_classification"]
+    fused = optimized["sequence_classification"][2]
+    layers = model.config.num_hidden_layers
     ops = _op_types(fused)
     # Query, key, value and the convolution's value read the same hidden state: one MatMul per layer.
     assert _op_types(standard).count("MatMul") - ops.count("MatMul") == 3 * layers
