@@ -18,6 +18,17 @@ The softmax, and in half precision the sum over taps, run in float32, as a matmu
 
 ``depthwise_conv1d`` is the same shift-and-accumulate with a static kernel per channel: the depthwise
 half of ``SeparableConv1D`` when XLA compiles the model (see ``convbert_tf.modeling``).
+
+Both carry a hand-written gradient (``keras.ops.custom_gradient``, on every backend). Autodiff of
+K static slices pads the output gradient K times to the input's length and adds the K padded
+copies (K full-size writes, unfused under XLA); the input gradient is instead the same
+shift-and-accumulate with the taps reversed, one fused loop, and the weight gradient K products
+reduced over D (span) or over B and L (depthwise). With g the output gradient:
+
+    d values[t]  = sum_j w[t - j + p, j] * g[t - j + p]
+    d w[t, j]    = sum_D g[t] * values[t + j - p]
+
+(the softmax's own gradient stays with autodiff: it is (B, L, N', K), small).
 """
 
 from __future__ import annotations
@@ -86,17 +97,54 @@ def _padded(values, kernel_size: int, dtype):
 def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
-    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
-    length = ops.shape(values)[1]
+    return ops.cast(_span_conv(ops.cast(values, acc), weights), values.dtype)
+
+
+def _shifted_sum(padded, columns, length):
+    """sum_j columns[j] * padded[:, j : j + L]: padded (B, L + K - 1, ...), K columns broadcasting to (B, L, ...)."""
+    out = None
+    for j, column in enumerate(columns):
+        term = column * padded[:, j : j + length]
+        out = term if out is None else out + term
+    return out
+
+
+def _pad_length(x, kernel_size: int):
+    """(B, L, ...) -> (B, L + K - 1, ...): p zeros before and after along L."""
+    pad = shapes.conv_padding(kernel_size)
+    return ops.pad(x, ((0, 0), (pad, pad)) + ((0, 0),) * (len(x.shape) - 2))
+
+
+def _window_products(padded, upstream, length, kernel_size: int, axis):
+    """K sums over ``axis`` of upstream * padded[:, j : j + L], stacked on a last axis of size K."""
+    return ops.stack([ops.sum(upstream * padded[:, j : j + length], axis=axis) for j in range(kernel_size)], axis=-1)
+
+
+@ops.custom_gradient
+def _span_conv(values, weights):
+    """values (B, L, N', D), softmaxed weights (B, L, N', K), both in the accumulation dtype -> (B, L, N', D)."""
+    kernel_size, length = weights.shape[-1], ops.shape(values)[1]
+    padded = _pad_length(values, kernel_size)  # (B, L + K - 1, N', D): row t + j is values[t + j - p]
     # One Split op for the K weight columns instead of K slices: the training graph holds every op
     # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
     columns = ops.split(weights, kernel_size, axis=-1)  # K x (B, L, N', 1)
-    out = None
-    for j, column in enumerate(columns):
-        window = padded[:, j : j + length]  # (B, L, N', D): values shifted by j - p
-        term = column * window  # (B, L, N', 1) * (B, L, N', D)
-        out = term if out is None else out + term
-    return ops.cast(out, values.dtype)
+
+    def grad(*args, upstream=None):
+        # TensorFlow and JAX pass the output gradient positionally, PyTorch as ``upstream``.
+        g = args[0] if upstream is None else upstream  # (B, L, N', D)
+        # Row s + K - 1 - j of the padded product w[:, :, :, j] * g is w[s - j + p, j] * g[s - j + p]: tap j,
+        # reversed. Multiplying before slicing keeps one slice per tap in the training graph.
+        padded_w = ops.split(_pad_length(weights, kernel_size), kernel_size, axis=-1)  # K x (B, L + K - 1, N', 1)
+        padded_g = _pad_length(g, kernel_size)  # (B, L + K - 1, N', D)
+        d_values = None
+        for j, column in enumerate(padded_w):
+            start = kernel_size - 1 - j
+            term = (column * padded_g)[:, start : start + length]  # (B, L, N', D)
+            d_values = term if d_values is None else d_values + term
+        d_weights = _window_products(padded, g, length, kernel_size, axis=-1)
+        return d_values, d_weights  # (B, L, N', D), (B, L, N', K)
+
+    return _shifted_sum(padded, columns, length), grad
 
 
 def depthwise_conv1d(x, kernel):
@@ -108,15 +156,26 @@ def depthwise_conv1d(x, kernel):
     if kernel_size is None or kernel_size % 2 == 0:
         raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
     acc = _accumulate_dtype(x.dtype)
-    pad = shapes.conv_padding(kernel_size)
-    padded = ops.pad(ops.cast(x, acc), ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
-    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see above)
-    length = ops.shape(x)[1]
-    out = None
-    for j, tap in enumerate(taps):
-        term = padded[:, j : j + length] * tap  # (B, L, C): x shifted by j - p, scaled per channel
-        out = term if out is None else out + term
-    return ops.cast(out, x.dtype)
+    taps = ops.cast(kernel[:, :, 0], acc)  # (K, C)
+    return ops.cast(_depthwise(ops.cast(x, acc), taps), x.dtype)
+
+
+@ops.custom_gradient
+def _depthwise(x, taps):
+    """x (B, L, C), taps (K, C), both in the accumulation dtype -> (B, L, C)."""
+    kernel_size, length = taps.shape[0], ops.shape(x)[1]
+    padded = _pad_length(x, kernel_size)  # (B, L + K - 1, C)
+
+    def grad(*args, upstream=None):
+        g = args[0] if upstream is None else upstream  # (B, L, C); see _span_conv
+        # d x[s] = sum_j taps[j] * g[s + p - j]: the same convolution with the taps reversed.
+        reversed_taps = ops.unstack(ops.flip(taps, axis=0), kernel_size, axis=0)  # K x (C,)
+        d_x = _shifted_sum(_pad_length(g, kernel_size), reversed_taps, length)
+        d_taps = ops.transpose(_window_products(padded, g, length, kernel_size, axis=(0, 1)))  # (K, C)
+        return d_x, d_taps
+
+    columns = ops.unstack(taps, kernel_size, axis=0)  # K x (C,), one op (see _span_conv)
+    return _shifted_sum(padded, columns, length), grad
 
 
 def span_dynamic_conv_reference(values, kernel_logits):
