@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv, span_dynamic_conv_reference
+from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
 from tests.parity import assert_close, assert_three_way
 from tests.tolerances import LOWP_ATOL, LOWP_FACTOR, SDCONV_NATIVE_FP32_ATOL
 
