@@ -141,10 +141,10 @@ def pieces_worker(runs: int, warmup: int) -> dict:
 
     A plain fp32 (1024x768) @ (768x3072) matmul (the base feed-forward at 8x128), and the two
     shift-and-accumulate convolutions at base shapes (B=8, L=128, N'=6, D=64, K=9; H=768), forward
-    and gradient (of the sum of squares, both inputs; the hand-written gradient, and autodiff of the same
-    shift-and-accumulate as ``*_autodiff``), each compiled: ``jax.jit`` on JAX,
-    ``tf.function(jit_compile=True)`` on TensorFlow, which also times its matmul eagerly and in a
-    plain ``tf.function`` (oneDNN). ``XLA_FLAGS`` from the environment apply.
+    and gradient (of the sum of squares, both inputs; for the span conv also autodiff of the same
+    shift-and-accumulate without its hand-written gradient, as ``span_dynamic_conv_autodiff``),
+    each compiled: ``jax.jit`` on JAX, ``tf.function(jit_compile=True)`` on TensorFlow, which also
+    times its matmul eagerly and in a plain ``tf.function`` (oneDNN). ``XLA_FLAGS`` from the environment apply.
     """
     import keras
     import numpy as np
@@ -170,13 +170,9 @@ def pieces_worker(runs: int, warmup: int) -> dict:
         weights = ops.softmax(z, axis=-1)
         return sdconv._shifted_sum(sdconv._pad_length(v, 9), ops.split(weights, 9, axis=-1), ops.shape(v)[1])
 
-    def depthwise_autodiff(u, w):
-        return sdconv._shifted_sum(sdconv._pad_length(u, 9), ops.unstack(w[:, :, 0], 9, axis=0), ops.shape(u)[1])
-
     convs = {"span_dynamic_conv": (lambda v, k: sdconv.span_dynamic_conv(v, k, "native"), values, logits),
              "depthwise_conv1d": (sdconv.depthwise_conv1d, x, kernel),
-             "span_dynamic_conv_autodiff": (span_autodiff, values, logits),
-             "depthwise_conv1d_autodiff": (depthwise_autodiff, x, kernel)}
+             "span_dynamic_conv_autodiff": (span_autodiff, values, logits)}
     backend = keras.backend.backend()
     out: dict = {"backend": backend, "matmul_gflop": 2 * 1024 * 768 * 3072 / 1e9}
     if backend == "jax":
@@ -231,7 +227,7 @@ def _print_pieces(pieces: list[dict]) -> None:
     print(f"\npieces alone (ms, medians; compiled unless named){'':4s}" + os.environ.get("XLA_FLAGS", ""))
     keys = ["matmul_compiled_ms", "matmul_eager_ms", "matmul_graph_ms", "span_dynamic_conv_forward_ms",
             "span_dynamic_conv_gradient_ms", "span_dynamic_conv_autodiff_gradient_ms", "depthwise_conv1d_forward_ms",
-            "depthwise_conv1d_gradient_ms", "depthwise_conv1d_autodiff_gradient_ms"]
+            "depthwise_conv1d_gradient_ms"]
     for r in pieces:
         if "error" in r:
             print(f"{r['backend']:12s} failed: {r['error']}")

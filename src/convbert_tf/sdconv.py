@@ -19,16 +19,18 @@ The softmax, and in half precision the sum over taps, run in float32, as a matmu
 ``depthwise_conv1d`` is the same shift-and-accumulate with a static kernel per channel: the depthwise
 half of ``SeparableConv1D`` when XLA compiles the model (see ``convbert_tf.modeling``).
 
-Both carry a hand-written gradient (``keras.ops.custom_gradient``, on every backend). Autodiff of
-K static slices pads the output gradient K times to the input's length and adds the K padded
-copies (K full-size writes, unfused under XLA); the input gradient is instead the same
-shift-and-accumulate with the taps reversed, one fused loop, and the weight gradient K products
-reduced over D (span) or over B and L (depthwise). With g the output gradient:
+``span_dynamic_conv`` carries a hand-written gradient (``keras.ops.custom_gradient``, on every
+backend). Autodiff of K static slices pads the output gradient back to the input's length once per
+tap and adds the K padded copies (K full-size writes, unfused under XLA); the input gradient is
+instead the same shift-and-accumulate with the taps reversed, one fused loop, and the weight
+gradient K products reduced over D. With g the output gradient and w the softmaxed weights:
 
-    d values[t]  = sum_j w[t - j + p, j] * g[t - j + p]
-    d w[t, j]    = sum_D g[t] * values[t + j - p]
+    d values[t] = sum_j w[t - j + p, j] * g[t - j + p]
+    d w[t, j]   = sum_D g[t] * values[t + j - p]
 
-(the softmax's own gradient stays with autodiff: it is (B, L, N', K), small).
+(the softmax's own gradient stays with autodiff: it is (B, L, N', K), small). ``depthwise_conv1d``
+keeps autodiff's gradient: written by hand the same way it timed the same, its cost being the
+weight gradient's per-tap reductions over B and L, which either way read K shifted windows.
 """
 
 from __future__ import annotations
@@ -88,12 +90,6 @@ def _softmax_weights(kernel_logits, dtype):
     return ops.cast(ops.softmax(ops.cast(kernel_logits, "float32"), axis=-1), dtype)
 
 
-def _padded(values, kernel_size: int, dtype):
-    pad = shapes.conv_padding(kernel_size)
-    # (B, L + K - 1, N', D): row t + j of the padded tensor is values[t + j - p]
-    return ops.pad(ops.cast(values, dtype), ((0, 0), (pad, pad), (0, 0), (0, 0)))
-
-
 def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
@@ -113,11 +109,6 @@ def _pad_length(x, kernel_size: int):
     """(B, L, ...) -> (B, L + K - 1, ...): p zeros before and after along L."""
     pad = shapes.conv_padding(kernel_size)
     return ops.pad(x, ((0, 0), (pad, pad)) + ((0, 0),) * (len(x.shape) - 2))
-
-
-def _window_products(padded, upstream, length, kernel_size: int, axis):
-    """K sums over ``axis`` of upstream * padded[:, j : j + L], stacked on a last axis of size K."""
-    return ops.stack([ops.sum(upstream * padded[:, j : j + length], axis=axis) for j in range(kernel_size)], axis=-1)
 
 
 @ops.custom_gradient
@@ -141,7 +132,8 @@ def _span_conv(values, weights):
             start = kernel_size - 1 - j
             term = (column * padded_g)[:, start : start + length]  # (B, L, N', D)
             d_values = term if d_values is None else d_values + term
-        d_weights = _window_products(padded, g, length, kernel_size, axis=-1)
+        products = [ops.sum(g * padded[:, j : j + length], axis=-1) for j in range(kernel_size)]  # K x (B, L, N')
+        d_weights = ops.stack(products, axis=-1)
         return d_values, d_weights  # (B, L, N', D), (B, L, N', K)
 
     return _shifted_sum(padded, columns, length), grad
@@ -156,26 +148,9 @@ def depthwise_conv1d(x, kernel):
     if kernel_size is None or kernel_size % 2 == 0:
         raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
     acc = _accumulate_dtype(x.dtype)
-    taps = ops.cast(kernel[:, :, 0], acc)  # (K, C)
-    return ops.cast(_depthwise(ops.cast(x, acc), taps), x.dtype)
-
-
-@ops.custom_gradient
-def _depthwise(x, taps):
-    """x (B, L, C), taps (K, C), both in the accumulation dtype -> (B, L, C)."""
-    kernel_size, length = taps.shape[0], ops.shape(x)[1]
-    padded = _pad_length(x, kernel_size)  # (B, L + K - 1, C)
-
-    def grad(*args, upstream=None):
-        g = args[0] if upstream is None else upstream  # (B, L, C); see _span_conv
-        # d x[s] = sum_j taps[j] * g[s + p - j]: the same convolution with the taps reversed.
-        reversed_taps = ops.unstack(ops.flip(taps, axis=0), kernel_size, axis=0)  # K x (C,)
-        d_x = _shifted_sum(_pad_length(g, kernel_size), reversed_taps, length)
-        d_taps = ops.transpose(_window_products(padded, g, length, kernel_size, axis=(0, 1)))  # (K, C)
-        return d_x, d_taps
-
-    columns = ops.unstack(taps, kernel_size, axis=0)  # K x (C,), one op (see _span_conv)
-    return _shifted_sum(padded, columns, length), grad
+    padded = _pad_length(ops.cast(x, acc), kernel_size)  # (B, L + K - 1, C)
+    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see _span_conv)
+    return ops.cast(_shifted_sum(padded, taps, ops.shape(x)[1]), x.dtype)
 
 
 def span_dynamic_conv_reference(values, kernel_logits):
@@ -185,7 +160,7 @@ def span_dynamic_conv_reference(values, kernel_logits):
         return values
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
-    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
+    padded = _pad_length(ops.cast(values, acc), kernel_size)  # (B, L + K - 1, N', D)
     length = ops.shape(values)[1]
     columns = ops.stack([padded[:, j : j + length] for j in range(kernel_size)], axis=-1)  # (B, L, N', D, K)
     out = ops.einsum("blndk,blnk->blnd", columns, weights)  # (B, L, N', D)

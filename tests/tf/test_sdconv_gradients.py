@@ -1,10 +1,10 @@
-"""The hand-written gradients of the two shift-and-accumulate convolutions equal autodiff's, on every backend.
+"""The span conv's hand-written gradient equals autodiff's, on every backend; so does the depthwise conv's.
 
-``span_dynamic_conv`` and ``depthwise_conv1d`` carry a ``keras.ops.custom_gradient``; the oracle is
-autodiff of an independent formulation of the same function: the unfold reference
-(``span_dynamic_conv_reference``) and Keras' grouped convolution (``ops.depthwise_conv``). Eager
-and compiled (``jax.jit``, ``tf.function(jit_compile=True)``); this file is backend-neutral, so the
-backend runs of ``tests/backends`` repeat it on JAX and PyTorch.
+``span_dynamic_conv`` carries a ``keras.ops.custom_gradient``; the oracle is autodiff of the unfold
+reference (``span_dynamic_conv_reference``). ``depthwise_conv1d`` (autodiff of the shift-and-accumulate,
+what JAX and XLA train with) is checked against autodiff of Keras' grouped convolution
+(``ops.depthwise_conv``). Eager and compiled (``jax.jit``, ``tf.function(jit_compile=True)``); this
+file is backend-neutral, so the backend runs of ``tests/backends`` repeat it on JAX and PyTorch.
 """
 
 from __future__ import annotations
