@@ -211,16 +211,21 @@ def pieces_worker(runs: int, warmup: int) -> dict:
     return out
 
 
-def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
-    code = f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.pieces_worker({runs}, {warmup})))"
+def _result_of(code: str, env: dict, backend: str) -> dict:
+    """Run ``code`` in a fresh interpreter: the JSON of its last ``RESULT`` line, or the error it ended with."""
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         return {"backend": backend, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
                 f"exit {proc.returncode}"}
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+    code = f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.pieces_worker({runs}, {warmup})))"
+    return _result_of(code, env, backend)
 
 
 def _print_pieces(pieces: list[dict]) -> None:
@@ -251,12 +256,7 @@ def _run_backend(backend: str, path: str, runs: int, warmup: int) -> dict:
         env.update(TF_USE_LEGACY_KERAS="1", USE_TORCH="0", USE_FLAX="0", USE_TF="1")
     code = (f"import json, bench_backends; print('RESULT', json.dumps(bench_backends.{fn}({path!r}, {runs}, "
             f"{warmup})))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        return {"backend": backend, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                f"exit {proc.returncode}"}
-    return json.loads(lines[-1][len("RESULT "):])
+    return _result_of(code, env, backend)
 
 
 def _over_rounds(samples: list[dict]) -> dict:
