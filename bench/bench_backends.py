@@ -128,9 +128,10 @@ def pieces_worker(runs: int, warmup: int) -> dict:
 
     A plain fp32 (1024x768) @ (768x3072) matmul (the base feed-forward at 8x128), and the two
     shift-and-accumulate convolutions at base shapes (B=8, L=128, N'=6, D=64, K=9; H=768), forward
-    and gradient (of the sum of squares, both inputs), each compiled: ``jax.jit`` on JAX,
-    ``tf.function(jit_compile=True)`` on TensorFlow, which also times its matmul eagerly and in a
-    plain ``tf.function`` (oneDNN). ``XLA_FLAGS`` from the environment apply.
+    and gradient (of the sum of squares, both inputs; for the span conv also autodiff of the same
+    shift-and-accumulate without its hand-written gradient, as ``span_dynamic_conv_autodiff``),
+    each compiled: ``jax.jit`` on JAX, ``tf.function(jit_compile=True)`` on TensorFlow, which also
+    times its matmul eagerly and in a plain ``tf.function`` (oneDNN). ``XLA_FLAGS`` from the environment apply.
     """
     import keras
     import numpy as np
@@ -145,8 +146,13 @@ def pieces_worker(runs: int, warmup: int) -> dict:
     a, b = rng.standard_normal((1024, 768), "float32"), rng.standard_normal((768, 3072), "float32")
     values, logits = rng.standard_normal((8, 128, 6, 64), "float32"), rng.standard_normal((8, 128, 6, 9), "float32")
     x, kernel = rng.standard_normal((8, 128, 768), "float32"), rng.standard_normal((9, 768, 1), "float32")
+    def span_autodiff(v, z):  # the same shift-and-accumulate without its hand-written gradient
+        weights = ops.softmax(z, axis=-1)
+        return sdconv._shifted_sum(sdconv._pad_length(v, 9), ops.split(weights, 9, axis=-1), ops.shape(v)[1])
+
     convs = {"span_dynamic_conv": (lambda v, k: sdconv.span_dynamic_conv(v, k, "native"), values, logits),
-             "depthwise_conv1d": (sdconv.depthwise_conv1d, x, kernel)}
+             "depthwise_conv1d": (sdconv.depthwise_conv1d, x, kernel),
+             "span_dynamic_conv_autodiff": (span_autodiff, values, logits)}
     backend = keras.backend.backend()
     out: dict = {"backend": backend, "matmul_gflop": 2 * 1024 * 768 * 3072 / 1e9}
     if backend == "jax":
@@ -208,7 +214,8 @@ def _run_pieces(backend: str, runs: int, warmup: int) -> dict:
 def _print_pieces(pieces: list[dict]) -> None:
     print(f"\npieces alone (ms, medians; compiled unless named){'':4s}" + os.environ.get("XLA_FLAGS", ""))
     keys = ["matmul_compiled_ms", "matmul_eager_ms", "matmul_graph_ms", "span_dynamic_conv_forward_ms",
-            "span_dynamic_conv_gradient_ms", "depthwise_conv1d_forward_ms", "depthwise_conv1d_gradient_ms"]
+            "span_dynamic_conv_gradient_ms", "span_dynamic_conv_autodiff_gradient_ms", "depthwise_conv1d_forward_ms",
+            "depthwise_conv1d_gradient_ms"]
     for r in pieces:
         if "error" in r:
             print(f"{r['backend']:12s} failed: {r['error']}")

@@ -18,6 +18,19 @@ The softmax, and in half precision the sum over taps, run in float32, as a matmu
 
 ``depthwise_conv1d`` is the same shift-and-accumulate with a static kernel per channel: the depthwise
 half of ``SeparableConv1D`` when XLA compiles the model (see ``convbert_tf.modeling``).
+
+``span_dynamic_conv`` carries a hand-written gradient (``keras.ops.custom_gradient``, on every
+backend). Autodiff of K static slices pads the output gradient back to the input's length once per
+tap and adds the K padded copies (K full-size writes, unfused under XLA); the input gradient is
+instead the same shift-and-accumulate with the taps reversed, one fused loop, and the weight
+gradient K products reduced over D. With g the output gradient and w the softmaxed weights:
+
+    d values[t] = sum_j w[t - j + p, j] * g[t - j + p]
+    d w[t, j]   = sum_D g[t] * values[t + j - p]
+
+(the softmax's own gradient stays with autodiff: it is (B, L, N', K), small). ``depthwise_conv1d``
+keeps autodiff's gradient: written by hand the same way it timed the same, its cost being the
+weight gradient's per-tap reductions over B and L, which either way read K shifted windows.
 """
 
 from __future__ import annotations
@@ -77,71 +90,53 @@ def _softmax_weights(kernel_logits, dtype):
     return ops.cast(ops.softmax(ops.cast(kernel_logits, "float32"), axis=-1), dtype)
 
 
-def _padded(values, kernel_size: int, dtype):
-    pad = shapes.conv_padding(kernel_size)
-    # (B, L + K - 1, N', D): row t + j of the padded tensor is values[t + j - p]
-    return ops.pad(ops.cast(values, dtype), ((0, 0), (pad, pad), (0, 0), (0, 0)))
-
-
 def _shift_and_accumulate(values, kernel_logits, kernel_size: int):
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
-    taps = _weighted_taps if keras.backend.backend() == "torch" else _weighted_taps_with_gradient
-    return ops.cast(taps(ops.cast(values, acc), weights, kernel_size), values.dtype)
+    return ops.cast(_span_conv(ops.cast(values, acc), weights), values.dtype)
 
 
-def _windows(values, weights, kernel_size: int):
-    """The padded values (B, L + K - 1, N', D), the K weight columns (B, L, N', 1) and the K windows."""
-    padded = _padded(values, kernel_size, values.dtype)
-    length = ops.shape(values)[1]
-    # One Split op for the K weight columns instead of K slices: the training graph holds every op
-    # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
-    columns = ops.split(weights, kernel_size, axis=-1)
-    windows = [padded[:, j : j + length] for j in range(kernel_size)]  # values shifted by j - p
-    return padded, columns, windows
-
-
-def _weighted_sum(columns, windows):
+def _shifted_sum(padded, columns, length):
+    """sum_j columns[j] * padded[:, j : j + L]: padded (B, L + K - 1, ...), K columns broadcasting to (B, L, ...)."""
     out = None
-    for column, window in zip(columns, windows, strict=True):
-        term = column * window  # (B, L, N', 1) * (B, L, N', D)
+    for j, column in enumerate(columns):
+        term = column * padded[:, j : j + length]
         out = term if out is None else out + term
     return out
 
 
-def _weighted_taps(values, weights, kernel_size: int):
-    """values (B, L, N', D), weights (B, L, N', K) -> sum_j weights[..., j] * values shifted by j - p."""
-    _, columns, windows = _windows(values, weights, kernel_size)
-    return _weighted_sum(columns, windows)
+def _pad_length(x, kernel_size: int):
+    """(B, L, ...) -> (B, L + K - 1, ...): p zeros before and after along L."""
+    pad = shapes.conv_padding(kernel_size)
+    return ops.pad(x, ((0, 0), (pad, pad)) + ((0, 0),) * (len(x.shape) - 2))
 
 
-def _weighted_taps_with_gradient(values, weights, kernel_size: int):
-    """``_weighted_taps`` with a hand-written gradient (TensorFlow and JAX; Keras has none on torch).
+@ops.custom_gradient
+def _span_conv(values, weights):
+    """values (B, L, N', D), softmaxed weights (B, L, N', K), both in the accumulation dtype -> (B, L, N', D)."""
+    kernel_size, length = weights.shape[-1], ops.shape(values)[1]
+    padded = _pad_length(values, kernel_size)  # (B, L + K - 1, N', D): row t + j is values[t + j - p]
+    # One Split op for the K weight columns instead of K slices: the training graph holds every op
+    # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
+    columns = ops.split(weights, kernel_size, axis=-1)  # K x (B, L, N', 1)
 
-    Autodiff of the K window slices gives K slice gradients, each a zero tensor of the padded size
-    with the window written in: on TensorFlow's CPU kernels (``StridedSliceGrad``) they were the
-    largest non-matmul cost of the training step. Here the values' gradient is K pads of
-    ``upstream * weights[..., j]`` summed and one slice; the weights' gradient is K products reduced over D.
-    """
+    def grad(*args, upstream=None):
+        # TensorFlow and JAX pass the output gradient positionally, PyTorch as ``upstream``.
+        g = args[0] if upstream is None else upstream  # (B, L, N', D)
+        # Row s + K - 1 - j of the padded product w[:, :, :, j] * g is w[s - j + p, j] * g[s - j + p]: tap j,
+        # reversed. Multiplying before slicing keeps one slice per tap in the training graph.
+        padded_w = ops.split(_pad_length(weights, kernel_size), kernel_size, axis=-1)  # K x (B, L + K - 1, N', 1)
+        padded_g = _pad_length(g, kernel_size)  # (B, L + K - 1, N', D)
+        d_values = None
+        for j, column in enumerate(padded_w):
+            start = kernel_size - 1 - j
+            term = (column * padded_g)[:, start : start + length]  # (B, L, N', D)
+            d_values = term if d_values is None else d_values + term
+        products = [ops.sum(g * padded[:, j : j + length], axis=-1) for j in range(kernel_size)]  # K x (B, L, N')
+        d_weights = ops.stack(products, axis=-1)
+        return d_values, d_weights  # (B, L, N', D), (B, L, N', K)
 
-    @ops.custom_gradient
-    def taps(values, weights):
-        padded, columns, windows = _windows(values, weights, kernel_size)
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream  # (B, L, N', D)
-            pad, length = shapes.conv_padding(kernel_size), ops.shape(values)[1]
-            d_weights, d_padded = [], None
-            for j, (column, window) in enumerate(zip(columns, windows, strict=True)):
-                d_weights.append(ops.sum(upstream * window, axis=-1, keepdims=True))
-                # window j is padded rows j .. j + L - 1: its gradient lands there
-                term = ops.pad(upstream * column, ((0, 0), (j, kernel_size - 1 - j), (0, 0), (0, 0)))
-                d_padded = term if d_padded is None else d_padded + term
-            return d_padded[:, pad : pad + length], ops.concatenate(d_weights, axis=-1)
-
-        return _weighted_sum(columns, windows), grad
-
-    return taps(values, weights)
+    return _shifted_sum(padded, columns, length), grad
 
 
 def depthwise_conv1d(x, kernel):
@@ -153,44 +148,9 @@ def depthwise_conv1d(x, kernel):
     if kernel_size is None or kernel_size % 2 == 0:
         raise ValueError(f"depthwise_conv1d: the kernel size must be static and odd, got K={kernel_size}")
     acc = _accumulate_dtype(x.dtype)
-    taps = _channel_taps if keras.backend.backend() == "torch" else _channel_taps_with_gradient
-    return ops.cast(taps(ops.cast(x, acc), ops.cast(kernel[:, :, 0], acc), kernel_size), x.dtype)
-
-
-def _channel_windows(x, kernel, kernel_size: int):
-    """The K per-channel taps (C,) of kernel (K, C) and the K windows (B, L, C) of the padded x."""
-    pad = shapes.conv_padding(kernel_size)
-    padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))  # (B, L + K - 1, C)
-    taps = ops.unstack(kernel, kernel_size, axis=0)  # K x (C,), one op (see _windows)
-    length = ops.shape(x)[1]
-    return taps, [padded[:, j : j + length] for j in range(kernel_size)]  # x shifted by j - p
-
-
-def _channel_taps(x, kernel, kernel_size: int):
-    taps, windows = _channel_windows(x, kernel, kernel_size)
-    return _weighted_sum(taps, windows)
-
-
-def _channel_taps_with_gradient(x, kernel, kernel_size: int):
-    """``_channel_taps`` with a hand-written gradient, as ``_weighted_taps_with_gradient``."""
-
-    @ops.custom_gradient
-    def taps_of(x, kernel):
-        taps, windows = _channel_windows(x, kernel, kernel_size)
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream  # (B, L, C)
-            pad, length = shapes.conv_padding(kernel_size), ops.shape(x)[1]
-            d_taps, d_padded = [], None
-            for j, (tap, window) in enumerate(zip(taps, windows, strict=True)):
-                d_taps.append(ops.sum(upstream * window, axis=(0, 1)))
-                term = ops.pad(upstream * tap, ((0, 0), (j, kernel_size - 1 - j), (0, 0)))
-                d_padded = term if d_padded is None else d_padded + term
-            return d_padded[:, pad : pad + length], ops.stack(d_taps, axis=0)
-
-        return _weighted_sum(taps, windows), grad
-
-    return taps_of(x, kernel)
+    padded = _pad_length(ops.cast(x, acc), kernel_size)  # (B, L + K - 1, C)
+    taps = ops.unstack(ops.cast(kernel[:, :, 0], acc), kernel_size, axis=0)  # K x (C,), one op (see _span_conv)
+    return ops.cast(_shifted_sum(padded, taps, ops.shape(x)[1]), x.dtype)
 
 
 def span_dynamic_conv_reference(values, kernel_logits):
@@ -200,7 +160,7 @@ def span_dynamic_conv_reference(values, kernel_logits):
         return values
     acc = _accumulate_dtype(values.dtype)
     weights = _softmax_weights(kernel_logits, acc)  # (B, L, N', K)
-    padded = _padded(values, kernel_size, acc)  # (B, L + K - 1, N', D)
+    padded = _pad_length(ops.cast(values, acc), kernel_size)  # (B, L + K - 1, N', D)
     length = ops.shape(values)[1]
     columns = ops.stack([padded[:, j : j + length] for j in range(kernel_size)], axis=-1)  # (B, L, N', D, K)
     out = ops.einsum("blndk,blnk->blnd", columns, weights)  # (B, L, N', D)
