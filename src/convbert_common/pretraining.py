@@ -643,6 +643,17 @@ def clear_run(output: str) -> None:
 DEFAULT_WARMUP_FRACTION = 0.1
 
 
+def total_steps(settings: TrainingSettings, micro_batches_per_epoch: int, examples: int) -> int:
+    """Optimizer steps of the run: ``--steps``, else ``--epochs`` (1 by default) of
+    ``micro_batches_per_epoch`` micro-batches, ``--grad-accum`` of them a step."""
+    s = settings
+    total = s.steps if s.steps is not None else (s.epochs or 1) * micro_batches_per_epoch // s.grad_accum
+    if total < 1:
+        raise ValueError(f"one epoch of {examples} examples is {micro_batches_per_epoch} micro-batches, fewer than "
+                         f"--grad-accum {s.grad_accum}: pass --steps, or lower --grad-accum / --batch-size")
+    return total
+
+
 def warmup_steps(settings: TrainingSettings, total_steps: int, resume_dir: str | None) -> int:
     """``--warmup-steps``; else the warm-up the resumed run started with (a resumed run that goes on
     for longer keeps it); else ``DEFAULT_WARMUP_FRACTION`` of ``total_steps``."""

@@ -296,16 +296,13 @@ class Trainer:
         model.pretraining_config = self.knobs
         self.config_from_flags, self.gen_from_flags = flags_config, flags_gen or self.gen_config
 
-        world, accum, batch = procs.world, s.grad_accum, s.batch_size
+        world, batch = procs.world, s.batch_size
         per_epoch = self.dataset.steps_per_epoch(batch, world)
         if per_epoch == 0:
             raise ValueError(f"{self.dataset.data_dir} has {len(self.dataset)} examples, fewer than one global "
                              f"batch of --batch-size {batch} x {world} processes")
         self.steps_per_epoch_micro = per_epoch
-        self.total = s.steps if s.steps is not None else (s.epochs or 1) * per_epoch // accum
-        if self.total < 1:
-            raise ValueError(f"one epoch of {len(self.dataset)} examples is {per_epoch} micro-batches, fewer than "
-                             f"--grad-accum {accum}: pass --steps, or lower --grad-accum / --batch-size")
+        self.total = ptc.total_steps(s, per_epoch, len(self.dataset))
         self.warmup = ptc.warmup_steps(s, self.total, resume_dir)
         self.run_record = ptc.run_record(
             s, model_config=self.config_from_flags, generator_config=self.gen_from_flags, knobs=self.knobs,

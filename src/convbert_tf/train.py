@@ -534,10 +534,7 @@ class Trainer:
         if self.per_epoch == 0:
             raise ValueError(f"{self.dataset.data_dir} has {len(self.dataset)} examples, fewer than one batch of "
                              f"--batch-size {s.batch_size}")
-        self.total = s.steps if s.steps is not None else (s.epochs or 1) * self.per_epoch // s.grad_accum
-        if self.total < 1:
-            raise ValueError(f"one epoch of {len(self.dataset)} examples is {self.per_epoch} micro-batches, fewer "
-                             f"than --grad-accum {s.grad_accum}: pass --steps, or lower --grad-accum / --batch-size")
+        self.total = ptc.total_steps(s, self.per_epoch, len(self.dataset))
         self.warmup = ptc.warmup_steps(s, self.total, resume_dir)
         # One process here (a MirroredStrategy splits each batch): the global batch is --grad-accum micro-batches.
         self.run_record = ptc.run_record(

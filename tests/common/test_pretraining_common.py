@@ -189,6 +189,17 @@ def test_the_warm_up_is_the_flag_else_the_resumed_runs_else_a_tenth(tmp_path):
     assert ptc.warmup_steps(ptc.TrainingSettings(output=str(tmp_path), warmup_steps=3), 80, str(tmp_path)) == 3
 
 
+def test_the_step_count_is_the_flag_else_the_epochs_in_optimizer_steps():
+    def steps(**flags):
+        return ptc.total_steps(ptc.TrainingSettings(output="run", **flags), 10, 40)
+
+    assert steps(steps=7) == 7
+    assert steps() == 10  # one epoch by default
+    assert steps(epochs=3, grad_accum=4) == 7  # 30 micro-batches, 4 a step: the last 2 are not a step
+    with pytest.raises(ValueError, match=r"one epoch of 40 examples is 10 micro-batches, fewer than --grad-accum 16"):
+        steps(grad_accum=16)
+
+
 def test_a_resume_is_refused_past_the_end_or_with_other_settings(tmp_path):
     run = {"model": {"hidden_size": 32}, "schedule": {"total_steps": 10}}
     ptc.write_trainer_state(tmp_path, {"step": 4, "run": run})
