@@ -32,7 +32,7 @@ def _std(var) -> float:
 def both_hf_files(tmp_path, monkeypatch):
     """``org/hf`` in a fake cache holding pytorch_model.bin and tf_model.h5 but no safetensors."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    folder = head_dir("model", "tf_model.h5")
+    folder = head_dir("model", "pytorch_model.bin")  # a folder that holds both files
     root = tmp_path / "cache"
     add_checkpoint(root, "org/hf", folder, names=["config.json", "pytorch_model.bin", "tf_model.h5"])
     return root
