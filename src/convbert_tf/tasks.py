@@ -124,7 +124,7 @@ def _apply_if_finite(guard: _StepGuard, optimizer, apply, grads, trainable_varia
         if present and not scaled else tf.ones([0], tf.bool)
     loss_ok = tf.reduce_all(tf.math.is_finite(guard.loss)) if guard.loss is not None else tf.constant(True)
     ok = tf.logical_and(loss_ok, tf.reduce_all(grad_ok))
-    replicated = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    replicated = backend.replicas_in_sync() > 1
     if replicated:
         # Every replica must take the same branch: refuse if any replica saw a non-finite value.
         refused = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(tf.logical_not(ok), tf.int32))
