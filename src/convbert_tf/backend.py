@@ -9,6 +9,7 @@ naming the backend they need, instead of failing somewhere inside TensorFlow.
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 
 class BackendError(ValueError):
@@ -39,3 +40,17 @@ def replicas_in_sync() -> int:
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
         return 1
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def matmul_transposed(x, table):
+    """x (..., E), table (V, E) -> (..., V): ``x @ table.T`` with float32 accumulation on every backend.
+
+    On TensorFlow a matmul with ``transpose_b``: the (V, E) table is read in place, where an explicit
+    transpose would copy it every call, and TensorFlow's own CPU einsum would sum half-precision
+    products in half precision.
+    """
+    if name() != "tensorflow":
+        return ops.matmul(x, ops.transpose(table))
+    import tensorflow as tf
+
+    return tf.linalg.matmul(x, table, transpose_b=True)

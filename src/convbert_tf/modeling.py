@@ -14,8 +14,9 @@ loss and export defaults of the task heads are ``tasks.py``.
 
 The math is written with ``keras.ops``; TensorFlow is imported only for the id checks that must
 raise inside a TensorFlow graph. Fast paths, each chosen in one line with the plain path beside
-it: attention through ``keras.ops.dot_product_attention`` unless attention maps, a head mask or
-attention dropout are needed; the dynamic convolution by shift-and-accumulate (``sdconv.py``);
+it: attention through ``keras.ops.dot_product_attention`` on JAX and PyTorch unless attention maps,
+a head mask or attention dropout are needed (on TensorFlow Keras' version is two einsums; ours are
+float32-accumulating batched matmuls); the dynamic convolution by shift-and-accumulate (``sdconv.py``);
 for XLA, the depthwise convolution by the same shift-and-accumulate (XLA's grouped convolution is
 an order of magnitude slower on CPU; ``set_depthwise_impl``). Softmaxes, LayerNorms and logits are
 float32 under mixed precision; variables are always float32.
@@ -50,8 +51,8 @@ def grouped_linear(x, kernel, bias):
     """x (B, L, I), kernel (G, I/G, O/G), bias (O,) -> (B, L, O): G independent dense maps side by side."""
     groups, group_in, group_out = kernel.shape
     batch, length = ops.shape(x)[0], ops.shape(x)[1]
-    x = ops.reshape(x, (batch, length, groups, group_in))  # (B, L, G, I/G)
-    y = ops.einsum("blgi,gio->blgo", x, kernel)  # (B, L, G, O/G)
+    x = ops.transpose(ops.reshape(x, (batch * length, groups, group_in)), (1, 0, 2))  # (G, B*L, I/G)
+    y = ops.transpose(ops.matmul(x, kernel), (1, 0, 2))  # (B*L, G, O/G)
     y = ops.reshape(y, (batch, length, groups * group_out))  # (B, L, O)
     return y + bias
 
@@ -71,9 +72,14 @@ def attention(query, key, value, mask, head_mask=None, dropout=None, training=Fa
     """
     scale = 1.0 / math.sqrt(query.shape[-1])
     use_dropout = bool(training) and dropout is not None and dropout.rate > 0
-    if not need_weights and head_mask is None and not use_dropout:
+    # Keras' TensorFlow dot_product_attention is this same arithmetic written as two tf.einsum calls,
+    # and TensorFlow's own (Eigen) CPU einsum sums half-precision products in half precision: the
+    # batched matmuls below accumulate in float32 on every kernel library.
+    fused = backend.name() != "tensorflow"
+    if fused and not need_weights and head_mask is None and not use_dropout:
         return ops.dot_product_attention(query, key, value, mask=mask, scale=scale), None
-    scores = ops.einsum("btnd,bsnd->bnts", query, key)  # (B, N', L, L)
+    heads_first = (0, 2, 1, 3)
+    scores = ops.matmul(ops.transpose(query, heads_first), ops.transpose(key, (0, 2, 3, 1)))  # (B, N', L, L)
     scores = ops.cast(scores, "float32") * scale
     if mask is not None:
         scores = ops.where(mask, scores, _large_negative("float32"))
@@ -82,7 +88,8 @@ def attention(query, key, value, mask, head_mask=None, dropout=None, training=Fa
         probs = dropout(probs, training=training)
     if head_mask is not None:
         probs = probs * ops.cast(head_mask, probs.dtype)
-    return ops.einsum("bnts,bsnd->btnd", probs, value), probs  # (B, L, N', D), (B, N', L, L)
+    context = ops.matmul(probs, ops.transpose(value, heads_first))  # (B, N', L, D)
+    return ops.transpose(context, heads_first), probs  # (B, L, N', D), (B, N', L, L)
 
 
 # ----------------------------------------------------------------------------------- input checks
@@ -798,7 +805,7 @@ class ConvBertMaskedLMHead(ConfigLayer):
     def call(self, hidden_states, word_embeddings):
         """(B, L, E), embedding matrix (V, E) -> float32 logits (B, L, V)."""
         table = ops.cast(word_embeddings, hidden_states.dtype)
-        logits = ops.einsum("ble,ve->blv", hidden_states, table)  # (B, L, V)
+        logits = backend.matmul_transposed(hidden_states, table)  # (B, L, V)
         return ops.cast(logits, "float32") + ops.cast(self.bias, "float32")
 
 

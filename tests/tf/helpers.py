@@ -108,3 +108,11 @@ def reference_inputs(head: str) -> dict[str, np.ndarray]:
     if path is None:
         pytest.skip(f"reference inputs for {head} not found")
     return {k: v for k, v in np.load(path).items()}
+
+
+def tensorflow_runs_onednn() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels here: by default only on x86 CPUs with AVX512-VNNI,
+    AVX512-BF16 or AMX; ``TF_ENABLE_ONEDNN_OPTS`` overrides. TensorFlow answers it only privately."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

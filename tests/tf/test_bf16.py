@@ -7,10 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
+from convbert_common import cpu
+from convbert_tf import backend
 from tests.conftest import HEADS, fixture_file
 from tests.parity import assert_close
-from tests.tf.helpers import TINY, model_class, reference_inputs, to_numpy
-from tests.tolerances import BF16_LOGITS_ATOL
+from tests.tf.helpers import TINY, model_class, reference_inputs, tensorflow_runs_onednn, to_numpy
+from tests.tolerances import BF16_CONTRACTION_RTOL, BF16_EMULATED_LOGITS_ATOL, BF16_LOGITS_ATOL
 
 KEYS = ("last_hidden_state", "logits", "start_logits", "end_logits")
 
@@ -26,8 +28,42 @@ def test_mixed_bfloat16_on_the_reference_fixtures(head):
     got = to_numpy(mixed(inputs, training=False))
     compared = [key for key in KEYS if key in ref and key in got]
     assert compared
+    emulated = cpu.bf16_units() is False or (backend.name() == "tensorflow" and not tensorflow_runs_onednn())
+    atol = BF16_EMULATED_LOGITS_ATOL if emulated else BF16_LOGITS_ATOL
     for key in compared:
-        assert_close(f"{head}/{key}", np.asarray(got[key], dtype=np.float32), ref[key], BF16_LOGITS_ATOL)
+        assert_close(f"{head}/{key}", np.asarray(got[key], dtype=np.float32), ref[key], atol)
+
+
+def _bf16(rng, *shape):
+    from keras import ops
+
+    return ops.cast(ops.convert_to_tensor(rng.standard_normal(shape).astype(np.float32)), "bfloat16")
+
+
+def _relative_error(got, want) -> float:
+    got, want = to_numpy(got).astype(np.float64), to_numpy(want).astype(np.float64)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_bf16_attention_and_tied_lm_head_sum_their_products_in_float32():
+    # Not bf16 sums: TensorFlow's CPU einsum without oneDNN (Keras' own TF attention is two of them)
+    # accumulates bf16 products in bf16, ten times the error of one rounding.
+    from keras import ops
+
+    from convbert_tf.modeling import attention
+
+    rng = np.random.default_rng(0)
+    # A zero query makes every probability exactly 1/L in bf16 too: the context is the mean of the
+    # values, one sum over L = 1024 tokens.
+    key, value = _bf16(rng, 2, 1024, 4, 64), _bf16(rng, 2, 1024, 4, 64)
+    query = ops.zeros_like(key)
+    got, _ = attention(query, key, value, None)
+    want = np.broadcast_to(to_numpy(ops.cast(value, "float32")).mean(axis=1, keepdims=True), got.shape)
+    assert _relative_error(got, want) <= BF16_CONTRACTION_RTOL
+    hidden, table = _bf16(rng, 2, 64, 1024), _bf16(rng, 3000, 1024)
+    got = backend.matmul_transposed(hidden, table)
+    want = backend.matmul_transposed(ops.cast(hidden, "float32"), ops.cast(table, "float32"))
+    assert _relative_error(got, want) <= BF16_CONTRACTION_RTOL
 
 
 @pytest.mark.tensorflow_backend
