@@ -131,9 +131,13 @@ KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 def pytest_collection_modifyitems(config, items):
     if KERAS_BACKEND != "tensorflow":
         skip_tf = pytest.mark.skip(reason=f"needs Keras on TensorFlow; this run is KERAS_BACKEND={KERAS_BACKEND}")
+        once = pytest.mark.skip(reason=f"run once, on the TensorFlow backend (tensorflow_leg); this run is "
+                                       f"KERAS_BACKEND={KERAS_BACKEND}")
         for item in items:
             if "tensorflow_backend" in item.keywords:
                 item.add_marker(skip_tf)
+            elif "tensorflow_leg" in item.keywords:
+                item.add_marker(once)
     try:
         import torch
 
@@ -150,6 +154,11 @@ def pytest_collection_modifyitems(config, items):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # No test reaches the network: Hub ids resolve from fake caches in tmp_path (tests/hub_cache.py).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite compiles hundreds of small XLA programs (JAX, jit_compile=True) and runs each a few times:
+# LLVM's -O0 compiles them in about half the time, which outweighs the slower code. It changes no
+# HLO pass and no floating-point rule (fast math stays off); the backend legs' subprocesses inherit it.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
 @pytest.fixture

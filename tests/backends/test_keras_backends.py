@@ -89,21 +89,28 @@ _SAVE_AND_LOAD = textwrap.dedent("""
     import keras
     import convbert_tf  # registers the classes with Keras
     from tests.configs import tiny_config
-    out_dir, phase = sys.argv[1], sys.argv[2]
-    backend = keras.backend.backend()
-    x = {"input_ids": np.array([[5, 7, 9, 11, 13, 2], [3, 4, 6, 8, 0, 0]], "int32"),
-         "attention_mask": np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], "int32")}
-    if phase == "save":
-        keras.utils.set_random_seed({"tensorflow": 0, "jax": 1, "torch": 2}[backend])
-        model = convbert_tf.ConvBertForSequenceClassification(tiny_config())
-        model.save(f"{out_dir}/{backend}.keras")
-        np.save(f"{out_dir}/{backend}.npy", keras.ops.convert_to_numpy(model(x, training=False)["logits"]))
-    else:
+
+
+    def save_and_load(out_dir, save, sources):
+        # Saves this backend's .keras file and its logits (when ``save``), then loads each of
+        # ``sources`` and returns their logits here.
+        backend = keras.backend.backend()
+        x = {"input_ids": np.array([[5, 7, 9, 11, 13, 2], [3, 4, 6, 8, 0, 0]], "int32"),
+             "attention_mask": np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], "int32")}
+        if save:
+            keras.utils.set_random_seed({"tensorflow": 0, "jax": 1, "torch": 2}[backend])
+            model = convbert_tf.ConvBertForSequenceClassification(tiny_config())
+            model.save(f"{out_dir}/{backend}.keras")
+            np.save(f"{out_dir}/{backend}.npy", keras.ops.convert_to_numpy(model(x, training=False)["logits"]))
         logits = {}
-        for source in sys.argv[3:]:
+        for source in sources:
             model = keras.saving.load_model(f"{out_dir}/{source}.keras")
             logits[source] = keras.ops.convert_to_numpy(model(x, training=False)["logits"]).tolist()
-        print("RESULT", json.dumps(logits))
+        return logits
+
+
+    if __name__ == "__main__":
+        print("RESULT", json.dumps(save_and_load(sys.argv[1], sys.argv[2] == "save", sys.argv[3:])))
 """)
 
 
@@ -114,14 +121,33 @@ def _script(backend: str, *args: str) -> str:
     return proc.stdout
 
 
+def _result(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 @pytest.mark.slow
 def test_a_keras_file_saved_on_any_backend_loads_on_the_others_with_the_same_logits(tmp_path):
-    backends = [b for b in BACKENDS if _available(b)]
+    import keras
+
+    here = keras.backend.backend()  # this process's backend saves and loads in-process
+    others = [b for b in BACKENDS if b != here and _available(b)]
+    scope: dict = {"__name__": "in_process"}
+    exec(_SAVE_AND_LOAD, scope)
+    results = {here: scope["save_and_load"](str(tmp_path), True, [])}
+    # Each other backend saves, then loads what was saved before it; this one loads the rest last.
+    for i, backend in enumerate(others):
+        saved = [here, *others[:i]]
+        results[backend] = _result(_script(backend, str(tmp_path), "save", *saved))
+    pending = {backend: others[i + 1:] for i, backend in enumerate(others)}
+    for backend, sources in pending.items():
+        if sources:
+            results[backend].update(_result(_script(backend, str(tmp_path), "load", *sources)))
+    results[here].update(scope["save_and_load"](str(tmp_path), False, others))
+    backends = [here, *others]
     for backend in backends:
-        _script(backend, str(tmp_path), "save")
-    for backend in backends:
-        lines = [line for line in _script(backend, str(tmp_path), "load", *backends).splitlines()
-                 if line.startswith("RESULT ")]
-        for source, logits in json.loads(lines[-1][len("RESULT "):]).items():
+        assert sorted(results[backend]) == sorted(b for b in backends if b != backend), results[backend].keys()
+        for source, logits in results[backend].items():
             assert_close(f"{source}.keras on {backend}", np.array(logits, np.float32),
                          np.load(tmp_path / f"{source}.npy"), CROSS_FP32_ATOL)

@@ -222,6 +222,9 @@ def test_mirrored_strategy_over_two_cpus_with_and_without_micro_batches_gives_on
     assert result["diff_two_by_two"] < REPLICAS_FP32_ATOL
 
 
+# The command's layout, checkpoints and resume are backend-neutral; the Keras loop itself is trained,
+# stopped and checkpointed on every backend by the tests around it.
+@pytest.mark.tensorflow_leg
 def test_convbert_pretrain_framework_keras_writes_pytorch_s_layout_and_resumes(assets, tmp_path, capsys):  # noqa: F811
     from convbert_common.pretraining_data import SAMPLE_CORPUS
     from convbert_tools.cli import main
