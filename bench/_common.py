@@ -270,8 +270,12 @@ def convbert_matmul_flops(c, batch: int, length: int) -> float:
     return 2.0 * (c.num_hidden_layers * per_layer + project)
 
 
-def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float]:
-    """``tf.linalg.matmul`` FLOP/s per (M, K, N) shape under ``tf.function``, medians; TensorFlow imported here."""
+def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int,
+                  dtype: str = "float32") -> dict[str, float]:
+    """``tf.linalg.matmul`` FLOP/s per (M, K, N) shape under ``tf.function``, medians; TensorFlow imported here.
+
+    ``dtype`` "bfloat16" times bf16 operands (what a ``mixed_bfloat16`` Keras model multiplies).
+    """
     import tensorflow as tf
 
     try:
@@ -281,7 +285,7 @@ def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: i
         pass
     rates = {}
     for name, (m, k, n) in shapes.items():
-        a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
+        a, b = tf.cast(tf.random.normal((m, k)), dtype), tf.cast(tf.random.normal((k, n)), dtype)
         matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y), jit_compile=False)
         for _ in range(2):
             matmul(a, b).numpy()

@@ -3,7 +3,8 @@
 MKL (``torch.mm``), oneDNN on strided tensors (``torch.ops.mkldnn._linear_pointwise``, what
 ``convbert_pt.gemm`` runs), oneDNN on oneDNN-layout tensors (``torch.utils.mkldnn``), NumPy's BLAS
 (OpenBLAS in the wheels), with ``--tf`` TensorFlow's ``tf.linalg.matmul`` (oneDNN or Eigen,
-in a child process: torch and TensorFlow do not share a process well), and with ``--ort``
+in a child process: torch and TensorFlow do not share a process well; ``--tf-bf16`` adds its bf16
+rate beside, never part of the fp32 limit), and with ``--ort``
 onnxruntime's MatMul (MLAS, the kernel of the exported ONNX model). Interleaved runs, medians.
 
 The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): the projections
@@ -12,7 +13,7 @@ The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): th
 limit that bench_pt and bench_tf divide by. The last column says what ``convbert_pt.gemm``'s
 "auto" chose for each shape.
 
-    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--ort]
+    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--tf-bf16] [--ort]
         [--json bench/results/bench_gemm.json]
 """
 
@@ -39,10 +40,11 @@ from _common import (
 _TF_CHILD = "--tf-child"
 
 
-def tf_rates_in_child(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int) -> dict[str, float] | None:
+def tf_rates_in_child(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int,
+                      dtype: str = "float32") -> dict[str, float] | None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        out = subprocess.run([sys.executable, __file__, _TF_CHILD, json.dumps(shapes), str(threads), str(runs)],
+        out = subprocess.run([sys.executable, __file__, _TF_CHILD, json.dumps(shapes), str(threads), str(runs), dtype],
                              capture_output=True, text=True, timeout=600, env=env, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
         print(f"TensorFlow column unavailable: {err}")
@@ -54,6 +56,8 @@ def main(argv=None) -> dict:
     p = bench_parser(__doc__, "bench_gemm.json", runs=15, warmup=None, quick=None)
     p.add_argument("--tokens", type=int, default=1024, help="M of the model's shapes (default 8 x 128)")
     p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
+    p.add_argument("--tf-bf16", action="store_true",
+                   help="add TensorFlow's bf16 matmul rate (a child process), reported beside the fp32 limit")
     p.add_argument("--ort", action="store_true", help="add onnxruntime's MatMul (MLAS), and the merged projections")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -110,14 +114,25 @@ def main(argv=None) -> dict:
         "torch_best_gflops": result["best"] / 1e9,
         "convbert_gemm_auto": auto,
     }
+    if args.tf_bf16:
+        bf16 = tf_rates_in_child(all_shapes, args.threads, args.runs, "bfloat16")
+        if bf16:
+            overall = sum(2.0 * m * k * n for m, k, n in shapes.values()) / sum(
+                2.0 * m * k * n / bf16[name] for name, (m, k, n) in shapes.items())
+            fp32 = result["overall"].get("tensorflow (tf.matmul)")
+            versus = f", {overall / fp32:.2f}x its fp32" if fp32 else ""
+            cells = ", ".join(f"{name} {rate / 1e9:,.0f}" for name, rate in bf16.items())
+            print(f"tensorflow bf16 (tf.matmul): {cells}; overall {overall / 1e9:,.0f} GFLOP/s{versus}")
+            results["tensorflow_bf16_gflops"] = {name: rate / 1e9 for name, rate in bf16.items()}
+            results["tensorflow_bf16_overall_gflops"] = overall / 1e9
     if args.json:
         write_json(args.json, results)
     return results
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == _TF_CHILD:
+    if len(sys.argv) == 6 and sys.argv[1] == _TF_CHILD:
         print(json.dumps(tf_gemm_rates({k: tuple(v) for k, v in json.loads(sys.argv[2]).items()},
-                                  int(sys.argv[3]), int(sys.argv[4]))))
+                                       int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
     else:
         main()
