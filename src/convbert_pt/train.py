@@ -119,8 +119,13 @@ class _Processes:
         dist.all_gather_object(out, obj)
         return out
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         if self.owns_group and dist.is_initialized():
+            # Gloo can abort a process ("terminate called without an active exception") that tears its
+            # group down while another rank is still inside a collective: ranks that finished leave
+            # together (after a failure a rank may be alone, and a barrier would wait for ever).
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -528,7 +533,10 @@ def train(settings: ptc.TrainingSettings, *, callbacks: Sequence[Callable[..., N
     (gradients summed, before clipping) and "step_end" (after the update, the log and the checkpoint).
     """
     procs = _Processes(settings.device)
+    finished = False
     try:
-        return Trainer(settings, procs, callbacks).run()
+        result = Trainer(settings, procs, callbacks).run()
+        finished = True
+        return result
     finally:
-        procs.close()
+        procs.close(finished)
