@@ -198,12 +198,13 @@ def optimize_onnx(src: str | os.PathLike, dst: str | os.PathLike, config, *, che
     """The exported graph ``src`` rewritten for onnxruntime's CPU kernels, at ``dst``; returns ``dst``.
 
     onnxruntime's transformer optimizer (``onnxruntime.transformers.optimizer``, BERT fusions, after
-    onnxruntime's provider-independent basic level: constant folding) fuses the residual Add with
-    LayerNormalization (``SkipLayerNormalization``) and the exact, erf GELU with its bias Add
-    (``BiasGelu``, ``Gelu``); the tanh approximation is off, so the numbers stay fp32 PyTorch's.
-    Then ``merge_parallel_matmuls``. The fused operators are onnxruntime's (the ``com.microsoft``
-    domain): this graph is for onnxruntime; ``onnx.checker`` still passes (it checks no operator of
-    that domain). Weights over 2 GiB go to ``dst``'s external data file, as in ``export_onnx``.
+    onnxruntime's provider-independent basic level: constant folding) fuses the exact, erf GELU with
+    its bias Add (``BiasGelu``, ``Gelu``); the tanh approximation is off, so the numbers stay fp32
+    PyTorch's. Then ``merge_parallel_matmuls`` and ``layer_norms_over_rows``: the residual Add and
+    LayerNormalization stay two operators, as ``SkipLayerNormalization`` is the slower kernel. The
+    fused operators are onnxruntime's (the ``com.microsoft`` domain): this graph is for onnxruntime;
+    ``onnx.checker`` still passes (it checks no operator of that domain). Weights over 2 GiB go to
+    ``dst``'s external data file, as in ``export_onnx``.
     """
     optimizer = require("onnxruntime.transformers.optimizer", "the onnxruntime-optimized model")
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -218,20 +219,25 @@ def optimize_onnx(src: str | os.PathLike, dst: str | os.PathLike, config, *, che
     # ConvBERT's self-attention (N' = N / head_ratio heads, its context concatenated with the span
     # convolution's) is not the BERT pattern the Attention fusion rewrites; nothing to match.
     options.enable_attention = False
+    # onnxruntime's fp32 SkipLayerNormalization CPU kernel is a scalar loop (a division per element);
+    # Add then LayerNormalization runs several times faster (bench/RESULTS.md, export section).
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     external = os.path.getsize(src) > _PROTOBUF_LIMIT or os.path.exists(src + ".data")
     with _quiet_onnxruntime_tools():
         fused = optimizer.optimize_model(src, model_type="bert", num_heads=shapes.num_heads,
                                          hidden_size=shapes.all_head_size, optimization_options=options,
                                          opt_level=1, use_gpu=False)
     merged = merge_parallel_matmuls(fused.model)
+    rows = layer_norms_over_rows(fused.model)
     # onnxruntime's saved graph imports every domain it knows (ml, training, nchwc, aten ...): keep
     # the standard one and those the nodes use.
     used = {node.domain for node in fused.model.graph.node} | {""}
     kept = [o for o in fused.model.opset_import if o.domain in used]
     del fused.model.opset_import[:]
     fused.model.opset_import.extend(kept)
-    logger.info("onnxruntime fusions %s; %d MatMuls merged into their neighbours",
-                {k: v for k, v in fused.get_fused_operator_statistics().items() if v}, merged)
+    logger.info("onnxruntime fusions %s; %d MatMuls merged into their neighbours; %d LayerNormalizations "
+                "over rows", {k: v for k, v in fused.get_fused_operator_statistics().items() if v}, merged, rows)
     with atomic_path(dst) as tmp:
         if external:
             onnx.save_model(fused.model, tmp, save_as_external_data=True, location=os.path.basename(dst) + ".data")
@@ -369,3 +375,52 @@ def merge_parallel_matmuls(model_proto) -> int:
     for tensor in unused:
         graph.initializer.remove(tensor)
     return merged
+
+
+def layer_norms_over_rows(model_proto) -> int:
+    """Rewrite, in place, each LayerNormalization over the last axis as one over the rows of its input
+    viewed as a (rows, E) matrix: a Reshape to (-1, E) before it, one back to the input's shape after;
+    returns how many were rewritten. The numbers are the same (each row is normalised alone).
+
+    At session creation onnxruntime fuses an Add of two 3-D tensors feeding LayerNormalization into
+    its ``SkipLayerNormalization``, whose fp32 CPU kernel is a scalar loop with a division per
+    element: several times slower than the Add and LayerNormalization kernels together. The fusion
+    matches only a 3-D Add directly before the LayerNormalization, so the 2-D view keeps them apart.
+    Reshape shares its input's buffer in onnxruntime: nothing is copied.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model_proto.graph
+    weights = {t.name: t for t in graph.initializer}
+    order, rewritten = [], 0
+    for node in graph.node:
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+        scale = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if (node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx") or axis != -1
+                or scale is None or len(scale.dims) != 1 or any(node.output[1:])):
+            order.append(node)
+            continue
+        stem = node.name or node.output[0]
+        names = {k: f"{stem}_rows_{k}" for k in ("width", "matrix", "normalized", "shape")}
+        graph.initializer.append(numpy_helper.from_array(np.array([-1, scale.dims[0]], np.int64), names["width"]))
+        rows = type(node)()
+        rows.CopyFrom(node)
+        rows.input[0] = names["matrix"]
+        del rows.output[:]
+        rows.output.append(names["normalized"])
+        order += [
+            helper.make_node("Reshape", [node.input[0], names["width"]], [names["matrix"]], name=f"{stem}_rows_in"),
+            rows,
+            helper.make_node("Shape", [node.input[0]], [names["shape"]], name=f"{stem}_rows_shape"),
+            helper.make_node("Reshape", [names["normalized"], names["shape"]], [node.output[0]],
+                             name=f"{stem}_rows_out"),
+        ]
+        rewritten += 1
+    copies = []
+    for node in order:  # detached copies, as in merge_parallel_matmuls
+        copies.append(type(node)())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    return rewritten
