@@ -85,6 +85,21 @@ def _inference(model: torch.nn.Module):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def onnx_sdconv(model: torch.nn.Module):
+    """The layers whose span convolution is ``"auto"`` trace the ``"banded"`` formulation for the
+    duration: in onnxruntime one MatMul per layer runs in about half the time of the K shifted
+    products (bench/RESULTS.md). An explicit choice (``set_sdconv_impl``) is kept."""
+    layers = [m for m in model.modules() if getattr(m, "sdconv_impl", None) == "auto"]
+    for layer in layers:
+        layer.sdconv_impl = "banded"
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.sdconv_impl = "auto"
+
+
 def example_inputs(config, task: heads.Task) -> tuple[torch.Tensor, ...]:
     """Tracing inputs: 2 x (3 choices x) 7 tokens, sizes no config dimension is likely to share."""
     length = min(7, config.max_position_embeddings)
@@ -163,7 +178,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
     config = model.config
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = nbytes > _PROTOBUF_LIMIT
-    with _inference(model), warnings.catch_warnings():
+    with _inference(model), onnx_sdconv(model), warnings.catch_warnings():
         # The three inputs share their Dim objects, so each axis name is found three times; the
         # exporter warns that it keeps one.
         warnings.filterwarnings("ignore", message="# The axis name: ")

@@ -229,7 +229,7 @@ class ConvBertSelfAttention(nn.Module):
         self.conv_kernel_layer = gemm.Linear(A, shapes.conv_kernel_width(self.heads.num_heads, K))
         self.conv_out_layer = gemm.Linear(H, A)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
-        # span_dynamic_conv implementation: "auto" | "reference" | "native" | "triton"
+        # span_dynamic_conv implementation: one of sdconv.IMPLS ("auto" unless set_sdconv_impl says)
         self.sdconv_impl = "auto"
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,

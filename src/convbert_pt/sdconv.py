@@ -4,7 +4,7 @@ B batch, L sequence, N' convolution heads, D head size, K kernel size (odd), p =
 
     out[b, t, n, :] = sum_j softmax_K(kernel_logits[b, t, n, :])[j] * values[b, t + j - p, n, :]
 
-with zero padding outside [0, L). One entry, three implementations:
+with zero padding outside [0, L). One entry, five implementations:
 
 - ``"reference"``: the unfold formulation of the reference implementation. It materialises the
   (B, L, A, K) im2col tensor; it is the oracle of the tests, not a path to run models on.
@@ -14,7 +14,14 @@ with zero padding outside [0, L). One entry, three implementations:
 - ``"padded"``: the same sum over K windows of the zero-padded values, ``(B, L + K - 1, N', D)``,
   each a slice of static offset and length L. It has no branch on L (the shift-and-accumulate skips
   taps that fall outside the sequence, which ``torch.export`` can only trace as guards on L), so it
-  is what ``"auto"`` picks while ``torch.export`` traces the model (the ONNX export).
+  is what ``"auto"`` picks while ``torch.export`` traces the model.
+- ``"banded"``: the sum as matrix products over blocks of C = ``BAND_BLOCK`` positions: each block's
+  weights laid out as a (C, C + K - 1) band, times the block's window of the padded values; one
+  MatMul per layer where ``"padded"`` has 3K elementwise operators. It multiplies by (C + K - 1) / K
+  times the taps' work, most of it zeros, in a GEMM. L rounded up to whole blocks is a floor division
+  that ``torch.export`` with a named sequence ``Dim`` cannot prove divisible (it reports a constraint
+  violation); the ONNX exporter, which turns the axes into automatic dynamic dimensions, traces it for
+  every L, so ``export_onnx`` asks for it (``onnx_sdconv``).
 - ``"triton"``: the fused kernel of ``kernels/sdconv_triton.py`` (softmax fused, forward and
   backward); it raises, naming the reason, wherever it cannot run (no CUDA tensor, Triton missing,
   K > 31, an unsupported dtype).
@@ -31,7 +38,10 @@ import torch.nn.functional as F
 
 from convbert_common import shapes
 
-IMPLS = ("auto", "reference", "native", "padded", "triton")
+IMPLS = ("auto", "reference", "native", "padded", "banded", "triton")
+# Positions per block of the banded formulation: small enough that the band's zeros cost little,
+# large enough that a block's matrix product amortises its window's K - 1 extra rows.
+BAND_BLOCK = 32
 
 
 def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: str = "auto") -> torch.Tensor:
@@ -41,6 +51,8 @@ def span_dynamic_conv(values: torch.Tensor, kernel_logits: torch.Tensor, impl: s
         return span_dynamic_conv_reference(values, kernel_logits)
     if impl == "padded" or (impl == "auto" and torch.compiler.is_exporting()):
         return span_dynamic_conv_padded(values, kernel_logits)
+    if impl == "banded":
+        return span_dynamic_conv_banded(values, kernel_logits)
     if impl == "triton":
         from convbert_pt.kernels import sdconv_triton
 
@@ -105,6 +117,38 @@ def span_dynamic_conv_padded(values: torch.Tensor, kernel_logits: torch.Tensor) 
     for j in range(1, K):
         out = out + weights[..., j : j + 1] * padded[:, j : j + L]
     return out.to(values.dtype)
+
+
+def span_dynamic_conv_banded(values: torch.Tensor, kernel_logits: torch.Tensor,
+                             block: int = BAND_BLOCK) -> torch.Tensor:
+    """The sum as one batched matrix product per block of ``block`` (C) positions: shape-generic, for
+    graph export. Block i's outputs read the padded values' rows [iC, iC + C + K - 1) (its window);
+    its band holds, in row t, the softmax weights of position iC + t at columns t .. t + K - 1."""
+    B, L, N, D = values.shape
+    K = kernel_logits.shape[-1]
+    p = shapes.conv_padding(K)
+    C = max(block, K - 1)  # a window's K - 1 extra rows come from the next block alone
+    nb = (L + C - 1) // C
+    Lp = nb * C  # L rounded up to whole blocks
+    acc = _accumulate_dtype(values.dtype)
+    weights = torch.softmax(kernel_logits.to(acc), dim=-1)  # (B, L, N', K)
+    weights = torch.cat([weights, weights.new_zeros((B, Lp - L, N, K))], dim=1)  # (B, Lp, N', K)
+    weights = weights.reshape(B, nb, C, N, K).permute(0, 1, 3, 2, 4)  # (B, nb, N', C, K)
+    # Row t of a (C, C + K) matrix read with a row length of C + K - 1 starts t places later: the
+    # row-major skew that turns each row's K weights into its diagonal band.
+    weights = torch.cat([weights, weights.new_zeros((B, nb, N, C, C))], dim=-1)  # (B, nb, N', C, C + K)
+    band = weights.reshape(B, nb, N, C * (C + K))[..., : C * (C + K - 1)]  # (B, nb, N', C * (C + K - 1))
+    band = band.reshape(B, nb, N, C, C + K - 1)  # (B, nb, N', C, C + K - 1)
+    # Concatenated zeros rather than F.pad, as in span_dynamic_conv_padded; C rows at the end so that
+    # the last block has its next block's K - 1 rows.
+    padded = torch.cat([values.new_zeros((B, p, N, D), dtype=acc), values.to(acc),
+                        values.new_zeros((B, Lp - L + C - p, N, D), dtype=acc)], dim=1)  # (B, Lp + C, N', D)
+    blocks = padded[:, :Lp].reshape(B, nb, C, N, D)  # (B, nb, C, N', D)
+    following = padded[:, C : Lp + C].reshape(B, nb, C, N, D)[:, :, : K - 1]  # (B, nb, K - 1, N', D)
+    windows = torch.cat([blocks, following], dim=2).permute(0, 1, 3, 2, 4)  # (B, nb, N', C + K - 1, D)
+    out = torch.matmul(band, windows)  # (B, nb, N', C, D)
+    out = out.permute(0, 1, 3, 2, 4).reshape(B, Lp, N, D)  # (B, Lp, N', D)
+    return out[:, :L].to(values.dtype)  # (B, L, N', D)
 
 
 def _taps(L: int, K: int):

@@ -25,7 +25,7 @@ from convbert_pt.export import (  # noqa: E402
     quantize_int8,
     required_opsets,
 )
-from convbert_pt.sdconv import span_dynamic_conv  # noqa: E402
+from convbert_pt.sdconv import span_dynamic_conv, span_dynamic_conv_banded  # noqa: E402
 from tests.configs import head_config  # noqa: E402
 from tests.conftest import HEADS  # noqa: E402
 from tests.export_cases import SHAPES, export_batch, export_every_head  # noqa: E402
@@ -106,21 +106,53 @@ def test_dynamic_convolution_exports_without_the_im2col_gather(exported, tmp_pat
     assert len(_im2col_gathers(reference)) >= model.config.num_hidden_layers
 
 
-@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 17])
+@pytest.mark.parametrize("formulation", ["padded", "banded"])
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 17, 32, 33, 70])
 @pytest.mark.parametrize("kernel", [3, 5, 9])
-def test_padded_dynamic_convolution_equals_the_default_path(length, kernel):
-    """The export's formulation (impl="padded") against the CPU default and the unfold reference, forward and grads."""
+def test_export_formulations_of_the_dynamic_convolution_equal_the_default_path(formulation, length, kernel):
+    """The export's formulations against the CPU default and the unfold reference, forward and grads;
+    the lengths cross the banded formulation's blocks of 32."""
     g = torch.Generator().manual_seed(length * 31 + kernel)
     values = torch.randn(2, length, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     logits = torch.randn(2, length, 3, kernel, generator=g, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(2, length, 3, 4, generator=g, dtype=torch.float64)
     results = {}
-    for impl in ("padded", "native", "reference"):
+    for impl in (formulation, "native", "reference"):
         out = span_dynamic_conv(values, logits, impl=impl)
         results[impl] = (out, *torch.autograd.grad(out, (values, logits), grad))
     for impl in ("native", "reference"):
-        for name, a, b in zip(("out", "d values", "d logits"), results["padded"], results[impl], strict=True):
-            assert_close(f"padded vs {impl} {name} L={length} K={kernel}", a, b, SDCONV_NATIVE_FP32_ATOL)
+        for name, a, b in zip(("out", "d values", "d logits"), results[formulation], results[impl], strict=True):
+            assert_close(f"{formulation} vs {impl} {name} L={length} K={kernel}", a, b, SDCONV_NATIVE_FP32_ATOL)
+
+
+def test_banded_convolution_takes_kernels_wider_than_its_block():
+    g = torch.Generator().manual_seed(0)
+    values, logits = torch.randn(1, 20, 2, 3, generator=g), torch.randn(1, 20, 2, 11, generator=g)
+    assert_close("banded (block 4, K 11) vs reference", span_dynamic_conv_banded(values, logits, block=4),
+                 span_dynamic_conv(values, logits, impl="reference"), SDCONV_NATIVE_FP32_ATOL)
+
+
+def test_onnx_export_traces_the_banded_convolution_for_every_length(tmp_path):
+    """export_onnx traces the "auto" layers' convolution as the banded products (one MatMul per layer
+    more than the padded form, K products fewer), gives PyTorch's numbers at lengths over several
+    blocks of 32 and below K, and leaves the layers on "auto"; an explicit choice is kept."""
+    torch.manual_seed(1234)
+    model = convbert_pt.ConvBertModel(head_config("model", num_hidden_layers=1, max_position_embeddings=96)).eval()
+    banded = onnx.load(export_onnx(model, tmp_path / "banded.onnx"))
+    assert {m.sdconv_impl for m in model.modules() if hasattr(m, "sdconv_impl")} == {"auto"}
+    model.set_sdconv_impl("padded")
+    padded = onnx.load(export_onnx(model, tmp_path / "padded.onnx"))
+    model.set_sdconv_impl("auto")
+    K = model.config.conv_kernel_size
+    assert _op_types(banded).count("MatMul") == _op_types(padded).count("MatMul") + 1
+    assert _op_types(padded).count("Mul") - _op_types(banded).count("Mul") >= K - 1
+    session = ort.InferenceSession(str(tmp_path / "banded.onnx"), providers=["CPUExecutionProvider"])
+    for b, length in ((1, 1), (1, K - 2), (2, 33), (1, 70), (2, 96)):
+        feed = export_batch(model.config, "model", b, length, "int64")
+        with torch.no_grad():
+            want = model(**{k: torch.from_numpy(v) for k, v in feed.items()})["last_hidden_state"]
+        assert_close(f"banded export at {b}x{length}", session.run(["last_hidden_state"], feed)[0], want,
+                     ONNX_FP32_ATOL)
 
 
 def test_torch_export_traces_every_length_without_guards():
