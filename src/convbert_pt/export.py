@@ -308,6 +308,16 @@ def _consumers(graph) -> dict[str, list]:
     return uses
 
 
+def _set_nodes(graph, nodes: list) -> None:
+    """Replace the graph's nodes with ``nodes`` (in that order), some of which are the graph's own."""
+    copies = []
+    for node in nodes:  # detached copies: clearing the field below would invalidate the originals
+        copies.append(type(node)())
+        copies[-1].CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def merge_parallel_matmuls(model_proto) -> int:
     """Rewrite, in place, the MatMuls that multiply one activation by constant (K, N_i) weights into
     one MatMul with the weights side by side, a bias Add where each had one, and a Split back into the
@@ -379,12 +389,7 @@ def merge_parallel_matmuls(model_proto) -> int:
         order.extend(replaced.get(node.output[0], []))
         if node.output[0] not in gone:
             order.append(node)
-    copies = []
-    for node in order:  # detached copies: clearing the field below would invalidate the originals
-        copies.append(type(node)())
-        copies[-1].CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    _set_nodes(graph, order)
     used = {name for node in graph.node for name in node.input}
     unused = [t for t in graph.initializer if t.name not in used]
     for tensor in unused:
@@ -432,10 +437,5 @@ def layer_norms_over_rows(model_proto) -> int:
                              name=f"{stem}_rows_out"),
         ]
         rewritten += 1
-    copies = []
-    for node in order:  # detached copies, as in merge_parallel_matmuls
-        copies.append(type(node)())
-        copies[-1].CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    _set_nodes(graph, order)
     return rewritten
