@@ -256,10 +256,11 @@ def test_layer_norms_over_rows_keeps_the_numbers_at_every_rank():
     scale, bias = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     for shape in ((5,), (3, 5), (2, 3, 5), (2, 1, 3, 5)):
         x = rng.standard_normal(shape).astype(np.float32)
+        axes = [f"d{i}" for i in range(len(shape))]  # every axis symbolic, each its own
         graph = onnx.helper.make_graph(
             [onnx.helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"], axis=-1, epsilon=1e-12)],
-            "ln", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["d"] * len(shape))],
-            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["d"] * len(shape))],
+            "ln", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, axes)],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, axes)],
             [onnx.numpy_helper.from_array(scale, "scale"), onnx.numpy_helper.from_array(bias, "bias")])
         proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
         before = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
