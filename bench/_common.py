@@ -179,7 +179,8 @@ def _onnxruntime_matmul(a, b, threads: int) -> Callable[[], object] | None:
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, a.shape[1]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, b.shape[1]])],
         [numpy_helper.from_array(b, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    # IR 10, as torch's exporter writes: onnx's newest IR is newer than older onnxruntimes read.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -198,6 +198,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
             raise ValueError(f"--opset {opset}: onnx cannot convert the opset-{EXPORTER_OPSET} graph: {exc}") from exc
     if _opset_of(proto) != opset:
         raise ValueError(f"--opset {opset}: the exporter wrote opset {_opset_of(proto)}")
+    drop_initializer_value_info(proto)
     with atomic_path(path) as tmp:
         if external:
             onnx.save_model(proto, tmp, save_as_external_data=True, location=os.path.basename(path) + ".data")
@@ -245,6 +246,7 @@ def optimize_onnx(src: str | os.PathLike, dst: str | os.PathLike, config, *, che
                                          opt_level=1, use_gpu=False)
     merged = merge_parallel_matmuls(fused.model)
     rows = layer_norms_over_rows(fused.model)
+    drop_initializer_value_info(fused.model)
     # onnxruntime's saved graph imports every domain it knows (ml, training, nchwc, aten ...): keep
     # the standard one and those the nodes use.
     used = {node.domain for node in fused.model.graph.node} | {""}
@@ -316,6 +318,23 @@ def _set_nodes(graph, nodes: list) -> None:
         copies[-1].CopyFrom(node)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def drop_initializer_value_info(model_proto) -> int:
+    """Remove, in place, the ``value_info`` entries that describe initializers; returns how many.
+
+    torch's exporter declares each weight's type and shape twice, as its initializer and as a
+    ``value_info``. The second copy is redundant, and it goes stale when a later tool rewrites the
+    weight: onnxruntime 1.24's quantizer (1.32's no longer) transposes the classifier's Gemm weight
+    in place for a MatMul, and its next shape inference fails on the old shape.
+    """
+    graph = model_proto.graph
+    weights = {tensor.name for tensor in graph.initializer}
+    kept = [info for info in graph.value_info if info.name not in weights]
+    dropped = len(graph.value_info) - len(kept)
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return dropped
 
 
 def merge_parallel_matmuls(model_proto) -> int:
