@@ -1,7 +1,10 @@
 """Serving on the CPU: ConvBERT-base sequence classification in our PyTorch eager model, onnxruntime
 fp32 (``convbert export``'s model.onnx: the graph optimized for onnxruntime), onnxruntime fp32 on the
 exporter's standard-operator graph (``--no-optimize``), onnxruntime int8 (dynamic quantization of
-the optimized graph) and the TF SavedModel, all from the same weights.
+the optimized graph) and the TF SavedModel, all from the same weights. Where they are installed,
+also the standard graph through onnxruntime's OpenVINO execution provider (the
+``onnxruntime-openvino`` distribution, which replaces ``onnxruntime``: run it in its own virtual
+environment) and through the OpenVINO runtime itself (``openvino``), both in exact fp32.
 
 One process; each format gets ``--threads`` intra-op threads; runs interleaved (PyTorch, ORT fp32,
 ORT fp32 standard, ORT int8, SavedModel, PyTorch, ...), medians of ``--runs`` after ``--warmup``, at
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                                         providers=["CPUExecutionProvider"])
         int8 = ort.InferenceSession(os.path.join(work, "model_quantized.onnx"), options,
                                     providers=["CPUExecutionProvider"])
+        openvino_ep, openvino_request = _openvino_sides(ort, os.path.join(work, "model_standard.onnx"), args.threads)
         serve = tf.saved_model.load(os.path.join(work, "saved_model")).signatures["serving_default"]
         sizes = {name: os.path.getsize(os.path.join(work, name)) for name in ("model.onnx", "model_quantized.onnx")}
 
@@ -119,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "onnx fp32 standard": lambda feed=feed: standard.run(None, feed),
                 "onnx int8": lambda feed=feed: int8.run(None, feed),
                 "tf saved-model": lambda tf_feed=tf_feed: serve(**tf_feed)["logits"].numpy(),
+                "onnx fp32 openvino-ep": None if openvino_ep is None else lambda feed=feed: openvino_ep.run(None, feed),
+                "openvino fp32": None if openvino_request is None else lambda feed=feed: openvino_request.infer(feed),
             }
             cases[f"{b}x{length}"] = interleaved(fns, args.runs, args.warmup)
 
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     machine = machine_info(args.threads)
     result = {
         "machine": machine,
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "tensorflow": tf.__version__},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "tensorflow": tf.__version__,
+                     "openvino": _version("openvino")},
         "model": "small" if args.quick else "base", "runs": args.runs, "warmup": args.warmup,
         "export_seconds": export_seconds, "file_bytes": sizes, "cases": cases, "int8_agreement": agreement,
     }
@@ -142,15 +149,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, tensorflow {tf.__version__}; "
           f"ConvBERT-{result['model']} sequence classification, medians of {args.runs} interleaved runs")
     print()
-    print(f"| shape | {' | '.join(cases[next(iter(cases))])} | fp32/PT (<= 0.9) | standard/PT | int8/PT (<= 0.5) "
-          "| SavedModel/PT |")
-    print("|---|" + "---:|" * 9)
+    sides = [name for name, seconds in cases[next(iter(cases))].items() if seconds is not None]
+    ratios = [name for name in sides if name != "pytorch eager"]
+    headings = [f"{name} / PT" + (f" (<= {TARGETS[name]})" if name in TARGETS else "") for name in ratios]
+    print(f"| shape | {' | '.join(sides + headings)} |")
+    print("|---|" + "---:|" * (len(sides) + len(ratios)))
     for shape, times in cases.items():
         base = times["pytorch eager"]
-        cells = " | ".join(f"{1000 * v:.1f} ms" for v in times.values())
-        print(f"| {shape} | {cells} | {times['onnx fp32'] / base:.2f} | {times['onnx fp32 standard'] / base:.2f} | "
-              f"{times['onnx int8'] / base:.2f} | "
-              f"{times['tf saved-model'] / base:.2f} |")
+        cells = " | ".join(f"{1000 * times[name]:.1f} ms" for name in sides)
+        print(f"| {shape} | {cells} | " + " | ".join(f"{times[name] / base:.2f}" for name in ratios) + " |")
     print()
     print("export: " + ", ".join(f"{k} {v:.1f} s" for k, v in export_seconds.items()))
     print(f"files: model.onnx {sizes['model.onnx'] / 2**20:.0f} MiB, model_quantized.onnx "
@@ -160,6 +167,39 @@ def main(argv: list[str] | None = None) -> dict:
           f"(max |logit| {agreement['max_abs_logit']:.3f})")
     write_json(args.json, result)
     return result
+
+
+def _version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _openvino_sides(ort, path: str, threads: int):
+    """The OpenVINO execution provider's session and the OpenVINO runtime's infer request for the
+    standard graph (its ``com.microsoft`` operators would split the optimized one between providers),
+    each None where it is not installed. Both pinned to exact fp32: on CPUs with bf16 units OpenVINO
+    would otherwise choose bf16 for itself."""
+    session = None
+    if "OpenVINOExecutionProvider" in ort.get_available_providers():
+        options = ort.SessionOptions()
+        # OpenVINO runs the graph on its own threads; onnxruntime's would only wait beside them.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        provider = {"device_type": "CPU", "precision": "FP32", "num_of_threads": str(threads)}
+        session = ort.InferenceSession(path, options, providers=[("OpenVINOExecutionProvider", provider)])
+    try:
+        import openvino
+    except ImportError:
+        return session, None
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    return session, compiled.create_infer_request()
 
 
 if __name__ == "__main__":
