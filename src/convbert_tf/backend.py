@@ -42,6 +42,23 @@ def replicas_in_sync() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def depthwise_kernel_is_safe(tensorflow_version: str | None = None) -> bool:
+    """Whether the backend's own depthwise-convolution kernel may run ("auto" in ``set_depthwise_impl``).
+
+    TensorFlow 2.16's oneDNN depthwise kernel dies of a floating-point exception (SIGFPE, the whole
+    process) at some kernel sizes, e.g. K = 15 at L = 7 or K = 13 at L = 13; 2.17 and later do not.
+    ``tensorflow_version`` defaults to the installed TensorFlow's (where that backend runs).
+    """
+    if name() != "tensorflow":
+        return True
+    if tensorflow_version is None:
+        import tensorflow as tf
+
+        tensorflow_version = tf.__version__
+    major, minor = (int(part) for part in tensorflow_version.split(".")[:2])
+    return (major, minor) != (2, 16)
+
+
 def matmul_transposed(x, table):
     """x (..., E), table (V, E) -> (..., V): ``x @ table.T`` with float32 accumulation on every backend.
 

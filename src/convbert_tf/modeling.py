@@ -247,7 +247,8 @@ class ConvBertEmbeddings(ConfigLayer):
 
 
 # Depthwise-convolution implementations: "conv" (the backend's depthwise kernel), "shift" (K shifted
-# multiply-adds, which XLA fuses into one loop), "auto" ("shift" where every call is compiled by XLA).
+# multiply-adds, which XLA fuses into one loop), "auto" ("shift" where every call is compiled by XLA,
+# and where the backend's kernel is not safe: backend.depthwise_kernel_is_safe).
 DEPTHWISE_IMPLS = ("auto", "conv", "shift")
 
 
@@ -277,7 +278,7 @@ class SeparableConv1D(ConfigLayer):
         """(B, L, H) -> (B, L, A); 'same' padding, (K - 1) / 2 zeros on each side."""
         impl = self.depthwise_impl
         if impl == "auto":
-            impl = "shift" if keras.backend.backend() == "jax" else "conv"
+            impl = "shift" if keras.backend.backend() == "jax" or not backend.depthwise_kernel_is_safe() else "conv"
         if impl == "shift":
             # XLA lowers a depthwise convolution to a grouped one, on CPU an order of magnitude slower
             # than K shifted multiply-adds that it fuses into one loop; TF's own depthwise kernel beats
@@ -606,8 +607,9 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
         """Choose the depthwise convolution of every layer: "conv", "shift" (for XLA) or "auto".
 
         ``compile(jit_compile=True)`` selects "shift"; call this before tracing the model with
-        ``tf.function(jit_compile=True)`` yourself. "auto" is "shift" on JAX (always XLA), else "conv".
-        Both give the same numbers; only their speed differs.
+        ``tf.function(jit_compile=True)`` yourself. "auto" is "shift" on JAX (always XLA) and on
+        TensorFlow 2.16 (whose depthwise kernel crashes at some kernel sizes), else "conv". Both give
+        the same numbers; only their speed differs.
         """
         if impl not in DEPTHWISE_IMPLS:
             raise ValueError(f"impl must be one of {', '.join(DEPTHWISE_IMPLS)}, got {impl!r}")

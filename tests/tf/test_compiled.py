@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from convbert_tf import backend
 from tests.configs import head_config
 from tests.conftest import HEADS
 from tests.parity import assert_close
@@ -44,6 +45,26 @@ def test_xla_depthwise_impl_traces_shifts_and_adds_instead_of_a_depthwise_convol
     assert "DepthwiseConv2dNative" not in traced["shift"]
     with pytest.raises(ValueError, match="impl must be one of auto, conv, shift"):
         model.set_depthwise_impl("xla")
+
+
+def test_auto_keeps_tensorflow_2_16_off_its_depthwise_kernel(monkeypatch):
+    """TensorFlow 2.16's oneDNN depthwise kernel dies of SIGFPE at some kernel sizes (K = 15 at L = 7):
+    there "auto" traces the shift-and-accumulate; on later releases TensorFlow's own kernel."""
+    assert not backend.depthwise_kernel_is_safe("2.16.2")
+    assert not backend.depthwise_kernel_is_safe("2.16.0rc0")
+    assert backend.depthwise_kernel_is_safe("2.17.0")
+    assert backend.depthwise_kernel_is_safe("2.21.0")
+    model = model_class("model")(head_config("model"))
+    x = {k: tf.constant(v) for k, v in toy_batch("model")[0].items()}
+
+    def traced_ops():
+        fn = tf.function(lambda inputs: model(inputs, training=False))
+        return {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+    monkeypatch.setattr(tf, "__version__", "2.17.1")
+    assert "DepthwiseConv2dNative" in traced_ops()
+    monkeypatch.setattr(tf, "__version__", "2.16.2")
+    assert "DepthwiseConv2dNative" not in traced_ops()
 
 
 @pytest.mark.parametrize("jit", [True, False])
@@ -89,7 +110,9 @@ def test_fit_step_runs_its_dense_and_conv_work_on_onednn(tmp_path):
     space.ParseFromString(next(tmp_path.rglob("*.xplane.pb")).read_bytes())
     ran = {plane.event_metadata[event.metadata_id].name.rsplit(":", 1)[-1].strip()
            for plane in space.planes if plane.name == "/host:CPU" for line in plane.lines for event in line.events}
-    expected = {"_MklMatMul", "_MklBatchMatMulV2", "_MklNativeDepthwiseConv2dNative", "_MklNativeConv2D"}
+    expected = {"_MklMatMul", "_MklBatchMatMulV2"}
+    if backend.depthwise_kernel_is_safe():  # TensorFlow 2.16: shifts, and the pointwise part as a matmul
+        expected |= {"_MklNativeDepthwiseConv2dNative", "_MklNativeConv2D"}
     assert expected <= ran, sorted(ran)
     assert ran.isdisjoint(_PLAIN_KERNELS), sorted(ran & _PLAIN_KERNELS)
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convbert_tf import backend
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv, span_dynamic_conv_reference
 from tests.parity import assert_close, assert_three_way
 from tests.tolerances import COMPILED_FP32_ATOL, LOWP_ATOL, LOWP_FACTOR, SDCONV_NATIVE_FP32_ATOL
@@ -168,8 +169,9 @@ def test_depthwise_conv1d_equals_the_grouped_convolution_and_formula(b, l, c, k,
     x = rng.standard_normal((b, l, c)).astype("float32")
     kernel = (rng.standard_normal((k, c, 1)) / np.sqrt(k)).astype("float32")  # outputs of order 1
     shifted = depthwise_conv1d(x, kernel)
-    grouped = keras.ops.depthwise_conv(x, kernel, strides=1, padding="same", data_format="channels_last")
-    assert_close("shift-and-accumulate vs grouped conv", shifted, grouped, SDCONV_NATIVE_FP32_ATOL)
+    if backend.depthwise_kernel_is_safe():  # TensorFlow 2.16's kernel kills the process at some K
+        grouped = keras.ops.depthwise_conv(x, kernel, strides=1, padding="same", data_format="channels_last")
+        assert_close("shift-and-accumulate vs grouped conv", shifted, grouped, SDCONV_NATIVE_FP32_ATOL)
     assert_close("shift-and-accumulate vs formula", shifted, _depthwise_formula(x, kernel), SDCONV_NATIVE_FP32_ATOL)
 
 

@@ -102,5 +102,6 @@ def test_commands_that_import_tensorflow_print_no_tensorflow_log_unless_verbose(
                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
         runs[bool(flag)] = out.stderr
-    assert "I0000" not in runs[False] and "InitializeLog" not in runs[False], runs[False]
-    assert "InitializeLog" in runs[True]
+    # TensorFlow's C++ log names its source file (port.cc: the oneDNN notice) in every release's format
+    assert "I0000" not in runs[False] and "port.cc:" not in runs[False], runs[False]
+    assert "port.cc:" in runs[True], runs[True]
