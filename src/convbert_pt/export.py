@@ -325,8 +325,8 @@ def drop_initializer_value_info(model_proto) -> int:
 
     torch's exporter declares each weight's type and shape twice, as its initializer and as a
     ``value_info``. The second copy is redundant, and it goes stale when a later tool rewrites the
-    weight: onnxruntime 1.24's quantizer (1.32's no longer) transposes the classifier's Gemm weight
-    in place for a MatMul, and its next shape inference fails on the old shape.
+    weight: onnxruntime's quantizer (1.22 and 1.24 seen; 1.32 no longer) transposes the classifier's
+    Gemm weight in place for a MatMul, and its next shape inference fails on the old shape.
     """
     graph = model_proto.graph
     weights = {tensor.name for tensor in graph.initializer}
