@@ -50,6 +50,9 @@ class Task:
     label_classes: str | None = None  # the config field that bounds class-id labels ("vocab_size", "num_labels")
     input_rank: int = 2  # (B, L); 3 for (B, C, L) multiple-choice inputs
     tf1_scope: str = "electra"  # the TF1 scope its backbone is imported from
+    # The one position of the last hidden state the head reads (0 first, -1 last), or None when it
+    # reads them all: the models then compute the last layer at that position only (shapes.edge_window).
+    pooled_position: int | None = None
 
     @property
     def tf_class_name(self) -> str:
@@ -86,12 +89,13 @@ SEQUENCE_CLASSIFICATION = Task(
     "sequence_classification", "ConvBertForSequenceClassification", BASE_PREFIX,
     (_linear("classifier.dense", "hidden_size", "hidden_size"),
      _linear("classifier.out_proj", "num_labels", "hidden_size")),
-    ("labels",), "sequence", "sequence", ("logits",), "accuracy", "num_labels",
+    ("labels",), "sequence", "sequence", ("logits",), "accuracy", "num_labels", pooled_position=0,
 )
 MULTIPLE_CHOICE = Task(
     "multiple_choice", "ConvBertForMultipleChoice", BASE_PREFIX,
     (_linear("classifier", 1, "hidden_size"),),
-    ("labels",), "choice", "choice_cross_entropy", ("logits",), "accuracy", input_rank=3,
+    # The reference pools the LAST position (its summary_type default), padding or not.
+    ("labels",), "choice", "choice_cross_entropy", ("logits",), "accuracy", input_rank=3, pooled_position=-1,
 )
 TOKEN_CLASSIFICATION = Task(
     "token_classification", "ConvBertForTokenClassification", BASE_PREFIX,

@@ -47,3 +47,11 @@ def conv_kernel_width(num_heads: int, kernel_size: int) -> int:
 def conv_padding(kernel_size: int) -> int:
     """Zero padding on each side of the centred convolution."""
     return (kernel_size - 1) // 2
+
+
+def edge_window(kernel_size: int) -> int:
+    """How many positions at either end of the sequence the mixed block's output at that end reads
+    through its convolution branch: the depthwise key convolution and the span convolution over the
+    values each reach ``conv_padding`` positions inward, both from the same centre, so p + 1. The
+    attention heads still read every position."""
+    return conv_padding(kernel_size) + 1

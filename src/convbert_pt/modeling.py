@@ -55,6 +55,30 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return y + bias
 
 
+def edge_rows(x: torch.Tensor, position: int | None) -> torch.Tensor:
+    """x (B, L, ...) -> (B, 1, ...), the first (``position`` 0) or last (-1) row; x when ``position`` is None."""
+    if position is None:
+        return x
+    return x[:, :1] if position == 0 else x[:, -1:]
+
+
+def edge_window(x: torch.Tensor, position: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, L, H) -> the ``width`` rows at the start (``position`` 0) or end (-1) of the sequence, zero
+    rows standing in past its other end when L < width: (B, width, H), and which rows are real (width,).
+
+    The zero rows go on before the slice, so it never reads past the end: neither the window's length nor
+    the slice depends on L, and a traced graph carries no guard on L.
+    """
+    if position not in (0, -1):
+        raise ValueError(f"position must be 0 (first), -1 (last) or None, got {position!r}")
+    B, L, H = x.shape
+    zeros = x.new_zeros(B, width, H)
+    rows = torch.arange(width, device=x.device)
+    if position == 0:
+        return torch.cat([x, zeros], dim=1)[:, :width], rows < L  # (B, width, H)
+    return torch.cat([zeros, x], dim=1)[:, -width:], rows >= width - L  # (B, width, H)
+
+
 def attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -233,25 +257,35 @@ class ConvBertSelfAttention(nn.Module):
         self.sdconv_impl = "auto"
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
+                output_attentions: bool = False, position: int | None = None) -> tuple[torch.Tensor, Tensor]:
+        """(B, L, H) -> (B, Q, 2A), Q = L; ``position`` 0 or -1: the first or last position only, Q = 1
+        (the queries and the convolution branch then run on the edge window alone)."""
         B, L, _ = hidden_states.shape
         N, D, K = self.heads.num_heads, self.heads.head_size, self.kernel_size
-        mixed_query = self.query(hidden_states)  # (B, L, A)
-        query = mixed_query.view(B, L, N, D).transpose(1, 2)  # (B, N', L, D)
+        window, real = hidden_states, None  # (B, W, H), W = L
+        if position is not None:
+            window, real = edge_window(hidden_states, position, shapes.edge_window(K))  # (B, W, H)
+        W = window.shape[1]
+        mixed_query = self.query(window)  # (B, W, A)
         key = self.key(hidden_states).view(B, L, N, D).transpose(1, 2)  # (B, N', L, D)
         value = self.value(hidden_states).view(B, L, N, D).transpose(1, 2)  # (B, N', L, D)
 
         # Convolution branch: a K-tap kernel per token and head, predicted from the span around it.
-        span_key = self.key_conv_attn_layer(hidden_states)  # (B, L, A)
-        kernel_logits = self.conv_kernel_layer(span_key * mixed_query).view(B, L, N, K)  # (B, L, N', K)
-        conv_values = self.conv_out_layer(hidden_states).view(B, L, N, D)  # (B, L, N', D)
-        conv = span_dynamic_conv(conv_values, kernel_logits, impl=self.sdconv_impl)  # (B, L, N', D)
+        span_key = self.key_conv_attn_layer(window)  # (B, W, A)
+        kernel_logits = self.conv_kernel_layer(span_key * mixed_query).view(B, W, N, K)  # (B, W, N', K)
+        conv_values = self.conv_out_layer(window).view(B, W, N, D)  # (B, W, N', D)
+        if real is not None:  # past the sequence the values are the convolution's zero padding, not the bias
+            conv_values = conv_values * real.to(conv_values.dtype)[:, None, None]
+        conv = span_dynamic_conv(conv_values, kernel_logits, impl=self.sdconv_impl)  # (B, W, N', D)
+        conv, mixed_query = edge_rows(conv, position), edge_rows(mixed_query, position)  # (B, Q, ...)
+        Q = mixed_query.shape[1]
+        query = mixed_query.view(B, Q, N, D).transpose(1, 2)  # (B, N', Q, D)
 
         dropout_p = self.dropout.p if self.training else 0.0
         context, probs = attention(query, key, value, attention_mask, head_mask, dropout_p, output_attentions)
-        context = context.transpose(1, 2)  # (B, L, N', D)
+        context = context.transpose(1, 2)  # (B, Q, N', D)
         # Attention heads first, convolution heads second.
-        mixed = torch.cat([context, conv], dim=2).reshape(B, L, self.heads.mixed_size)  # (B, L, 2A)
+        mixed = torch.cat([context, conv], dim=2).reshape(B, Q, self.heads.mixed_size)  # (B, Q, 2A)
         return mixed, probs
 
 
@@ -276,9 +310,9 @@ class ConvBertAttention(nn.Module):
         self.output = ConvBertSelfOutput(config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
-        mixed, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions)
-        return self.output(mixed, hidden_states), probs
+                output_attentions: bool = False, position: int | None = None) -> tuple[torch.Tensor, Tensor]:
+        mixed, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions, position)
+        return self.output(mixed, edge_rows(hidden_states, position)), probs
 
 
 # ----------------------------------------------------------------------------------- feed-forward
@@ -352,8 +386,10 @@ class ConvBertLayer(nn.Module):
         self.output = ConvBertOutput(config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Tensor = None, head_mask: Tensor = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, Tensor]:
-        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
+                output_attentions: bool = False, position: int | None = None) -> tuple[torch.Tensor, Tensor]:
+        """(B, L, H) -> (B, L, H); (B, 1, H) at ``position`` (0 or -1) alone."""
+        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions,
+                                                 position)
         if torch.is_grad_enabled() and not _is_compiling():
             # Training: keep the feed-forward's pre-activation only; ConvBertOutput applies the
             # activation and recomputes it in backward.
@@ -376,18 +412,27 @@ class ConvBertEncoder(nn.Module):
         head_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        output_position: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """hidden_states (B, L, H); attention_mask (B, 1, 1, L); head_mask (layers, 1, N', 1, 1)."""
+        """hidden_states (B, L, H); attention_mask (B, 1, 1, L); head_mask (layers, 1, N', 1, 1).
+
+        ``output_position`` (0 or -1): the last layer computes that position only, and the last hidden
+        state is (B, 1, H); what comes out there is what the full layer gives at that position.
+        """
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             layer_head_mask = head_mask[i] if head_mask is not None else None
+            position = output_position if i == last else None
             if self.gradient_checkpointing and self.training:
                 hidden_states, probs = torch.utils.checkpoint.checkpoint(
-                    layer, hidden_states, attention_mask, layer_head_mask, output_attentions, **self._checkpoint_kwargs
+                    layer, hidden_states, attention_mask, layer_head_mask, output_attentions, position,
+                    **self._checkpoint_kwargs,
                 )
             else:
-                hidden_states, probs = layer(hidden_states, attention_mask, layer_head_mask, output_attentions)
+                hidden_states, probs = layer(hidden_states, attention_mask, layer_head_mask, output_attentions,
+                                             position)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
             if output_attentions:
@@ -604,6 +649,13 @@ class ConvBertPreTrainedModel(nn.Module):
             head_mask = head_mask.unsqueeze(0).expand(layers, n)
         return head_mask.to(self.dtype)[:, None, :, None, None]  # (layers, 1, N', 1, 1)
 
+    def _pooled_position(self, output_attentions: bool | None, output_hidden_states: bool | None) -> int | None:
+        """The one position the head reads, for the encoder's last layer to compute alone; None (every
+        position) when the caller asked for each layer's hidden states or attention maps."""
+        if output_attentions or output_hidden_states:
+            return None
+        return self.task.pooled_position
+
     @staticmethod
     def _return(result, return_dict: bool | None):
         """The output dataclass, or its tuple when ``return_dict=False`` (HF's convention)."""
@@ -627,7 +679,10 @@ class ConvBertModel(ConvBertPreTrainedModel):
     def forward(self, input_ids: Tensor = None, attention_mask: Tensor = None, token_type_ids: Tensor = None,
                 position_ids: Tensor = None, head_mask: Tensor = None, inputs_embeds: Tensor = None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None) -> BaseModelOutput | tuple:
+                return_dict: bool | None = None, *, output_position: int | None = None) -> BaseModelOutput | tuple:
+        """``output_position`` 0 or -1 (not in Hugging Face's API): the last layer computes only the first
+        or last position, so last_hidden_state is (B, 1, H), with the values the full model gives there.
+        The heads that read one position ask for it (``Task.pooled_position``)."""
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         head_mask = self._head_mask(head_mask)
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, E)
@@ -637,7 +692,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
             hidden_states = self.embeddings_project(hidden_states)  # (B, L, H)
         mask = attention_mask[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, L)
         last, all_hidden, all_attentions = self.encoder(
-            hidden_states, mask, head_mask, bool(output_attentions), bool(output_hidden_states)
+            hidden_states, mask, head_mask, bool(output_attentions), bool(output_hidden_states), output_position
         )
         out = BaseModelOutput(last_hidden_state=last, hidden_states=all_hidden, attentions=all_attentions)
         return self._return(out, return_dict)
@@ -763,7 +818,8 @@ class ConvBertForSequenceClassification(ConvBertPreTrainedModel):
         problem_type = losses.check_labels(self.task, {"labels": labels}, _labels_batch_shape(input_ids, inputs_embeds),
                                            self.config)
         out = self.convbert(input_ids, attention_mask, token_type_ids, position_ids, head_mask, inputs_embeds,
-                            output_attentions, output_hidden_states, return_dict=True)
+                            output_attentions, output_hidden_states, return_dict=True,
+                            output_position=self._pooled_position(output_attentions, output_hidden_states))
         logits = self.classifier(out.last_hidden_state)  # (B, num_labels)
         loss = losses.sequence_classification_loss(logits, labels, problem_type) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
@@ -795,9 +851,9 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
         if position_ids is not None and position_ids.dim() == 3:
             position_ids = flat(position_ids)
         out = self.convbert(flat(input_ids), flat(attention_mask), flat(token_type_ids), position_ids, head_mask,
-                            flat(inputs_embeds), output_attentions, output_hidden_states, return_dict=True)
-        # The reference pools the LAST position (its summary_type default), padding or not.
-        pooled = out.last_hidden_state[:, -1]  # (B*C, H)
+                            flat(inputs_embeds), output_attentions, output_hidden_states, return_dict=True,
+                            output_position=self._pooled_position(output_attentions, output_hidden_states))
+        pooled = out.last_hidden_state[:, self.task.pooled_position]  # (B*C, H)
         logits = self.classifier(pooled).view(batch, choices)  # (B, C)
         loss = losses.multiple_choice_loss(logits, labels) if labels is not None else None
         result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,

@@ -57,6 +57,31 @@ def grouped_linear(x, kernel, bias):
     return y + bias
 
 
+def edge_rows(x, position: int | None):
+    """x (B, L, ...) -> (B, 1, ...), the first (``position`` 0) or last (-1) row; x when ``position`` is None."""
+    if position is None:
+        return x
+    return x[:, :1] if position == 0 else x[:, -1:]
+
+
+def edge_window(x, position: int, width: int):
+    """x (B, L, H) -> the ``width`` rows at the start (``position`` 0) or end (-1) of the sequence, zero
+    rows standing in past its other end when L < width: (B, width, H), and which rows are real (width,).
+
+    The zero rows go on before the slice, so it never reads past the end: neither the window's length nor
+    the slice depends on L, and a traced graph carries no guard on L.
+    """
+    if position not in (0, -1):
+        raise ValueError(f"position must be 0 (first), -1 (last) or None, got {position!r}")
+    batch, length = ops.shape(x)[0], ops.shape(x)[1]
+    zeros = ops.zeros((batch, width, x.shape[-1]), dtype=x.dtype)
+    rows = ops.arange(width, dtype="int32")
+    length = ops.cast(length, "int32")
+    if position == 0:
+        return ops.concatenate([x, zeros], axis=1)[:, :width], rows < length  # (B, width, H)
+    return ops.concatenate([zeros, x], axis=1)[:, -width:], rows >= width - length  # (B, width, H)
+
+
 def _large_negative(dtype: str) -> float:
     # The fused path's own masking value, so that both paths give the same probabilities.
     return -0.7 * (65500.0 if dtype == "float16" else 3.38953e38)
@@ -321,26 +346,37 @@ class ConvBertSelfAttention(ConfigLayer):
             layer.build((None, None, H))
         self.conv_kernel_layer.build((None, None, A))
 
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None):
+    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None,
+             position=None):
+        """(B, L, H) -> (B, Q, 2A), Q = L; ``position`` 0 or -1: the first or last position only, Q = 1
+        (the queries and the convolution branch then run on the edge window alone)."""
         N, D, K = self.heads.num_heads, self.heads.head_size, self.kernel_size
         batch, length = ops.shape(hidden_states)[0], ops.shape(hidden_states)[1]
-        mixed_query = self.query(hidden_states)  # (B, L, A)
-        query = ops.reshape(mixed_query, (batch, length, N, D))  # (B, L, N', D)
+        window, real = hidden_states, None  # (B, W, H), W = L
+        if position is not None:
+            window, real = edge_window(hidden_states, position, shapes.edge_window(K))  # (B, W, H)
+        width = ops.shape(window)[1]
+        mixed_query = self.query(window)  # (B, W, A)
         key = ops.reshape(self.key(hidden_states), (batch, length, N, D))  # (B, L, N', D)
         value = ops.reshape(self.value(hidden_states), (batch, length, N, D))  # (B, L, N', D)
 
         # Convolution branch: a K-tap kernel per token and head, predicted from the span around it.
-        span_key = self.key_conv_attn_layer(hidden_states)  # (B, L, A)
-        kernel_logits = self.conv_kernel_layer(span_key * mixed_query)  # (B, L, N'*K)
-        kernel_logits = ops.reshape(kernel_logits, (batch, length, N, K))  # (B, L, N', K)
-        conv_values = ops.reshape(self.conv_out_layer(hidden_states), (batch, length, N, D))  # (B, L, N', D)
-        conv = span_dynamic_conv(conv_values, kernel_logits, impl=self.sdconv_impl)  # (B, L, N', D)
+        span_key = self.key_conv_attn_layer(window)  # (B, W, A)
+        kernel_logits = self.conv_kernel_layer(span_key * mixed_query)  # (B, W, N'*K)
+        kernel_logits = ops.reshape(kernel_logits, (batch, width, N, K))  # (B, W, N', K)
+        conv_values = ops.reshape(self.conv_out_layer(window), (batch, width, N, D))  # (B, W, N', D)
+        if real is not None:  # past the sequence the values are the convolution's zero padding, not the bias
+            conv_values = conv_values * ops.cast(real, conv_values.dtype)[:, None, None]
+        conv = span_dynamic_conv(conv_values, kernel_logits, impl=self.sdconv_impl)  # (B, W, N', D)
+        conv, mixed_query = edge_rows(conv, position), edge_rows(mixed_query, position)  # (B, Q, ...)
+        rows = ops.shape(mixed_query)[1]
+        query = ops.reshape(mixed_query, (batch, rows, N, D))  # (B, Q, N', D)
 
         context, probs = attention(query, key, value, attention_mask, head_mask, self.dropout, training,
-                                   need_weights=output_attentions)  # (B, L, N', D)
+                                   need_weights=output_attentions)  # (B, Q, N', D)
         # Attention heads first, convolution heads second.
-        mixed = ops.concatenate([context, ops.cast(conv, context.dtype)], axis=2)  # (B, L, 2N', D)
-        return ops.reshape(mixed, (batch, length, self.heads.mixed_size)), probs  # (B, L, 2A)
+        mixed = ops.concatenate([context, ops.cast(conv, context.dtype)], axis=2)  # (B, Q, 2N', D)
+        return ops.reshape(mixed, (batch, rows, self.heads.mixed_size)), probs  # (B, Q, 2A)
 
 
 @_register
@@ -380,10 +416,12 @@ class ConvBertAttention(ConfigLayer):
         self.self.build()
         self.attention_output.build()
 
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None):
+    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None,
+             position=None):
         mixed, probs = self.self(hidden_states, attention_mask=attention_mask, head_mask=head_mask,
-                                 output_attentions=output_attentions, training=training)
-        return self.attention_output(mixed, input_tensor=hidden_states, training=training), probs
+                                 output_attentions=output_attentions, training=training, position=position)
+        residual = edge_rows(hidden_states, position)
+        return self.attention_output(mixed, input_tensor=residual, training=training), probs
 
 
 # ----------------------------------------------------------------------------------- feed-forward
@@ -458,9 +496,12 @@ class ConvBertLayer(ConfigLayer):
         self.intermediate.build()
         self.layer_output.build()
 
-    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None):
+    def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, training=None,
+             position=None):
+        """(B, L, H) -> (B, L, H); (B, 1, H) at ``position`` (0 or -1) alone."""
         attention_output, probs = self.attention(hidden_states, attention_mask=attention_mask, head_mask=head_mask,
-                                                 output_attentions=output_attentions, training=training)
+                                                 output_attentions=output_attentions, training=training,
+                                                 position=position)
         intermediate = self.intermediate(attention_output)  # (B, L, I)
         return self.layer_output(intermediate, input_tensor=attention_output, training=training), probs
 
@@ -482,14 +523,20 @@ class ConvBertEncoder(ConfigLayer):
         return (*lead, self.config.hidden_size)
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
-             output_hidden_states=False, training=None):
-        """hidden_states (B, L, H); attention_mask (B, 1, 1, L) bool; head_mask (layers, 1, N', 1, 1)."""
+             output_hidden_states=False, training=None, output_position=None):
+        """hidden_states (B, L, H); attention_mask (B, 1, 1, L) bool; head_mask (layers, 1, N', 1, 1).
+
+        ``output_position`` (0 or -1): the last layer computes that position only, and the last hidden
+        state is (B, 1, H); what comes out there is what the full layer gives at that position.
+        """
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             layer_head_mask = head_mask[i] if head_mask is not None else None
+            position = output_position if i == last else None
             hidden_states, probs = layer(hidden_states, attention_mask=attention_mask, head_mask=layer_head_mask,
-                                         output_attentions=output_attentions, training=training)
+                                         output_attentions=output_attentions, training=training, position=position)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden_states,)
             if output_attentions:
@@ -683,9 +730,17 @@ class ConvBertPreTrainedModel(TaskModel, keras.Model):
                 out[key] = base[key]
         return out
 
+    def _pooled_position(self, output_attentions, output_hidden_states) -> int | None:
+        """The one position the head reads, for the encoder's last layer to compute alone; None (every
+        position) when the caller asked for each layer's hidden states or attention maps."""
+        if output_attentions or output_hidden_states:
+            return None
+        return self.task.pooled_position
+
     def _backbone(self, inputs: dict, output_attentions, output_hidden_states, training) -> dict:
         return self.convbert(inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             training=training)
+                             training=training,
+                             output_position=self._pooled_position(output_attentions, output_hidden_states))
 
     @staticmethod
     def _batch_shape(inputs: dict) -> tuple:
@@ -743,7 +798,10 @@ class ConvBertModel(ConvBertPreTrainedModel):
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
              inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None,
-             training=None):
+             training=None, output_position=None):
+        """``output_position`` 0 or -1 (not in Hugging Face's API): the last layer computes only the first
+        or last position, so last_hidden_state is (B, 1, H), with the values the full model gives there.
+        The heads that read one position ask for it (``Task.pooled_position``)."""
         inputs, _ = self._arguments(locals())
         input_ids, inputs_embeds = inputs.get("input_ids"), inputs.get("inputs_embeds")
         attention_mask, token_type_ids = inputs.get("attention_mask"), inputs.get("token_type_ids")
@@ -760,7 +818,7 @@ class ConvBertModel(ConvBertPreTrainedModel):
             mask = ops.not_equal(ops.expand_dims(ops.expand_dims(attention_mask, 1), 1), 0)  # (B, 1, 1, L) bool
         last, all_hidden, all_attentions = self.encoder(
             hidden_states, attention_mask=mask, head_mask=head_mask, output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states), training=training,
+            output_hidden_states=bool(output_hidden_states), training=training, output_position=output_position,
         )
         out = {"last_hidden_state": last}
         if all_hidden is not None:
@@ -944,8 +1002,7 @@ class ConvBertForMultipleChoice(ConvBertPreTrainedModel):
             else:
                 flat_inputs[name] = flat(t)
         base = self._backbone(flat_inputs, output_attentions, output_hidden_states, training)
-        # The reference pools the LAST position (its summary_type default), padding or not.
-        pooled = base["last_hidden_state"][:, -1]  # (B*C, H)
+        pooled = base["last_hidden_state"][:, self.task.pooled_position]  # (B*C, H)
         logits = ops.reshape(ops.cast(self.classifier(pooled), "float32"), (-1, choices))  # (B, C)
         return self._return(self._outputs({"logits": logits}, base, labels), return_dict)
 

@@ -20,6 +20,7 @@ from convbert_pt.export import (  # noqa: E402
     _Serving,
     check_opset,
     drop_initializer_value_info,
+    example_inputs,
     export_onnx,
     layer_norms_over_rows,
     optimize_onnx,
@@ -159,20 +160,25 @@ def test_onnx_export_traces_the_banded_convolution_for_every_length(tmp_path):
                      ONNX_FP32_ATOL)
 
 
-def test_torch_export_traces_every_length_without_guards():
-    """Under torch.export, impl="auto" takes the padded path: no guard on L, so L = 1 stays in range;
+@pytest.mark.parametrize("head", ["token_classification", "sequence_classification", "multiple_choice"])
+def test_torch_export_traces_every_length_without_guards(head):
+    """Under torch.export, impl="auto" takes the padded path: no guard on L, so L = 1 stays in range,
+    and the last layer of a pooling head, which computes one position from a fixed window, adds none;
     the shift-and-accumulate path, asked for explicitly, guards on L (why the export needs the other)."""
-    model = model_of("sequence_classification")
+    model = model_of(head)
     config = model.config
-    ids = torch.ones(2, 7, dtype=torch.long)
+    ids, _, _ = example_inputs(config, heads.get(head))
+    axis = ids.dim() - 1
     sequence = torch.export.Dim("sequence", min=1, max=config.max_position_embeddings)
-    shapes = {name: {1: sequence} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    shapes = {name: {axis: sequence} for name in ("input_ids", "attention_mask", "token_type_ids")}
     serving = _Serving(model).eval()
     with torch.no_grad():
         program = torch.export.export(serving, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
                                       dynamic_shapes=shapes, strict=False)
         ranges = [r for r in program.range_constraints.values() if r.upper == config.max_position_embeddings]
         assert ranges and ranges[0].lower <= 1
+        if heads.get(head).pooled_position is not None:
+            return  # its one layer computes a fixed window: nothing there depends on L
         model.set_sdconv_impl("native")
         with pytest.raises(Exception, match="sequence"):
             torch.export.export(serving, (ids, torch.ones_like(ids), torch.zeros_like(ids)),
@@ -227,12 +233,16 @@ def test_optimized_graph_keeps_pytorchs_numbers_and_the_names(exported, optimize
 
 
 def test_optimized_graph_fuses_the_exact_gelu_and_merges_the_projections(exported, optimized):
-    model, _, standard = exported["sequence_classification"]
-    fused = optimized["sequence_classification"][2]
+    model, _, standard = exported["token_classification"]
+    fused = optimized["token_classification"][2]
     layers = model.config.num_hidden_layers
     ops = _op_types(fused)
     # Query, key, value and the convolution's value read the same hidden state: one MatMul per layer.
     assert _op_types(standard).count("MatMul") - ops.count("MatMul") == 3 * layers
+    # A pooling head's last layer reads its query and convolution value from the edge window, its key
+    # and value from the whole sequence: two MatMuls of two.
+    pooled_standard, pooled = exported["sequence_classification"][2], optimized["sequence_classification"][2]
+    assert _op_types(pooled_standard).count("MatMul") - _op_types(pooled).count("MatMul") == 3 * (layers - 1) + 2
     assert ops.count("Split") - _op_types(standard).count("Split") == layers
     assert ops.count("BiasGelu") == layers and "Erf" not in ops
     assert "FastGelu" not in ops and "Tanh" not in ops  # the exact GELU, not the approximation

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from convbert_common import heads
 from convbert_pt.modeling import (
     MODEL_CLASSES,
     ConvBertForMaskedLM,
@@ -26,6 +27,7 @@ from tests.tolerances import (
     MODEL_PATHS_FP32_ATOL,
     REFERENCE_FP32_ATOL,
     SAME_COMPUTATION_FP32_ATOL,
+    SAME_COMPUTATION_GRAD_RTOL,
 )
 
 VARIANTS = [
@@ -305,3 +307,72 @@ def test_multiple_choice_needs_three_dimensional_inputs():
 def test_model_needs_a_convbert_config():
     with pytest.raises(TypeError, match="needs a ConvBertConfig"):
         ConvBertModel({"hidden_size": 32})
+
+
+# ------------------------------------------------------------------ the pooled position alone
+
+POOLING_HEADS = sorted(h for h in MODEL_CLASSES if heads.get(h).pooled_position is not None)
+
+
+def _last_layer_rows(model, call) -> list[int]:
+    """Run ``call`` and return the sequence length of the last encoder layer's output."""
+    seen = []
+    layer = model.convbert.encoder.layer[-1]
+    handle = layer.register_forward_hook(lambda module, args, out: seen.append(out[0].shape[1]))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("head", POOLING_HEADS)
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 11])  # K = 5: the edge window is 3 positions
+def test_a_pooling_heads_last_layer_computes_its_position_alone_with_the_full_layers_numbers(head, length):
+    """Sequence classification reads position 0, multiple choice the last one: the last layer computes
+    that one position, and logits and every gradient are the full layer's. Asking for the hidden states
+    runs the full layer, which is the reference here."""
+    config = tiny_config(num_labels=2)
+    model = MODEL_CLASSES[head](config).train()
+    inputs = _inputs_for(head, config, length=length)
+    results = []
+    for full in (False, True):
+        model.zero_grad()
+        def call(full=full):
+            results.append(model(**inputs, output_hidden_states=full).logits)
+
+        rows = _last_layer_rows(model, call)
+        assert rows == [length if full else 1]
+        results[-1].pow(2).sum().backward()
+        results.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    pruned, pruned_grads, reference, reference_grads = results
+    assert_close(f"{head} logits at L={length}", pruned, reference, SAME_COMPUTATION_FP32_ATOL)
+    assert pruned_grads.keys() == reference_grads.keys()
+    bound = SAME_COMPUTATION_GRAD_RTOL * max(float(g.abs().max()) for g in reference_grads.values())
+    for name, grad in reference_grads.items():
+        assert_close(f"{head} gradient of {name}", pruned_grads[name], grad, bound)
+
+
+def test_attention_maps_asked_for_keep_every_position_of_the_last_layer():
+    config = tiny_config()
+    model = ConvBertForSequenceClassification(config).eval()
+    inputs = random_inputs(config, length=7)
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    assert out.attentions[-1].shape == (3, config.heads.num_heads, 7, 7)
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_the_bare_model_computes_one_position_on_request(tiny_model, position):
+    model, inputs = tiny_model
+    with torch.no_grad():
+        full = model(**inputs).last_hidden_state
+        one = model(**inputs, output_position=position).last_hidden_state
+    assert one.shape == (full.shape[0], 1, model.config.hidden_size)
+    assert_close(f"position {position}", one[:, 0], full[:, position], SAME_COMPUTATION_FP32_ATOL)
+
+
+def test_the_bare_model_refuses_another_position(tiny_model):
+    model, inputs = tiny_model
+    with pytest.raises(ValueError, match="position must be 0 .first., -1 .last. or None, got 3"):
+        model(**inputs, output_position=3)

@@ -20,7 +20,13 @@ from tests.configs import head_config, tiny_config
 from tests.conftest import HEADS
 from tests.parity import assert_close
 from tests.tf.helpers import model_class, to_numpy, toy_batch
-from tests.tolerances import DISTINCT_ATOL, DISTINCT_RTOL, NUMPY_FORMULA_FP32_ATOL
+from tests.tolerances import (
+    DISTINCT_ATOL,
+    DISTINCT_RTOL,
+    NUMPY_FORMULA_FP32_ATOL,
+    SAME_COMPUTATION_FP32_ATOL,
+    SAME_COMPUTATION_GRAD_RTOL,
+)
 
 
 def _expected_path(model, spec) -> str:
@@ -142,3 +148,71 @@ def test_pad_row_gets_no_gradient_from_the_lookup_as_in_pytorch():
     grad = to_numpy(tf.convert_to_tensor(tape.gradient(loss, table.value)))
     assert np.all(grad[0] == 0.0)  # [PAD] is id 0 here
     assert np.all(grad[[2, 3, 5, 7, 9]].any(axis=-1))
+
+
+# ------------------------------------------------------------------ the pooled position alone
+
+POOLING_HEADS = sorted(h for h in HEADS if heads.get(h).pooled_position is not None)
+
+
+def _pooling_inputs(head: str, length: int) -> dict:
+    shape = (2, 3, length) if heads.get(head).input_rank == 3 else (3, length)
+    rng = np.random.default_rng(length)
+    mask = np.ones(shape, "int32")
+    mask[1:, ..., length - 2:] = 0  # some padding
+    return {"input_ids": rng.integers(1, 99, shape).astype("int32"), "attention_mask": mask}
+
+
+@pytest.mark.parametrize("head", POOLING_HEADS)
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 11])  # K = 5: the edge window is 3 positions
+def test_a_pooling_heads_last_layer_computes_its_position_alone_with_the_full_layers_numbers(head, length):
+    """As in PyTorch: the backbone of sequence classification (position 0) and multiple choice (the
+    last one) computes one position in its last layer, and the logits are the full layer's."""
+    model = model_class(head)(head_config(head, num_labels=2))
+    inputs = _pooling_inputs(head, length)
+    last = model.convbert.encoder.layer[-1]
+    positions, call = [], last.call
+
+    def spy(*args, **kwargs):
+        positions.append(kwargs.get("position"))
+        return call(*args, **kwargs)
+
+    last.call = spy
+    pruned = model(inputs)["logits"]
+    reference = model(inputs, output_hidden_states=True)["logits"]
+    del last.call
+    assert positions == [heads.get(head).pooled_position, None]
+    assert_close(f"{head} logits at L={length}", to_numpy(pruned), to_numpy(reference), SAME_COMPUTATION_FP32_ATOL)
+    flat = {k: v.reshape(-1, length) for k, v in inputs.items()}
+    position = heads.get(head).pooled_position
+    one = model.convbert(flat, output_position=position)["last_hidden_state"]
+    full = model.convbert(flat)["last_hidden_state"]
+    assert tuple(one.shape) == (flat["input_ids"].shape[0], 1, model.config.hidden_size)
+    assert_close(f"{head} position {position}", to_numpy(one)[:, 0], to_numpy(full)[:, position],
+                 SAME_COMPUTATION_FP32_ATOL)
+
+
+@pytest.mark.tensorflow_backend
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_pooling_heads_gradients_are_the_full_layers(jit_compile):
+    import tensorflow as tf
+
+    model = model_class("sequence_classification")(tiny_config(num_labels=2))
+    inputs = _pooling_inputs("sequence_classification", 7)
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def gradients(full):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(inputs, output_hidden_states=full, training=True)["logits"] ** 2)
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+    pruned, reference = gradients(False), gradients(True)
+    bound = SAME_COMPUTATION_GRAD_RTOL * max(float(np.abs(to_numpy(g)).max()) for g in reference)
+    for var, got, want in zip(model.trainable_variables, pruned, reference, strict=True):
+        assert_close(f"gradient of {var.path}", to_numpy(got), to_numpy(want), bound)
+
+
+def test_the_bare_model_refuses_another_position():
+    model = model_class("model")(tiny_config())
+    with pytest.raises(ValueError, match="position must be 0 .first., -1 .last. or None, got 3"):
+        model(_pooling_inputs("model", 5), output_position=3)
