@@ -254,21 +254,32 @@ def matmul_line(rates: dict[str, float | None], dtype: str = "float32", n: int |
     return f"measured {dtype} matmul rate{shape} (GFLOP/s): {parts}; best {rates['best'] / 1e9:,.1f}"
 
 
-def convbert_matmul_flops(c, batch: int, length: int) -> float:
-    """Matmul FLOPs (2 per multiply-add) of a ConvBERT forward of ``config`` c at batch x length."""
+def convbert_matmul_flops(c, batch: int, length: int, pooled: bool = False) -> float:
+    """Matmul FLOPs (2 per multiply-add) of a ConvBERT forward of ``config`` c at batch x length.
+
+    ``pooled``: the forward of a head that reads one position (sequence classification, multiple
+    choice), whose last layer computes that position alone: key and value over every token, the
+    query and the convolution branch over the edge window, the rest over one row per sequence.
+    """
+    from convbert_common import shapes
+
     hs = c.heads
     tokens = batch * length
     H, A, K, I = c.hidden_size, hs.all_head_size, c.conv_kernel_size, c.intermediate_size
     E, G = c.embedding_size, c.num_groups
-    per_layer = (
-        4 * H * A  # query, key, value, conv_out_layer
-        + H * A  # pointwise half of the separable conv
-        + A * hs.num_heads * K  # conv_kernel_layer
-        + hs.mixed_size * H  # attention output dense
-        + 2 * H * I / G  # feed-forward (grouped)
-    ) * tokens + 2 * batch * hs.num_heads * length * length * hs.head_size  # scores and context
+
+    def layer(window_rows: int, query_rows: int, queries: int) -> float:
+        return (
+            2 * H * A * tokens  # key, value
+            + (2 * H * A + H * A + A * hs.num_heads * K) * window_rows  # query, conv_out, pointwise, kernel
+            + (hs.mixed_size * H + 2 * H * I / G) * query_rows  # attention output dense, feed-forward
+            + 2 * batch * hs.num_heads * queries * length * hs.head_size  # scores and context
+        )
+
+    full = layer(tokens, tokens, length)
+    last = layer(batch * shapes.edge_window(K), batch, 1) if pooled else full
     project = tokens * E * H if E != H else 0
-    return 2.0 * (c.num_hidden_layers * per_layer + project)
+    return 2.0 * ((c.num_hidden_layers - 1) * full + last + project) if c.num_hidden_layers else 2.0 * project
 
 
 def tf_gemm_rates(shapes: dict[str, tuple[int, int, int]], threads: int, runs: int,

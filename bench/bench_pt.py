@@ -59,8 +59,8 @@ HF_UNAVAILABLE = "unavailable (transformers not installed; pip install 'convbert
 
 
 # ------------------------------------------------------------------------------------------ models
-ALL_CASES = ("forward", "small", "train", "memory", "gemm", "compile", "bf16")
-DEFAULT_CASES = ("forward", "small", "train", "memory", "gemm")
+ALL_CASES = ("forward", "small", "train", "memory", "gemm", "pooled", "compile", "bf16")
+DEFAULT_CASES = ("forward", "small", "train", "memory", "gemm", "pooled")
 GEMM_BACKENDS = ("mkl", "onednn", "auto")
 
 
@@ -256,10 +256,12 @@ def main(argv=None) -> dict:
 
     ours_cls = ConvBertForSequenceClassification(base)
     hf_cls = hf_twin(ours_cls, base, head=True)
+    # Sequence classification reads position 0: our last layer computes it alone (HF's the whole layer).
+    cls_flops = convbert_matmul_flops(base, batch, length, pooled=True)
     if "train" in cases:
         record(f"base train step {batch}x{length}", interleaved(
             {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup),
-            3 * flops)
+            3 * cls_flops)
     for p in (0.0, TRAINING_DROPOUT) if "memory" in cases else ():
         set_dropout(ours_cls, p)
         set_dropout(hf_cls, p)
@@ -274,7 +276,7 @@ def main(argv=None) -> dict:
         set_dropout(hf_cls, TRAINING_DROPOUT)
         record(f"base train step {batch}x{length}, dropout {TRAINING_DROPOUT}", interleaved(
             {"ours": train_step_fn(ours_cls, x), "hf": train_step_fn(hf_cls, x)}, args.runs, args.warmup),
-            3 * flops)
+            3 * cls_flops)
         set_dropout(ours_cls, 0.0)
         set_dropout(hf_cls, 0.0)
 
@@ -295,6 +297,27 @@ def main(argv=None) -> dict:
         results["gemm_auto_choices"] = {"x".join(map(str, k)): v.backend for k, v in gemm_backend().choices.items()}
         set_gemm_backend(None)
         ours_cls.eval()
+
+    if "pooled" in cases:
+        # The same classifier with the last layer computed at every position (what asking for the hidden
+        # states does), beside the default that computes position 0 alone, and HF's.
+        ours_cls.eval()
+        hf_cls_eval = hf_cls.eval() if hf_cls is not None else None
+        sides = {"pooled": forward_fn(ours_cls, x), "full": forward_fn(ours_cls, {**x, "output_hidden_states": True}),
+                 "hf": forward_fn(hf_cls_eval, x)}
+        times = interleaved(sides, args.runs, args.warmup)
+        row = {f"{k}_s": v for k, v in times.items()}
+        row.update(pooled_over_full=times["pooled"] / times["full"],
+                   pooled_over_hf=times["pooled"] / times["hf"] if times.get("hf") else None,
+                   pooled_gflop=cls_flops / 1e9, full_gflop=flops / 1e9,
+                   pooled_pct_limit=100 * cls_flops / times["pooled"] / rate,
+                   full_pct_limit=100 * flops / times["full"] / rate)
+        name = f"seqcls forward {batch}x{length}: last layer at position 0"
+        results["cases"][name] = row
+        print(f"{name:46s} pooled {fmt_time(times['pooled'])}   full {fmt_time(times['full'])}   HF "
+              f"{fmt_time(times.get('hf'))}   pooled/full {ratio(times['pooled'], times['full'])}   pooled/HF "
+              f"{ratio(times['pooled'], times.get('hf'))}   {row['pooled_pct_limit']:.0f}% of limit "
+              f"({cls_flops / 1e9:.1f} of {flops / 1e9:.1f} GFLOP)")
 
     if "bf16" in cases:
         with torch.no_grad():
