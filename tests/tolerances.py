@@ -129,6 +129,11 @@ BINOMIAL_SLACK = 1e-9
 # probabilities (1024 rows of 64) is 1 in expectation, with a standard deviation of ~0.004 over
 # seeds; 0.02 is ~5 of them, while a missing 1/(1-p) rescale is off by p = 0.25.
 DROPOUT_MEAN_ATOL = 0.02
+# A hashed dropout mask's share of dropped elements against the rate, and the correlation of two
+# masks (of each other, of neighbouring rows or columns), in standard deviations of n samples: the
+# masks are fixed by their seeds, so these are not flaky, and 6 sigma stays far from a biased or
+# repeating mask (whose correlation would be of order 1).
+DROPOUT_MASK_SIGMAS = 6.0
 # The standard deviation of a freshly initialised weight vs config.initializer_range, relative:
 # every tensor checked has >= 2304 entries, so the sample std is within ~1.5% of the true one,
 # and a wrong init (PyTorch's default kaiming-uniform, a forgotten layer) is off by far more.

@@ -38,6 +38,7 @@ from convbert_common.config import ConvBertConfig
 from convbert_tf import backend, io
 from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
 from convbert_tf.activations import _gelu, get_activation
+from convbert_tf.dropout import Dropout
 from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
 from convbert_tf.tasks import TaskModel, integers_from_a_distributed_build
@@ -210,7 +211,7 @@ class ConvBertEmbeddings(ConfigLayer):
         self.token_type_embeddings = keras.layers.Embedding(
             c.type_vocab_size, E, embeddings_initializer=_initializer(self), name="token_type_embeddings", dtype=dt)
         self.LayerNorm = _layer_norm(self)
-        self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
+        self.dropout = Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
     def build(self, input_shape=None):
         self.word_embeddings.build()
@@ -336,7 +337,7 @@ class ConvBertSelfAttention(ConfigLayer):
         self.key_conv_attn_layer = SeparableConv1D(c, H, A, K, **self.sub("key_conv_attn_layer"))
         self.conv_kernel_layer = _dense(self, shapes.conv_kernel_width(self.heads.num_heads, K), "conv_kernel_layer")
         self.conv_out_layer = _dense(self, A, "conv_out_layer")
-        self.dropout = keras.layers.Dropout(c.attention_probs_dropout_prob, name="dropout", dtype=dt)
+        self.dropout = Dropout(c.attention_probs_dropout_prob, name="dropout", dtype=dt)
         # span_dynamic_conv implementation: "auto" | "native" | "reference"
         self.sdconv_impl = "auto"
 
@@ -388,7 +389,7 @@ class ConvBertSelfOutput(ConfigLayer):
         c, dt = self.config, self.dtype_policy
         self.dense = self._make_dense()
         self.LayerNorm = _layer_norm(self)
-        self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
+        self.dropout = Dropout(c.hidden_dropout_prob, name="dropout", dtype=dt)
 
     def _input_size(self) -> int:
         return self.config.heads.mixed_size
@@ -917,7 +918,7 @@ class ConvBertClassificationHead(ConfigLayer):
         c, dt = self.config, self.dtype_policy
         rate = c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
         self.dense = _dense(self, c.hidden_size, "dense")
-        self.dropout = keras.layers.Dropout(rate, name="dropout", dtype=dt)
+        self.dropout = Dropout(rate, name="dropout", dtype=dt)
         self.out_proj = _dense(self, c.num_labels, "out_proj")
         self.act = get_activation(c.hidden_act)
 
@@ -1016,7 +1017,7 @@ class ConvBertForTokenClassification(ConvBertPreTrainedModel):
         c, dt = self.config, self.dtype_policy
         rate = c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
         self.convbert = self._make_backbone()
-        self.dropout = keras.layers.Dropout(rate, name="dropout", dtype=dt)
+        self.dropout = Dropout(rate, name="dropout", dtype=dt)
         self.classifier = _dense(self, c.num_labels, "classifier")
         self._finish_init()
 
