@@ -134,6 +134,9 @@ DROPOUT_MEAN_ATOL = 0.02
 # masks are fixed by their seeds, so these are not flaky, and 6 sigma stays far from a biased or
 # repeating mask (whose correlation would be of order 1).
 DROPOUT_MASK_SIGMAS = 6.0
+# A kept element is x * fp32(1 / (1 - rate)) where a reference divides by (1 - rate): the two
+# differ by the rounding of the reciprocal and of the product, two ulps of fp32.
+DROPOUT_SCALE_RTOL = 2 * 1.1920929e-07
 # The standard deviation of a freshly initialised weight vs config.initializer_range, relative:
 # every tensor checked has >= 2304 entries, so the sample std is within ~1.5% of the true one,
 # and a wrong init (PyTorch's default kaiming-uniform, a forgotten layer) is off by far more.

@@ -51,8 +51,8 @@ def keep_mask(shape, rate: float, seed):
     """shape (R..., C) (ints, or a backend's dynamic shape), seed (2,) integers -> bool (R..., C): True where kept.
 
     Rows and columns are hashed apart and then mixed, so the work per element is one ``mix32``
-    whatever the rank, and no index is formed as a product that could overflow 32 bits. The seed's
-    words count modulo 2**32.
+    whatever the rank, and no element index (which would pass 2**32 in a large attention tensor) is
+    formed: rows and columns are each counted in int32. The seed's words count modulo 2**32.
     """
     shape = tuple(shape)
     columns = shape[-1]
