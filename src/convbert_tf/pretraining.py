@@ -343,16 +343,14 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
 
         ``loss="auto"``: the model's own (generator MLM + ``disc_weight`` x BCE), labels inside ``x``.
         ``metrics="auto"``: ``METRIC_NAMES``, weighted by their counts.
-        ``micro_batches`` (TensorFlow backend): gradient accumulation as the PyTorch loop's
-        ``--grad-accum``. Each batch ``fit`` reads is one optimizer step: it is cut into this many
-        equal micro-batches, run one after the other (``_accumulated_train_step``), so only one
-        micro-batch's activations are alive at a time.
+        ``micro_batches``: gradient accumulation as the PyTorch loop's ``--grad-accum``, on every
+        backend. Each batch ``fit`` reads is one optimizer step: it is cut into this many equal
+        micro-batches, run one after the other (a ``tf.while_loop``, a ``jax.lax.scan`` or a Python
+        loop of ``backward`` calls), so only one micro-batch's activations are alive at a time.
         """
         if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
             raise ValueError(f"micro_batches must be a positive integer, got {micro_batches!r}")
         if micro_batches > 1:
-            backend.require_tensorflow(f"compile(micro_batches={micro_batches}) (gradient accumulation, "
-                                       "--grad-accum)")
             if not _is_auto(loss):
                 raise ValueError(f"compile(micro_batches={micro_batches}) accumulates the model's own loss: keep "
                                  "loss='auto'")
@@ -424,7 +422,26 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
     def _train_step(self, *args):
         if self._micro_batches == 1:
             return super()._train_step(*args)
-        return self._accumulated_train_step(*args)
+        step = {"jax": self._accumulated_train_step_jax,
+                "torch": self._accumulated_train_step_torch}.get(backend.name(), self._accumulated_train_step)
+        return step(*args)
+
+    def _micro_batch_input(self, data) -> dict:
+        """The step's input dict, checked for ``micro_batches``: labels inside it, rows that split evenly."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is not None or sample_weight is not None or not isinstance(x, dict) or "labels" not in x:
+            raise ValueError("ConvBertForPreTraining with micro_batches takes one dict per step, labels inside it, "
+                             "and no y or sample_weight")
+        rows = x["labels"].shape[0]
+        if rows is not None and rows % self._micro_batches:
+            raise ValueError(f"a batch of {rows} rows does not split into micro_batches={self._micro_batches} "
+                             "equal micro-batches")
+        return x
+
+    def _sliced(self, x: dict) -> dict:
+        """Each input as ``(micro_batches, rows / micro_batches, ...)``; static shapes (JAX, PyTorch)."""
+        return {key: ops.reshape(value, (self._micro_batches, -1, *ops.shape(value)[1:]))  # (n, B / n, ...)
+                for key, value in x.items()}
 
     def _accumulated_train_step(self, data):
         """One optimizer step over ``micro_batches`` equal slices of the batch, as the PyTorch loop's ``--grad-accum``.
@@ -439,14 +456,8 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
 
         from convbert_tf.train import _dense
 
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is not None or sample_weight is not None or not isinstance(x, dict) or "labels" not in x:
-            raise ValueError("ConvBertForPreTraining with micro_batches takes one dict per step, labels inside it, "
-                             "and no y or sample_weight")
+        x = self._micro_batch_input(data)
         n = self._micro_batches
-        rows = x["labels"].shape[0]
-        if rows is not None and rows % n:
-            raise ValueError(f"a batch of {rows} rows does not split into micro_batches={n} equal micro-batches")
         sliced = {}
         for key, value in x.items():
             value = tf.convert_to_tensor(value)
@@ -475,6 +486,81 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         self._step_guard.loss = loss
         self._loss_tracker.update_state(loss * backend.replicas_in_sync(), sample_weight=tf.shape(x["labels"])[0])
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self.get_metrics_result()
+
+    def _accumulated_train_step_jax(self, state, data):
+        """``_accumulated_train_step`` for JAX's stateless trainer: the slices in a ``jax.lax.scan``.
+
+        The carry holds the summed gradients, the loss, the metrics and the non-trainable state
+        (the seed generators, so each slice draws its own dropout masks and Gumbel noise); each
+        scan step differentiates one slice, so one slice's activations are alive at a time.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        trainable, non_trainable, optimizer_state, metrics_state = state
+        x = self._micro_batch_input(data)
+        totals = self._global_counts(x)
+        optimizer = self.optimizer
+
+        def scaled_share(trainable, non_trainable, part):
+            y_pred, non_trainable = self.stateless_call(trainable, non_trainable, part, training=True)
+            share = self._share(part, y_pred, totals)
+            with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_state, strict=True))):
+                scaled = optimizer.scale_loss(share)
+            return scaled, (share, y_pred, non_trainable)
+
+        gradient = jax.value_and_grad(scaled_share, has_aux=True)
+
+        def body(carry, part):
+            non_trainable, metrics_state, loss, sums = carry
+            (_, (share, y_pred, non_trainable)), grads = gradient(trainable, non_trainable, part)
+            metrics_state = self._stateless_metrics(metrics_state, lambda: self.compute_metrics(part, None, y_pred))
+            sums = [s + g.astype(s.dtype) for s, g in zip(sums, grads, strict=True)]
+            return (non_trainable, metrics_state, loss + share, sums), None
+
+        start = (non_trainable, metrics_state, jnp.zeros((), "float32"), [jnp.zeros_like(v) for v in trainable])
+        (non_trainable, metrics_state, loss, grads), _ = jax.lax.scan(body, start, self._sliced(x))
+        trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+        logs = {}
+
+        def record():
+            self._loss_tracker.update_state(loss, sample_weight=x["labels"].shape[0])
+            logs.update(self.get_metrics_result())
+
+        metrics_state = self._stateless_metrics(metrics_state, record)
+        return logs, (trainable, non_trainable, optimizer_state, metrics_state)
+
+    def _stateless_metrics(self, values: list, update) -> list:
+        """Runs ``update`` on the metrics variables holding ``values`` (JAX); their values after it."""
+        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, values, strict=True))) as scope:
+            update()
+        return [value if (new := scope.get_current_value(v)) is None else new
+                for v, value in zip(self.metrics_variables, values, strict=True)]
+
+    def _accumulated_train_step_torch(self, data):
+        """``_accumulated_train_step`` for the PyTorch trainer: one ``backward`` per slice into ``.grad``."""
+        import torch
+
+        x = self._micro_batch_input(data)
+        with torch.no_grad():
+            totals = self._global_counts(x)
+        sliced = self._sliced(x)
+        self.zero_grad()
+        loss = None
+        for index in range(self._micro_batches):
+            part = {key: value[index] for key, value in sliced.items()}
+            y_pred = self(part, training=True)
+            share = self._share(part, y_pred, totals)
+            self.optimizer.scale_loss(share).backward()
+            with torch.no_grad():
+                loss = share.detach() if loss is None else loss + share.detach()
+                self.compute_metrics(part, None, y_pred)
+            del y_pred, share  # the slice's activations go before the next slice's forward
+        self._loss_tracker.update_state(loss, sample_weight=x["labels"].shape[0])
+        variables = self.trainable_weights[:]
+        with torch.no_grad():
+            self.optimizer.apply([v.value.grad for v in variables], variables)
         return self.get_metrics_result()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -16,7 +16,7 @@ moments by PyTorch parameter name in PyTorch's layout, ``trainer_state.json``), 
 checkpoint (the random state of dropout and of the Gumbel noise is each framework's own).
 Several devices (``tf.distribute.MirroredStrategy`` on TensorFlow) split each batch; the loss is
 normalised by the whole batch's counts, so the step is one device's. ``grad_accum`` micro-batches
-(TensorFlow) make one ``fit`` step, as in the PyTorch loop: ``PretrainingBatches`` yields the
+(every backend) make one ``fit`` step, as in the PyTorch loop: ``PretrainingBatches`` yields the
 step's micro-batches together and ``compile(micro_batches=...)`` runs them one after the other,
 each normalised by the whole step's counts, before the one update. On TensorFlow the batches can
 also come through ``tf.data`` (``PretrainingBatches.to_tf_dataset``), the same batches prefetched.
@@ -463,8 +463,6 @@ class Trainer:
 
     def _refuse_unsupported(self) -> None:
         s = self.s
-        if s.grad_accum != 1:
-            backend.require_tensorflow(f"--grad-accum {s.grad_accum} with --framework keras")
         if s.fsdp:
             raise ValueError("--fsdp shards with PyTorch's FSDP2: use --framework pytorch; with --framework keras, "
                              "MirroredStrategy replicates the model over the visible devices and --grad-accum "

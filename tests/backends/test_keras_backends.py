@@ -3,8 +3,8 @@
 KERAS_BACKEND is read once per process, so each backend runs in a subprocess of its own: the whole
 backend-neutral Keras suite (tests/tf, TensorFlow-only tests skipped by their marker) on JAX, with
 two virtual CPU devices for the distribution tests, and on PyTorch its reference-output,
-serialization, fit and same-process parity tests. A ``.keras`` file saved on each backend is loaded
-on every other and gives the same logits.
+serialization, fit, gradient-accumulation and same-process parity tests. A ``.keras`` file saved
+on each backend is loaded on every other and gives the same logits.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ from tests.tolerances import CROSS_FP32_ATOL
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BACKENDS = ("tensorflow", "jax", "torch")
 # The PyTorch backend runs the tests the issue names for every backend (reference outputs,
-# serialization, fit) and the same-process parity with convbert_pt: its eager steps are slow on CPU.
+# serialization, fit), gradient accumulation and the same-process parity with convbert_pt: its
+# eager steps are slow on CPU.
 TORCH_TESTS = ("tests/tf/test_reference_outputs.py", "tests/tf/test_serialization.py",
                "tests/tf/test_training.py::test_fit_drives_the_loss_down_for_every_head",
-               "tests/tf/test_inputs.py", "tests/tf/test_other_backends.py", "tests/tf/test_sdconv_gradients.py")
+               "tests/tf/test_inputs.py", "tests/tf/test_other_backends.py", "tests/tf/test_sdconv_gradients.py",
+               "tests/tf/test_pretraining.py::test_micro_batches_give_the_whole_batch_s_step_on_every_backend",
+               "tests/tf/test_pretraining.py::test_the_keras_loop_runs_grad_accum_on_every_backend")
 
 
 def _available(backend: str) -> bool:

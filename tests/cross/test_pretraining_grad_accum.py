@@ -32,7 +32,7 @@ from tests.parity import assert_close  # noqa: E402
 from tests.pt.pretraining.conftest import assets  # noqa: E402,F401 (the fixture)
 from tests.tolerances import ADAMW_STEP_FP32_ATOL, CROSS_FP32_ATOL, CROSS_LOSS_FP32_RTOL, EXACT  # noqa: E402
 
-pytestmark = pytest.mark.tensorflow_backend  # micro-batches are the TensorFlow trainer's
+pytestmark = pytest.mark.tensorflow_backend  # against PyTorch in one process: Keras on TensorFlow
 
 BATCH, ACCUM = 4, 2
 # AdamW's first update is lr * g / (|g| + eps): its slope in g is at most lr / eps, which turns the
