@@ -19,7 +19,10 @@ runs the whole sequence of processes R times, backend after backend, and reports
 the per-round medians: on a shared machine the load then falls on every backend alike.
 
     python bench/bench_backends.py [--backends tensorflow,jax,torch,hf] [--runs 5] [--warmup 2] [--rounds 1]
-                                   [--quick] [--json bench/results/bench_backends.json]
+                                   [--quick] [--pieces | --dropout] [--json bench/results/bench_backends.json]
+
+``--dropout`` times only the dropout masks of one step, Keras' against ``convbert_tf.dropout``'s
+(``dropout_worker``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import machine_info, machine_line, median_seconds, wall_seconds
+from _common import interleaved, machine_info, machine_line, median_seconds, wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -191,6 +194,104 @@ def pieces_worker(runs: int, warmup: int) -> dict:
     return out
 
 
+DROPOUT_LAYERS = 12  # ConvBERT-base: per layer 3 masks of hidden states and 1 of attention probabilities
+
+
+def dropout_worker(runs: int, warmup: int) -> dict:
+    """In a process of any backend: ConvBERT-base's dropout masks of one 8x128 step, in ms.
+
+    ``keras.layers.Dropout`` against ``convbert_tf.dropout.Dropout`` (hashed masks), both at rate
+    0.1, interleaved: per layer three masks of (8, 128, 768) and one of (8, 6, 128, 128), for
+    ``DROPOUT_LAYERS`` layers, each call drawing a new mask. Eagerly, in a plain ``tf.function`` on
+    TensorFlow (Keras' default ``fit`` on a CPU), and compiled:
+    ``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` of the layers' ``stateless_call``
+    on JAX, ``torch.compile`` on PyTorch.
+    """
+    import keras
+    import numpy as np
+
+    from convbert_tf import dropout as hd
+
+    backend = keras.backend.backend()
+    rng = np.random.default_rng(0)
+    hidden = keras.ops.convert_to_tensor(rng.standard_normal((8, 128, 768), "float32"))
+    probs = keras.ops.convert_to_tensor(rng.random((8, 6, 128, 128), "float32"))
+    inputs = [hidden, hidden, hidden, probs] * DROPOUT_LAYERS
+
+    def layers(kind):
+        made = [(keras.layers.Dropout if kind == "keras" else hd.Dropout)(0.1, seed=i) for i in range(len(inputs))]
+        for layer, x in zip(made, inputs, strict=True):
+            layer.build(x.shape)
+        return made
+
+    def eager(made):
+        return lambda: [layer(x, training=True) for layer, x in zip(made, inputs, strict=True)]
+
+    def graph(made):  # TensorFlow's graph without XLA: what Keras' fit runs by default on a CPU
+        import tensorflow as tf
+
+        return tf.function(eager(made))
+
+    def compiled(made):
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(eager(made), jit_compile=True)
+        if backend == "torch":
+            import torch
+
+            return torch.compile(eager(made))
+        import jax
+
+        def stateless(states):
+            outs, new = [], []
+            for layer, x, state in zip(made, inputs, states, strict=True):
+                out, state = layer.stateless_call([], state, x, training=True)
+                outs.append(out)
+                new.append(state)
+            return outs, new
+
+        run = jax.jit(stateless)
+        states = [[v.value for v in layer.non_trainable_variables] for layer in made]
+
+        def step():
+            nonlocal states
+            outs, states = run(states)
+            return outs
+
+        return step
+
+    def synced(fn):
+        def call():
+            out = fn()
+            if backend == "jax":
+                import jax
+
+                jax.block_until_ready(out)
+            return out
+        return call
+
+    modes = (("eager", eager), ("graph", graph), ("compiled", compiled))
+    cases = {f"{kind}_{mode}_ms": synced(wrap(layers(kind)))
+             for mode, wrap in modes if mode != "graph" or backend == "tensorflow" for kind in ("keras", "hashed")}
+    medians = interleaved(cases, runs, warmup)
+    return {"backend": backend, "masks": len(inputs), **{k: v * 1e3 for k, v in medians.items()}}
+
+
+def _print_dropout(results: list[dict]) -> None:
+    print(f"\ndropout masks of one ConvBERT-base 8x128 step ({4 * DROPOUT_LAYERS} masks, ms, medians)")
+    print(f"{'backend':12s} {'mode':9s} {'Keras':>8s} {'hashed':>8s} {'hashed / Keras':>15s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['backend']:12s} failed: {r['error']}")
+            continue
+        for mode in ("eager", "graph", "compiled"):
+            if f"keras_{mode}_ms" not in r:
+                continue
+            keras_ms, hashed_ms = r[f"keras_{mode}_ms"], r[f"hashed_{mode}_ms"]
+            print(f"{r['backend']:12s} {mode:9s} {keras_ms:8.1f} {hashed_ms:8.1f} {hashed_ms / keras_ms:14.2f}x")
+
+
 def _run_child(backend: str, call: str, **env: str) -> dict:
     """``bench_backends.<call>`` in a fresh process on Keras backend ``backend`` (KERAS_BACKEND is read
     once per process), with ``env`` added: its result, or the last line of its error."""
@@ -263,10 +364,24 @@ def main(argv=None) -> dict:
     p.add_argument("--pieces", action="store_true",
                    help="only the pieces alone (matmul, the two convolutions' forward and gradient) on "
                         "TensorFlow and JAX, --rounds times")
+    p.add_argument("--dropout", action="store_true",
+                   help="only the dropout masks of one step, Keras' against the hashed ones, on every backend, "
+                        "--rounds times")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_backends.json")
     args = p.parse_args(argv)
     info = machine_info()
     print(machine_line(info))
+    if args.dropout:
+        backends = args.backends.split(",")
+        rounds = [[_run_child(b, f"dropout_worker({args.runs}, {args.warmup})") for b in backends]
+                  for _ in range(args.rounds)]
+        results = [_over_rounds([r[i] for r in rounds]) for i in range(len(backends))]
+        _print_dropout(results)
+        report = {"machine": info, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+                  "dropout": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        return report
     if args.pieces:
         rounds = [[_run_pieces(b, args.runs, args.warmup) for b in ("tensorflow", "jax")] for _ in range(args.rounds)]
         pieces = [_over_rounds([r[i] for r in rounds]) for i in range(2)]

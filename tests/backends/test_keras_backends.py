@@ -26,13 +26,14 @@ from tests.tolerances import CROSS_FP32_ATOL
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BACKENDS = ("tensorflow", "jax", "torch")
 # The PyTorch backend runs the tests the issue names for every backend (reference outputs,
-# serialization, fit), gradient accumulation and the same-process parity with convbert_pt: its
-# eager steps are slow on CPU.
+# serialization, fit), gradient accumulation, the hashed dropout and the same-process parity with
+# convbert_pt: its eager steps are slow on CPU.
 TORCH_TESTS = ("tests/tf/test_reference_outputs.py", "tests/tf/test_serialization.py",
                "tests/tf/test_training.py::test_fit_drives_the_loss_down_for_every_head",
                "tests/tf/test_inputs.py", "tests/tf/test_other_backends.py", "tests/tf/test_sdconv_gradients.py",
                "tests/tf/test_pretraining.py::test_micro_batches_give_the_whole_batch_s_step_on_every_backend",
-               "tests/tf/test_pretraining.py::test_the_keras_loop_runs_grad_accum_on_every_backend")
+               "tests/tf/test_pretraining.py::test_the_keras_loop_runs_grad_accum_on_every_backend",
+               "tests/tf/test_dropout.py")
 
 
 def _available(backend: str) -> bool:

@@ -1,7 +1,7 @@
 """Hashed dropout (``convbert_tf.dropout``): its rate, scale, independence, seeding, XLA, and the model's use.
 
-Backend-neutral where the hash runs (TensorFlow, JAX): the masks equal a NumPy transcription of the
-hash, so one seed gives one mask on both backends.
+Backend-neutral: the masks equal a NumPy transcription of the hash, so one seed gives one mask on
+TensorFlow, JAX and PyTorch (the JAX and PyTorch legs of tests/backends run this file again).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def _reference_keep(shape, rate, seed):
 
 
 def _seed(seed):
-    dtype = "int64" if keras.backend.backend() == "tensorflow" else "uint32"
+    # The seed states' dtypes: int64 on TensorFlow, uint32 on JAX; int64 holds a word on PyTorch.
+    dtype = "uint32" if keras.backend.backend() == "jax" else "int64"
     return keras.ops.convert_to_tensor(np.array([w % 2**32 if dtype == "uint32" else w for w in seed]), dtype=dtype)
 
 
@@ -99,14 +100,14 @@ def test_masks_are_uncorrelated_across_seeds_rows_and_columns():
     assert abs(_corr(a[:, 1:], a[:, :-1])) < DROPOUT_MASK_SIGMAS / math.sqrt(a[:, 1:].size)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's seed states are int64")
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="JAX's seed states are uint32")
 def test_a_seed_word_beyond_32_bits_uses_its_low_bits():
     np.testing.assert_array_equal(_mask((8, 16), 0.5, (2**32 + 3, 9)), _mask((8, 16), 0.5, (3, 9)))
 
 
 def test_mix32_is_a_bijection_on_a_sample():
-    x = keras.ops.cast(keras.ops.arange(1 << 20, dtype="int32"), "uint32")
-    h = keras.ops.convert_to_numpy(hd.mix32(x))
+    # PyTorch's words are int32 tensors with the same bits: compare them as uint32.
+    h = keras.ops.convert_to_numpy(hd.mix32(hd.as_words(keras.ops.arange(1 << 20, dtype="int32")))).astype(np.uint32)
     assert np.unique(h).size == h.size
     np.testing.assert_array_equal(h, _mix_np(np.arange(1 << 20, dtype=np.uint32)))
 
@@ -158,6 +159,18 @@ def test_jax_jit_draws_the_eager_mask():
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda x, s: hd.dropout(x, 0.2, s))(x, seed)), eager)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile")
+def test_torch_compile_draws_the_eager_mask_in_one_graph():
+    import torch
+
+    x = torch.ones(4, 9, 33)
+    seed = _seed((5, 6))
+    eager = hd.dropout(x, 0.2, seed)
+    # Inductor's generated code must wrap the int32 products as eager PyTorch does.
+    compiled = torch.compile(lambda x, s: hd.dropout(x, 0.2, s), fullgraph=True)(x, seed)
+    np.testing.assert_array_equal(compiled.cpu().numpy(), eager.cpu().numpy())
+
+
 def test_low_precision_inputs_keep_their_dtype():
     x = keras.ops.ones((16, 32), dtype="bfloat16")
     y = hd.dropout(x, 0.5, _seed((0, 1)))
@@ -176,6 +189,22 @@ def test_the_gradient_flows_through_kept_elements_only():
     grad = tape.gradient(y, x).numpy()
     keep = _mask((8, 40), 0.4, (0, 3))
     np.testing.assert_allclose(grad, np.where(keep, 1 / 0.6, 0.0), rtol=DROPOUT_SCALE_RTOL)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.autograd")
+def test_the_gradient_flows_through_kept_elements_only_on_pytorch():
+    import torch
+
+    x = torch.randn(8, 40, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    hd.dropout(x, 0.4, _seed((0, 3))).sum().backward()
+    keep = _mask((8, 40), 0.4, (0, 3))
+    np.testing.assert_allclose(x.grad.cpu().numpy(), np.where(keep, 1 / 0.6, 0.0), rtol=DROPOUT_SCALE_RTOL)
+
+
+def test_negative_seed_words_count_modulo_two_to_the_32():
+    if keras.backend.backend() == "jax":
+        pytest.skip("JAX's seed states are uint32")
+    np.testing.assert_array_equal(_mask((8, 16), 0.5, (-1, -5)), _reference_keep((8, 16), 0.5, (-1, -5)))
 
 
 def test_every_dropout_of_the_model_is_the_hashed_one_and_trains_reproducibly():
