@@ -40,6 +40,12 @@ def dtype_kind(dtype: str) -> str:
     return name
 
 
+def check_dropout_rate(what: str, value) -> None:
+    """A dropout probability: a real number in [0, 1) (1 would drop everything and divide by zero)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+
+
 def _fits(shape: tuple, want: tuple) -> bool:
     """Whether ``shape`` matches ``want``; None (unknown) dimensions match anything."""
     return len(shape) == len(want) and all(a is None or b is None or a == b for a, b in zip(shape, want, strict=True))

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from convbert_common import heads, shapes
+from convbert_common import checks, heads, shapes
 from convbert_common.fileio import atomic_write_text
 
 CONFIG_NAME = "config.json"
@@ -114,8 +114,7 @@ class ConvBertConfig:
             value = getattr(self, name)
             if value is None and name == "classifier_dropout":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"ConvBertConfig.{name} must be a number in [0, 1), got {value!r}")
+            checks.check_dropout_rate(f"ConvBertConfig.{name}", value)
         for name in ("initializer_range", "layer_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:

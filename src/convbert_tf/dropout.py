@@ -29,6 +29,8 @@ import functools
 import keras
 from keras import ops
 
+from convbert_common import checks
+
 HASHED_BACKENDS = ("tensorflow", "jax", "torch")
 _GOLDEN = 0x9E3779B9  # odd constants: tell the two key words and the row/column streams apart
 _ROW_SALT = 0x85EBCA6B
@@ -93,8 +95,7 @@ def _torch_keep_mask(rows: int, columns: int, threshold: int, seed):
 
 def keep_threshold(rate: float) -> int:
     """The uint32 a hash must reach for its element to be kept: P(keep) = 1 - rate, to 2**-32."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be a number in [0, 1), got {rate!r}")
+    checks.check_dropout_rate("dropout rate", rate)
     return min(round(rate * 2**32), 2**32 - 1)
 
 
