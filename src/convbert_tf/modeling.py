@@ -37,7 +37,7 @@ from convbert_common import checks, cpu, heads, shapes
 from convbert_common.config import ConvBertConfig
 from convbert_tf import backend, io
 from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
-from convbert_tf.activations import _gelu, get_activation
+from convbert_tf.activations import _gelu, get_activation, softmax_last
 from convbert_tf.dropout import Dropout
 from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
@@ -109,7 +109,7 @@ def attention(query, key, value, mask, head_mask=None, dropout=None, training=Fa
     scores = ops.cast(scores, "float32") * scale
     if mask is not None:
         scores = ops.where(mask, scores, _large_negative("float32"))
-    probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)  # softmax in float32
+    probs = ops.cast(softmax_last(scores), value.dtype)  # softmax in float32
     if use_dropout:
         probs = dropout(probs, training=training)
     if head_mask is not None:

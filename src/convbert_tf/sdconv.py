@@ -39,6 +39,7 @@ import keras
 from keras import ops
 
 from convbert_common import shapes
+from convbert_tf.activations import softmax_last
 
 IMPLS = ("auto", "native", "reference")
 _HALF = ("float16", "bfloat16")
@@ -87,7 +88,7 @@ def _accumulate_dtype(dtype) -> str:
 
 def _softmax_weights(kernel_logits, dtype):
     """softmax over the K taps in float32, then in the accumulation dtype: (B, L, N', K)."""
-    return ops.cast(ops.softmax(ops.cast(kernel_logits, "float32"), axis=-1), dtype)
+    return ops.cast(softmax_last(ops.cast(kernel_logits, "float32")), dtype)
 
 
 def _shift_and_accumulate(values, kernel_logits, kernel_size: int):

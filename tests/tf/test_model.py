@@ -83,6 +83,26 @@ def test_head_ratio_follows_the_shared_head_arithmetic(head_ratio):
     assert np.all(np.isfinite(to_numpy(out["logits"])))
 
 
+def test_a_one_token_input_and_a_one_tap_kernel_run_without_a_softmax_warning():
+    # Keras warns for a softmax over a size-1 axis; both are meant here, and their softmax is 1.
+    import warnings
+
+    from convbert_tf.activations import softmax_last
+
+    x = {"input_ids": np.array([[5], [7]], "int32"), "attention_mask": np.array([[1], [0]], "int32")}
+    for config in (tiny_config(), tiny_config(conv_kernel_size=1)):
+        model = model_class("sequence_classification")(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            out = model(x, output_attentions=True)
+            # One tap: the convolution's weights are all 1 for any logits.
+            taps = softmax_last(keras.ops.convert_to_tensor(np.array([[-3.0], [40.0], [np.nan]], "float32")))
+        for attention in out["attentions"]:
+            np.testing.assert_array_equal(to_numpy(attention), 1.0)  # the one key gets all the weight
+        assert np.all(np.isfinite(to_numpy(out["logits"])))
+    np.testing.assert_array_equal(to_numpy(taps), [[1.0], [1.0], [np.nan]])  # NaN stays NaN, as in a softmax
+
+
 def test_grouped_feed_forward_splits_channels_into_independent_groups():
     config = tiny_config(num_groups=4, intermediate_size=40)
     model = model_class("model")(config)
