@@ -52,7 +52,9 @@ def run(checkpoint: str, *, text: str, text_pair: str | None, out: TextIO) -> in
         keras_file = os.path.join(tmp, "demo.keras")
         conv.convert(checkpoint, keras_file, to="keras", progress=False)
         tf_model = keras.saving.load_model(keras_file)
-        tf_logits = np.asarray(tf_model({k: np.asarray(v) for k, v in enc.items()}, training=False)["logits"])
+        # convert_to_numpy: on Keras' PyTorch backend the logits are a torch tensor that requires grad.
+        tf_logits = keras.ops.convert_to_numpy(tf_model({k: np.asarray(v) for k, v in enc.items()},
+                                                         training=False)["logits"])
 
     labels = [pt_model.config.id2label[i] for i in range(pt_model.config.num_labels)]
     diff = float(np.max(np.abs(pt_logits - tf_logits)))

@@ -107,11 +107,15 @@ def run_pytorch(path: str, head, inputs: dict, labels: dict) -> dict[str, np.nda
 
 
 def run_keras(path: str, head, inputs: dict, labels: dict) -> dict[str, np.ndarray]:
+    import keras
+
     import convbert_tf
 
     model = getattr(convbert_tf, heads.get(head).class_name).from_pretrained(path)
     out = model({**inputs, **labels}, output_hidden_states=True, output_attentions=True, training=False)
-    return _flatten({k: (tuple(np.asarray(t) for t in v) if isinstance(v, (tuple, list)) else np.asarray(v))
+    # keras.ops.convert_to_numpy, not np.asarray: on the PyTorch backend the outputs require grad.
+    numpy = keras.ops.convert_to_numpy
+    return _flatten({k: (tuple(numpy(t) for t in v) if isinstance(v, (tuple, list)) else numpy(v))
                      for k, v in out.items() if v is not None})
 
 

@@ -28,12 +28,15 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # The PyTorch backend runs the tests the issue names for every backend (reference outputs,
 # serialization, fit), gradient accumulation, the hashed dropout and the same-process parity with
 # convbert_pt: its eager steps are slow on CPU.
+# `convbert verify` and `convbert demo` run the Keras model on whatever backend the process has.
+COMMAND_TESTS = ("tests/tools/test_cli.py::test_verify_json_lists_every_output_with_its_difference",
+                 "tests/cross/test_conversion.py::test_demo_runs_both_frameworks_and_reports_their_difference")
 TORCH_TESTS = ("tests/tf/test_reference_outputs.py", "tests/tf/test_serialization.py",
                "tests/tf/test_training.py::test_fit_drives_the_loss_down_for_every_head",
                "tests/tf/test_inputs.py", "tests/tf/test_other_backends.py", "tests/tf/test_sdconv_gradients.py",
                "tests/tf/test_pretraining.py::test_micro_batches_give_the_whole_batch_s_step_on_every_backend",
                "tests/tf/test_pretraining.py::test_the_keras_loop_runs_grad_accum_on_every_backend",
-               "tests/tf/test_dropout.py")
+               "tests/tf/test_dropout.py", *COMMAND_TESTS)
 
 
 def _available(backend: str) -> bool:
@@ -65,7 +68,7 @@ def _passed(summary: str) -> int:
 def test_the_keras_tests_pass_on_jax():
     if not _available("jax"):
         pytest.skip("jax is not installed (pip install 'convbert[jax]')")
-    rc, out = _pytest("jax", ("tests/tf",))
+    rc, out = _pytest("jax", ("tests/tf", *COMMAND_TESTS))
     assert rc == 0, out
     assert _passed(out) >= 100, out  # the backend-neutral suite, not a collection of skips
 
