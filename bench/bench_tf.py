@@ -156,33 +156,42 @@ def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int)
 
 
 def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, warmup: int) -> None:
-    """One train_on_batch step at 8x128 (Adam, the head's built-in loss) per compile mode, and first steps.
+    """One train_on_batch step at 8x128 (Adam, the head's built-in loss) per compile mode and optimizer.
 
-    Ours with ``compile()``'s default (``jit_compile="auto"``) and with XLA forced on and off; HF's
-    with tf-keras' default (no XLA) and with XLA: the ratio is against HF's faster mode.
+    Ours with ``compile()``'s default (``jit_compile="auto"``) and with XLA forced on and off, with
+    Keras' Adam; and the default with ``convbert_tf.optimizers.Adam`` (each weight's update one XLA
+    kernel). HF's with tf-keras' default (no XLA) and with XLA, with tf-keras' Adam; and its default
+    with tf-keras' legacy Adam (one ``ResourceApplyAdam`` kernel a weight, what transformers'
+    ``AdamWeightDecay`` builds on). The ratios are against HF's fastest.
     """
+    from convbert_tf import optimizers
+
     seconds = results["seconds"]
     x = inputs(cfg, 8, 128)
     y = tf.constant(np.arange(8) % 2, dtype=tf.int32)
     weights = ours_cls.get_weights()
     steps = {}
-    for mode, jit in (("default", "auto"), ("xla", True), ("tf.function", False)):
+    ours_modes = (("default", "auto", keras.optimizers.Adam), ("xla", True, keras.optimizers.Adam),
+                  ("tf.function", False, keras.optimizers.Adam), ("default+compiled_adam", "auto", optimizers.Adam))
+    for mode, jit, adam in ours_modes:
         model = ours_cls if mode == "default" else ConvBertForSequenceClassification(ours_cls.config)
         if model is not ours_cls:
             model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=jit)
+        model.compile(optimizer=adam(1e-5), jit_compile=jit)
         results.setdefault("fit_jit_compile", {})[mode] = bool(model.jit_compile)
         steps[f"ours/fit_step/8x128/{mode}"] = lambda m=model: m.train_on_batch(x, y)
     if hf_cls is not None:
         import tf_keras
 
         hf_weights = hf_cls.get_weights()
-        for mode, jit in (("default", None), ("xla", True)):
+        hf_modes = (("default", None, tf_keras.optimizers.Adam), ("xla", True, tf_keras.optimizers.Adam),
+                    ("default+legacy_adam", None, tf_keras.optimizers.legacy.Adam))
+        for mode, jit, adam in hf_modes:
             model = hf_cls if mode == "default" else type(hf_cls)(hf_cls.config)
             if model is not hf_cls:
                 model(x)
                 model.set_weights(hf_weights)
-            model.compile(optimizer=tf_keras.optimizers.Adam(1e-5), jit_compile=jit)
+            model.compile(optimizer=adam(1e-5), jit_compile=jit)
             steps[f"hf/fit_step/8x128/{mode}"] = lambda m=model: m.train_on_batch(x, y)
     for name, fn in steps.items():
         results["first_step_seconds"][name] = wall_seconds(fn)
@@ -193,7 +202,7 @@ def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, w
             seconds[f"{side}/fit_step/8x128/best"] = min(seconds[k] for k in mine)
     if hf_cls is not None:
         hf_best = seconds["hf/fit_step/8x128/best"]
-        for mode in ("default", "xla", "tf.function"):
+        for mode, *_ in ours_modes:
             results["ratios"][f"fit_step/8x128 ours {mode}/hf best"] = seconds[f"ours/fit_step/8x128/{mode}"] / hf_best
         results["ratios"]["first fit step ours/hf (defaults)"] = (
             results["first_step_seconds"]["ours/fit_step/8x128/default"]

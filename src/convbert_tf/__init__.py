@@ -8,6 +8,7 @@ from convbert_common import heads
 from convbert_common.config import ConvBertConfig
 from convbert_common.tokenizer import ConvBertTokenizer, ConvBertTokenizerFast
 from convbert_common.version import __version__
+from convbert_tf import optimizers
 from convbert_tf.export import export
 from convbert_tf.io import canonical_variables, save_pretrained
 from convbert_tf.modeling import (
@@ -73,6 +74,7 @@ __all__ = [
     "canonical_variables",
     "export",
     "from_pretrained",
+    "optimizers",
     "save_pretrained",
     "span_dynamic_conv",
 ]

@@ -454,7 +454,7 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
         """
         import tensorflow as tf
 
-        from convbert_tf.train import _dense
+        from convbert_tf.optimizers import dense_gradient as dense
 
         x = self._micro_batch_input(data)
         n = self._micro_batches
@@ -477,7 +477,7 @@ class ConvBertForPreTraining(ConvBertPreTrainedModel):
             untouched[:] = [g is None for g in grads]
             self.compute_metrics(part, None, y_pred)
             return (i + 1, loss + share,
-                    *[s if g is None else s + tf.cast(_dense(g), s.dtype) for s, g in zip(sums, grads, strict=True)])
+                    *[s if g is None else s + tf.cast(dense(g), s.dtype) for s, g in zip(sums, grads, strict=True)])
 
         start = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
         out = tf.while_loop(lambda i, *_: i < n, body, [tf.constant(0), tf.constant(0.0), *start],

@@ -22,7 +22,7 @@ import warnings
 import keras
 
 from convbert_common import checks, heads
-from convbert_tf import backend, losses
+from convbert_tf import backend, losses, optimizers
 
 # XLA:CPU (TensorFlow 2.21) lowers a bf16 dot as convert -> f32 dot -> convert (its optimised HLO).
 XLA_BF16_CPU_MESSAGE = (
@@ -194,7 +194,9 @@ class TaskModel:
                 guard_non_finite: bool = True, **kwargs):
         """Keras ``compile`` with task defaults.
 
-        ``optimizer="auto"``: Adam(5e-5). ``loss="auto"``: the task's loss (``losses.TaskLoss``), labels
+        ``optimizer="auto"``: Adam(5e-5): on TensorFlow ``convbert_tf.optimizers.Adam`` (Keras' Adam, each
+        weight's update one compiled kernel), elsewhere ``keras.optimizers.Adam`` (inside ``jax.jit`` on
+        JAX; ``torch._foreach`` ops on PyTorch). ``loss="auto"``: the task's loss (``losses.TaskLoss``), labels
         taken from ``y`` or, HF-style, from ``labels`` / ``start_positions`` / ``end_positions`` in ``x``.
         ``metrics="auto"``: accuracy (or MAE for regression), masked like the loss. Any other value is
         passed to Keras unchanged (a user loss then sees the output dict as ``y_pred``).
@@ -207,7 +209,8 @@ class TaskModel:
         are not finite and stop ``fit`` with ``NonFiniteStepError`` (see the module docstring).
         """
         if _is_auto(optimizer):
-            optimizer = keras.optimizers.Adam(learning_rate=5e-5)
+            adam = optimizers.Adam if backend.name() == "tensorflow" else keras.optimizers.Adam
+            optimizer = adam(learning_rate=5e-5)
         if _is_auto(loss) and not self.task.has_loss:
             raise ValueError(f"{self.task.class_name} has no task loss: pass loss=... to compile(), or use a head "
                              "class")

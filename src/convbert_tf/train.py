@@ -41,7 +41,7 @@ from convbert_common import checks
 from convbert_common import pretraining as ptc
 from convbert_common.fileio import atomic_directory
 from convbert_common.pretraining_data import PretrainingDataset, mask_tokens
-from convbert_tf import backend
+from convbert_tf import backend, optimizers
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +81,17 @@ class AdamW(keras.optimizers.AdamW):
     torch: ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; Keras' Adam divides by
     ``sqrt(v) + eps`` before the correction, i.e. uses ``eps / sqrt(1 - b2^t)`` (32x ``eps`` at the
     first step). Weight decay (``p -= lr * wd * p`` before the update) and the slots are Keras'.
+    On TensorFlow each weight's update is one compiled kernel (``convbert_tf.optimizers``; ``fused=False``:
+    Keras ops one by one).
     """
 
-    def __init__(self, *args, clip_norm: float | None = None, **kwargs):
+    def __init__(self, *args, clip_norm: float | None = None, fused: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.clip_norm = float(clip_norm) if clip_norm else None
+        self.fused = bool(fused)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "clip_norm": self.clip_norm}
+        return {**super().get_config(), "clip_norm": self.clip_norm, "fused": self.fused}
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -98,12 +101,11 @@ class AdamW(keras.optimizers.AdamW):
         # 1 - beta^t as -expm1(t log beta): in float32, 1 - 0.999 loses 5 digits (torch uses float64).
         correction1 = -ops.expm1(step * math.log(self.beta_1))
         correction2 = -ops.expm1(step * math.log(self.beta_2))
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - self.beta_1))
-        self.assign(v, ops.add(ops.multiply(v, self.beta_2), ops.multiply(ops.square(gradient), 1.0 - self.beta_2)))
-        denom = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(correction2)), ops.cast(self.epsilon, dtype))
-        self.assign_sub(variable, ops.multiply(ops.divide(m, denom), lr / correction1))
+        m, v = self.moments(variable)
+        args = (variable, m, v, gradient, lr, correction1, correction2, float(self.beta_1), float(self.beta_2),
+                float(self.epsilon))
+        if not optimizers.compiled_update(self, optimizers.torch_adam_update, *args):
+            optimizers.torch_adam_update(self, *args)
 
     def build(self, var_list):
         if self.built:
@@ -127,7 +129,7 @@ class AdamW(keras.optimizers.AdamW):
         index = [i for i, g in enumerate(grads) if g is not None]
         if not index:
             return super().apply(grads, trainable_variables)
-        dense = [_dense(grads[i]) for i in index]
+        dense = [optimizers.dense_gradient(grads[i]) for i in index]
         if replicas > 1:
             import tensorflow as tf
 
@@ -147,16 +149,6 @@ class AdamW(keras.optimizers.AdamW):
         """The (first, second) moment variables of ``variable``."""
         index = self._get_variable_index(variable)
         return self._momentums[index], self._velocities[index]
-
-
-def _dense(gradient):
-    """A TensorFlow IndexedSlices gradient (an embedding lookup's) as the dense tensor it stands for."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if isinstance(gradient, tf.IndexedSlices):
-            return tf.convert_to_tensor(gradient)
-    return gradient
 
 
 def no_decay(name: str) -> bool:

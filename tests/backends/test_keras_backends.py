@@ -36,7 +36,7 @@ TORCH_TESTS = ("tests/tf/test_reference_outputs.py", "tests/tf/test_serializatio
                "tests/tf/test_inputs.py", "tests/tf/test_other_backends.py", "tests/tf/test_sdconv_gradients.py",
                "tests/tf/test_pretraining.py::test_micro_batches_give_the_whole_batch_s_step_on_every_backend",
                "tests/tf/test_pretraining.py::test_the_keras_loop_runs_grad_accum_on_every_backend",
-               "tests/tf/test_dropout.py", *COMMAND_TESTS)
+               "tests/tf/test_dropout.py", "tests/tf/test_optimizers.py", *COMMAND_TESTS)
 
 
 def _available(backend: str) -> bool:

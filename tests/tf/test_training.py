@@ -18,6 +18,7 @@ from tests.tf.helpers import fit_config, model_class, to_numpy, toy_batch
 from tests.tolerances import (
     COMPILED_FP32_ATOL,
     COMPILED_FP32_RTOL,
+    EXACT,
     REPLICAS_FP32_ATOL,
     REPLICAS_FP32_RTOL,
     SAME_COMPUTATION_FP32_ATOL,
@@ -207,7 +208,20 @@ _MIRRORED = textwrap.dedent("""
         replicated.compile(optimizer=keras.optimizers.SGD(0.1))
     two = replicated.fit(data(), epochs=2, verbose=0).history
     diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), replicated.get_weights()))
-    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two, "diff": diff}))
+    # Adam's compiled update against its plain ops, both replicated: each device updates its own copies.
+    from convbert_tf import optimizers
+    adam = []
+    for fused in (True, False):
+        with strategy.scope():
+            model = model_class(head)(fit_config(head))
+            model.set_weights(start)
+            model.compile(optimizer=optimizers.Adam(1e-3, fused=fused))
+        model.fit(data(), epochs=2, verbose=0)
+        adam.append(model.get_weights())
+    adam_diff = max(float(np.abs(a - b).max()) for a, b in zip(*adam))
+    adam_moved = max(float(np.abs(a - b).max()) for a, b in zip(adam[0], start))
+    print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one, "two": two, "diff": diff,
+                                "adam_diff": adam_diff, "adam_moved": adam_moved}))
 """)
 
 
@@ -228,3 +242,4 @@ def test_mirrored_strategy_over_two_devices_matches_one_device():
     # Accuracy is a count of correct predictions over a count of examples: equal, not close.
     assert result["two"]["accuracy"] == result["one"]["accuracy"]
     assert result["diff"] < REPLICAS_FP32_ATOL
+    assert result["adam_moved"] > 0.0 and result["adam_diff"] == EXACT
