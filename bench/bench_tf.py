@@ -69,7 +69,7 @@ from convbert_tf import ConvBertForSequenceClassification, ConvBertModel  # noqa
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_UNAVAILABLE = "unavailable (transformers' TF classes not importable; pip install 'convbert[bench]')"
-CASES = ("forward", "bf16", "fit", "pretrain")
+CASES = ("forward", "bf16", "fit", "pretrain", "adam")
 # Issue 16's targets on a CPU with AVX-512 (the fit step and bf16), the older ones elsewhere.
 TARGETS = {"forward": 0.90, "fit_step": 0.60, "bf16_forward_vs_hf_fp32": 0.30, "pretrain_step_vs_pytorch": 1.3}
 
@@ -309,6 +309,34 @@ def hf_pretraining_model(cfg: ConvBertConfig, gen_cfg: ConvBertConfig, generator
     return model
 
 
+def bench_adam(results: dict, cfg: ConvBertConfig, ours_cls, runs: int, warmup: int) -> None:
+    """One optimizer ``apply`` over the sequence classifier's weights, fixed gradients, in a ``tf.function``.
+
+    Keras' Adam against ``convbert_tf.optimizers.Adam`` (each weight's update one XLA call), and the
+    pretraining ``AdamW`` (PyTorch's rule, with its global-norm clip) compiled and plain.
+    """
+    from convbert_tf import optimizers
+    from convbert_tf import train as tf_train
+
+    variables = ours_cls.trainable_variables
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(scale=1e-3, size=v.shape).astype("float32")) for v in variables]
+    results["adam_parameters"] = int(sum(np.prod(v.shape) for v in variables))
+    fns = {}
+    for name, optimizer in (("keras_adam", keras.optimizers.Adam(1e-5)),
+                            ("compiled_adam", optimizers.Adam(1e-5)),
+                            ("pretraining_adamw/plain", tf_train.AdamW(1e-5, clip_norm=1.0, fused=False)),
+                            ("pretraining_adamw/compiled", tf_train.AdamW(1e-5, clip_norm=1.0))):
+        optimizer.build(variables)
+        fns[f"ours/adam_apply/{name}"] = tf.function(lambda o=optimizer: o.apply(grads, variables))
+    seconds = interleaved(fns, runs, warmup, alternate=True)
+    results["seconds"].update(seconds)
+    results["ratios"]["adam_apply compiled/keras"] = (seconds["ours/adam_apply/compiled_adam"]
+                                                      / seconds["ours/adam_apply/keras_adam"])
+    results["ratios"]["adam_apply pretraining compiled/plain"] = (
+        seconds["ours/adam_apply/pretraining_adamw/compiled"] / seconds["ours/adam_apply/pretraining_adamw/plain"])
+
+
 def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: int) -> None:
     """Our Keras RTD fit step (tf.function and XLA), HF's assembled one (the same modes) and our PyTorch
     step (a subprocess), with first steps."""
@@ -401,12 +429,12 @@ def main(argv=None) -> dict:
 
     ours = ours_cls = hf_model = hf_cls = None
     with tempfile.TemporaryDirectory() as tmp:
-        if cases & {"forward", "bf16", "fit"}:
+        if cases & {"forward", "bf16", "fit", "adam"}:
             ours = ConvBertModel(cfg)
             ours_cls = ConvBertForSequenceClassification(cfg)
             ours.save_pretrained(Path(tmp) / "base", tf_h5=True)
             ours_cls.save_pretrained(Path(tmp) / "cls", tf_h5=True)
-        if hf and ours is not None:
+        if hf and cases & {"forward", "bf16", "fit"}:
             # use_safetensors=False: HF's TF loader would try the PyTorch-layout model.safetensors first.
             hf_model = hf[0].from_pretrained(Path(tmp) / "base", use_safetensors=False)
             hf_cls = hf[1].from_pretrained(Path(tmp) / "cls", use_safetensors=False)
@@ -417,6 +445,8 @@ def main(argv=None) -> dict:
         bench_bf16(results, cfg, ours, args.runs, args.warmup)
     if "fit" in cases:
         bench_fit(results, cfg, ours_cls, hf_cls, args.runs, args.warmup)
+    if "adam" in cases:
+        bench_adam(results, cfg, ours_cls, args.runs, args.warmup)
     if "pretrain" in cases:
         batch, length = (int(v) for v in args.pretrain_batch.split("x"))
         bench_pretrain(results, args.runs, args.warmup, batch, length)
@@ -436,7 +466,7 @@ def main(argv=None) -> dict:
     print(machine_line(results["machine"]))
     if limit:
         print(f"limit: best fp32 GEMM at the model's shapes {limit / 1e9:,.0f} GFLOP/s ({limit_library})")
-    models = [f"ConvBERT-{results['config']}"] if cases & {"forward", "bf16", "fit"} else []
+    models = [f"ConvBERT-{results['config']}"] if cases & {"forward", "bf16", "fit", "adam"} else []
     if "pretrain" in cases:
         models.append("pretrain: ConvBERT-small + a 0.25 generator")
     print(f"{'; '.join(models)}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
@@ -444,10 +474,9 @@ def main(argv=None) -> dict:
     print(f"HF transformers: {results['hf']}")
     print("| measurement | ours | HF |")
     print("|---|---:|---:|")
-    for name in sorted(k for k in seconds if k.startswith("ours/")):
-        twin = "hf/" + name[len("ours/"):]
-        other = f"{seconds[twin]:.4f}" if twin in seconds else "unavailable"
-        print(f"| {name[len('ours/'):]} | {seconds[name]:.4f} | {other} |")
+    for case in sorted({k.split("/", 1)[1] for k in seconds if k.startswith(("ours/", "hf/"))}):
+        mine, theirs = (f"{seconds[k]:.4f}" if k in seconds else "unavailable" for k in (f"ours/{case}", f"hf/{case}"))
+        print(f"| {case} | {mine} | {theirs} |")
     for name in sorted(k for k in seconds if k.startswith("pytorch/")):
         print(f"| {name} (ours, PyTorch) | {seconds[name]:.4f} | |")
     print("first call (trace / compile included): "
