@@ -356,14 +356,18 @@ def bench_pretrain(results: dict, runs: int, warmup: int, batch: int, length: in
     steps = {}
     params = results["pretrain_parameters"] = {}  # the same model on both sides: the same count
     hf = hf_classes() is not None
-    for mode, jit in (("tf.function", False), ("xla", True)):
+    # The last mode: AdamW's update as Keras ops one by one (fused=False), what the compiled update saves.
+    modes = (("tf.function", False, True), ("xla", True, True), ("tf.function+plain_adamw", False, False))
+    for mode, jit, fused in modes:
         model = ConvBertForPreTraining(cfg, gen_cfg, knobs, seed=0)
-        model.compile(optimizer=tf_train.adamw(model, learning_rate=1e-5), jit_compile=jit)
+        optimizer = tf_train.adamw(model, learning_rate=1e-5)
+        optimizer.fused = fused
+        model.compile(optimizer=optimizer, jit_compile=jit)
         name = f"ours/pretrain_step/{shape}/{mode}"
         first[name] = wall_seconds(lambda m=model: m.train_on_batch(x))
         params["ours"] = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
         steps[name] = lambda m=model: m.train_on_batch(x)
-        if hf:
+        if hf and fused:
             theirs = hf_pretraining_model(cfg, gen_cfg, knobs.generator_weight, knobs.disc_weight,
                                           knobs.temperature, jit)
             name = f"hf/pretrain_step/{shape}/{mode}"
