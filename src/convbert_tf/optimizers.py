@@ -150,43 +150,35 @@ def _adam_step(optimizer, gradient, variable, learning_rate) -> bool:
 
 
 # --------------------------------------------------------------------------------------- the optimizers
+class _CompiledAdam:
+    """The ``fused`` switch and the compiled ``update_step``, before Keras' Adam in the MRO."""
+
+    def __init__(self, *args, fused: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = bool(fused)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fused": self.fused}
+
+    def update_step(self, gradient, variable, learning_rate):
+        gradient = dense_gradient(gradient)
+        if not _adam_step(self, gradient, variable, learning_rate):
+            super().update_step(gradient, variable, learning_rate)
+
+
 @_register
-class Adam(keras.optimizers.Adam):
+class Adam(_CompiledAdam, keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with each weight's update compiled into one kernel on TensorFlow.
 
     Same arguments and numbers as Keras' (module docstring); ``fused=False`` runs Keras' own ops.
     """
 
-    def __init__(self, *args, fused: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fused = bool(fused)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "fused": self.fused}
-
-    def update_step(self, gradient, variable, learning_rate):
-        gradient = dense_gradient(gradient)
-        if not _adam_step(self, gradient, variable, learning_rate):
-            super().update_step(gradient, variable, learning_rate)
-
 
 # "convbert>AdamW" names the pretraining loop's optimizer (``convbert_tf.train.AdamW``, PyTorch's rule).
 @keras.saving.register_keras_serializable(package="convbert", name="KerasAdamW")
-class AdamW(keras.optimizers.AdamW):
+class AdamW(_CompiledAdam, keras.optimizers.AdamW):
     """``keras.optimizers.AdamW`` with each weight's Adam update compiled into one kernel on TensorFlow.
 
     Keras' decoupled weight decay (``w -= lr * wd * w``, before the update) is its own, unchanged.
     ``fused=False`` runs Keras' own ops.
     """
-
-    def __init__(self, *args, fused: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fused = bool(fused)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "fused": self.fused}
-
-    def update_step(self, gradient, variable, learning_rate):
-        gradient = dense_gradient(gradient)
-        if not _adam_step(self, gradient, variable, learning_rate):
-            super().update_step(gradient, variable, learning_rate)
