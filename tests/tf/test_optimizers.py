@@ -63,7 +63,7 @@ def test_the_compiled_update_takes_the_reference_steps(rule):
     weights, slots = _steps(ours(True))
     ref_weights, ref_slots = _steps(reference())
     for got, want in zip(weights + slots, ref_weights + ref_slots, strict=True):
-        np.testing.assert_allclose(got, want, rtol=SAME_COMPUTATION_FP32_RTOL, atol=0)
+        np.testing.assert_allclose(got, want, rtol=SAME_COMPUTATION_FP32_RTOL, atol=EXACT)
 
 
 @pytest.mark.parametrize("rule", sorted(PAIRS))
