@@ -119,7 +119,11 @@ def compiled_update(optimizer, rule, variable, *slots_and_scalars) -> bool:
     """
     if not fuses(optimizer):
         return False
+    _run_compiled(rule, variable, *slots_and_scalars)
+    return True
 
+
+def _run_compiled(rule, variable, *slots_and_scalars) -> None:
     def raw(x):
         x = x.value if isinstance(x, keras.Variable) else x
         # A tf.distribute variable (a slot under MirroredStrategy): its copy on the device being
@@ -128,7 +132,6 @@ def compiled_update(optimizer, rule, variable, *slots_and_scalars) -> bool:
         return local() if local is not None else x
 
     _compiled(rule, len(variable.shape))(raw(variable), *(raw(x) for x in slots_and_scalars))
-    return True
 
 
 def _adam_step(optimizer, gradient, variable, learning_rate) -> bool:
@@ -144,9 +147,9 @@ def _adam_step(optimizer, gradient, variable, learning_rate) -> bool:
     alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
     index = optimizer._get_variable_index(variable)
     v_hat = optimizer._velocity_hats[index] if optimizer.amsgrad else None
-    return compiled_update(optimizer, keras_adam_update, variable, optimizer._momentums[index],
-                           optimizer._velocities[index], v_hat, gradient, alpha, float(optimizer.beta_1),
-                           float(optimizer.beta_2), float(optimizer.epsilon))
+    _run_compiled(keras_adam_update, variable, optimizer._momentums[index], optimizer._velocities[index], v_hat,
+                  gradient, alpha, float(optimizer.beta_1), float(optimizer.beta_2), float(optimizer.epsilon))
+    return True
 
 
 # --------------------------------------------------------------------------------------- the optimizers
