@@ -155,14 +155,30 @@ def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int)
             "hf/forward/8x128/best"]
 
 
+class _AdamScalarsPerWeight:
+    """``convbert_tf.optimizers.Adam`` forming its step size for every weight, as Keras' Adam does (the
+    A/B of the shared step scalars); built lazily, as the optimizers module needs TensorFlow's Keras."""
+
+    def __new__(cls, *args, **kwargs):
+        from convbert_tf import optimizers
+
+        class Adam(optimizers.Adam):
+            def step_scalar(self, key, make):
+                return make()
+
+        return Adam(*args, **kwargs)
+
+
 def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, warmup: int) -> None:
     """One train_on_batch step at 8x128 (Adam, the head's built-in loss) per compile mode and optimizer.
 
     Ours with ``compile()``'s default (``jit_compile="auto"``) and with XLA forced on and off, with
     Keras' Adam; and the default with ``convbert_tf.optimizers.Adam`` (each weight's update one XLA
-    kernel). HF's with tf-keras' default (no XLA) and with XLA, with tf-keras' Adam; and its default
-    with tf-keras' legacy Adam (one ``ResourceApplyAdam`` kernel a weight, what transformers'
-    ``AdamWeightDecay`` builds on). The ratios are against HF's fastest.
+    kernel), and that default as it was before the einsum input gradient of the feed-forward's first
+    layer (``convbert_tf.dense``) and the step size shared by every weight. HF's with tf-keras' default
+    (no XLA) and with XLA, with tf-keras' Adam; and its default with tf-keras' legacy Adam (one
+    ``ResourceApplyAdam`` kernel a weight, what transformers' ``AdamWeightDecay`` builds on).
+    The ratios are against HF's fastest.
     """
     from convbert_tf import optimizers
 
@@ -172,11 +188,16 @@ def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, w
     weights = ours_cls.get_weights()
     steps = {}
     ours_modes = (("default", "auto", keras.optimizers.Adam), ("xla", True, keras.optimizers.Adam),
-                  ("tf.function", False, keras.optimizers.Adam), ("default+compiled_adam", "auto", optimizers.Adam))
+                  ("tf.function", False, keras.optimizers.Adam), ("default+compiled_adam", "auto", optimizers.Adam),
+                  ("previous:default+compiled_adam", "auto", _AdamScalarsPerWeight))
     for mode, jit, adam in ours_modes:
         model = ours_cls if mode == "default" else ConvBertForSequenceClassification(ours_cls.config)
         if model is not ours_cls:
             model.set_weights(weights)
+        if mode.startswith("previous"):  # the input gradient as MatMul, as keras.layers.Dense has it
+            for layer in model.convbert.encoder.layer:
+                dense = layer.intermediate.dense
+                dense.call = keras.layers.Dense.call.__get__(dense)
         model.compile(optimizer=adam(1e-5), jit_compile=jit)
         results.setdefault("fit_jit_compile", {})[mode] = bool(model.jit_compile)
         steps[f"ours/fit_step/8x128/{mode}"] = lambda m=model: m.train_on_batch(x, y)
@@ -197,7 +218,7 @@ def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, w
         results["first_step_seconds"][name] = wall_seconds(fn)
     seconds.update(interleaved(steps, runs, warmup, alternate=True))
     for side in ("ours", "hf"):
-        mine = [k for k in steps if k.startswith(f"{side}/")]
+        mine = [k for k in steps if k.startswith(f"{side}/") and "previous" not in k]  # the A/B's old code
         if mine:
             seconds[f"{side}/fit_step/8x128/best"] = min(seconds[k] for k in mine)
     if hf_cls is not None:

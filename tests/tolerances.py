@@ -38,6 +38,7 @@ SOFTMAX_KERNEL_FP32_ATOL = 1e-7
 RECOMPUTE_FP32_ATOL = 1e-6
 # A dense layer's GEMM by oneDNN vs MKL vs float64, fp32 (gemm.py): the same products blocked and
 # summed in another order; a tiny model's outputs and gradients, forward and backward, O(1) values.
+# Also the Keras widening Dense's einsum input gradient against MatMul's (convbert_tf/dense.py).
 GEMM_BACKEND_FP32_ATOL = 1e-5
 # One model forward through two of our implementations of a block (fused vs explicit attention,
 # native vs reference span conv), fp32: different op sequences whose rounding compounds through

@@ -38,6 +38,7 @@ from convbert_common.config import ConvBertConfig
 from convbert_tf import backend, io
 from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
 from convbert_tf.activations import _gelu, get_activation, softmax_last
+from convbert_tf.dense import Dense
 from convbert_tf.dropout import Dropout
 from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
@@ -185,7 +186,7 @@ def _initializer(layer: ConfigLayer):
 
 def _dense(layer: ConfigLayer, units: int, name: str) -> keras.layers.Dense:
     """A plain dense layer, a sub-layer of ``layer`` (its config, dtype policy and init choice)."""
-    return keras.layers.Dense(units, kernel_initializer=_initializer(layer), name=name, dtype=layer.dtype_policy)
+    return Dense(units, kernel_initializer=_initializer(layer), name=name, dtype=layer.dtype_policy)
 
 
 def _layer_norm(layer: ConfigLayer) -> keras.layers.LayerNormalization:

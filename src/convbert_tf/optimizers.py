@@ -134,17 +134,58 @@ def _run_compiled(rule, variable, *slots_and_scalars) -> None:
     _compiled(rule, len(variable.shape))(raw(variable), *(raw(x) for x in slots_and_scalars))
 
 
+class _StepScalars:
+    """The scalars that one ``apply`` shares across its weights (step size, bias corrections), by key.
+
+    Keras computes them again for every weight: a dozen scalar ops each, thousands per step for
+    ConvBERT-base, which TensorFlow's executor (outside XLA) runs one at a time. ``values`` is a dict
+    while ``_backend_update_step`` runs (one apply, one trace), None otherwise. A plain object, so
+    that Keras tracks neither it nor the tensors it holds.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict | None = None
+
+
+class SharedStepScalars:
+    """A mixin, before the Keras optimizer in the MRO: ``step_scalar`` computes each shared scalar once."""
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        holder = self.__dict__.get("_shared_step_scalars")
+        if holder is None:
+            holder = _StepScalars()
+            object.__setattr__(self, "_shared_step_scalars", holder)
+        outer, holder.values = holder.values, {}
+        try:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            holder.values = outer
+
+    def step_scalar(self, key, make):
+        """``make()``, computed once per ``apply`` for each ``key`` (e.g. the weight's dtype)."""
+        holder = self.__dict__.get("_shared_step_scalars")
+        if holder is None or holder.values is None:
+            return make()
+        if key not in holder.values:
+            holder.values[key] = make()
+        return holder.values[key]
+
+
 def _adam_step(optimizer, gradient, variable, learning_rate) -> bool:
     """Keras' Adam step size and the compiled Keras rule (see ``keras_adam_update``)."""
     if not fuses(optimizer):
         return False
     dtype = variable.dtype
-    lr = ops.cast(learning_rate, dtype)
+
+    def step_size():
+        lr = ops.cast(learning_rate, dtype)
+        local_step = ops.cast(optimizer.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), local_step)
+        beta_2_power = ops.power(ops.cast(optimizer.beta_2, dtype), local_step)
+        return lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+
+    alpha = optimizer.step_scalar(("adam", dtype), step_size)
     gradient = ops.cast(gradient, dtype)
-    local_step = ops.cast(optimizer.iterations + 1, dtype)
-    beta_1_power = ops.power(ops.cast(optimizer.beta_1, dtype), local_step)
-    beta_2_power = ops.power(ops.cast(optimizer.beta_2, dtype), local_step)
-    alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
     index = optimizer._get_variable_index(variable)
     v_hat = optimizer._velocity_hats[index] if optimizer.amsgrad else None
     _run_compiled(keras_adam_update, variable, optimizer._momentums[index], optimizer._velocities[index], v_hat,
@@ -153,7 +194,7 @@ def _adam_step(optimizer, gradient, variable, learning_rate) -> bool:
 
 
 # --------------------------------------------------------------------------------------- the optimizers
-class _CompiledAdam:
+class _CompiledAdam(SharedStepScalars):
     """The ``fused`` switch and the compiled ``update_step``, before Keras' Adam in the MRO."""
 
     def __init__(self, *args, fused: bool = True, **kwargs):

@@ -72,7 +72,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @_register
-class AdamW(keras.optimizers.AdamW):
+class AdamW(optimizers.SharedStepScalars, keras.optimizers.AdamW):
     """Keras' AdamW with PyTorch's update rule and clipping, so both frameworks take the same step.
 
     ``clip_norm``: clip by the global gradient norm as ``torch.nn.utils.clip_grad_norm_`` does
@@ -95,12 +95,15 @@ class AdamW(keras.optimizers.AdamW):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
+
+        def scalars():
+            step = ops.cast(self.iterations + 1, dtype)
+            # 1 - beta^t as -expm1(t log beta): in float32, 1 - 0.999 loses 5 digits (torch uses float64).
+            return (ops.cast(learning_rate, dtype), -ops.expm1(step * math.log(self.beta_1)),
+                    -ops.expm1(step * math.log(self.beta_2)))
+
+        lr, correction1, correction2 = self.step_scalar(("torch_adam", dtype), scalars)
         gradient = ops.cast(gradient, dtype)
-        step = ops.cast(self.iterations + 1, dtype)
-        # 1 - beta^t as -expm1(t log beta): in float32, 1 - 0.999 loses 5 digits (torch uses float64).
-        correction1 = -ops.expm1(step * math.log(self.beta_1))
-        correction2 = -ops.expm1(step * math.log(self.beta_2))
         m, v = self.moments(variable)
         args = (variable, m, v, gradient, lr, correction1, correction2, float(self.beta_1), float(self.beta_2),
                 float(self.epsilon))

@@ -108,6 +108,26 @@ def test_on_tensorflow_each_weight_s_update_is_one_compiled_call(rule):
     assert plain_assigns - assigns == per_weight * len(variables)
 
 
+# The op that forms each rule's scalars (beta_1^t and beta_2^t; 1 - beta^t through expm1).
+SCALAR_OPS = {"adam": "Pow", "adam_amsgrad": "Pow", "adamw": "Pow", "torch_adamw": "Expm1"}
+
+
+@pytest.mark.tensorflow_backend
+@pytest.mark.parametrize("rule", sorted(PAIRS))
+def test_one_apply_forms_its_step_scalars_once_not_per_weight(rule):
+    """Keras forms the step size again for every weight: a dozen scalar ops each, run one by one."""
+    import tensorflow as tf
+
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in SHAPES * 2]
+    grads = [keras.ops.ones(s) for s in SHAPES * 2]
+    optimizer = PAIRS[rule][0](True)
+    optimizer.build(variables)
+    graph = tf.function(lambda: optimizer.apply(grads, variables)).get_concrete_function().graph
+    assert sum(op.type == SCALAR_OPS[rule] for op in graph.get_operations()) == 2
+    # Outside an apply (a direct update_step) the scalars are formed on the spot.
+    assert optimizer.step_scalar("key", lambda: 3) == 3
+
+
 @pytest.mark.tensorflow_backend
 @pytest.mark.parametrize("cls", [optimizers.Adam, optimizers.AdamW])
 def test_an_embedding_s_sparse_gradient_updates_as_its_dense_sum(cls):
