@@ -6,6 +6,9 @@ runs them one by one: for ConvBERT-base's 110M parameters that is 0.2 s of every
 alone. ``update_step`` here runs the same ops in the same order as one ``tf.function(jit_compile=True)``
 call per weight, which XLA fuses into one pass that reads the weight, its slots and its gradient once
 and writes them once. Inside a step that is already XLA (``jit_compile=True``) the call is inlined.
+The scalars every weight's update shares (the step size from the step counter, PyTorch's bias
+corrections) are formed once per ``apply`` (``SharedStepScalars``), where Keras forms them again for each
+weight: a dozen scalar ops each, which TensorFlow's executor runs one at a time.
 
 The numbers are Keras' (or, for ``convbert_tf.train.AdamW``, PyTorch's) up to float32 rounding: XLA
 may contract a multiply and an add into one fused multiply-add (one rounding instead of two).
