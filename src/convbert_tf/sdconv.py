@@ -31,9 +31,15 @@ gradient K products reduced over D. With g the output gradient and w the softmax
 (the softmax's own gradient stays with autodiff: it is (B, L, N', K), small). ``depthwise_conv1d``
 keeps autodiff's gradient: written by hand the same way it timed the same, its cost being the
 weight gradient's per-tap reductions over B and L, which either way read K shifted windows.
+
+On TensorFlow the span convolution's forward and its gradient are each one
+``tf.function(jit_compile=True)`` call (``_compiled_span_conv``). Outside XLA the graph would run
+their slices, products and sums as some 70 separate ops per layer, one pass over memory each.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 from keras import ops
@@ -112,32 +118,70 @@ def _pad_length(x, kernel_size: int):
     return ops.pad(x, ((0, 0), (pad, pad)) + ((0, 0),) * (len(x.shape) - 2))
 
 
-@ops.custom_gradient
-def _span_conv(values, weights):
+def _span_conv_forward(values, weights, kernel_size: int):
     """values (B, L, N', D), softmaxed weights (B, L, N', K), both in the accumulation dtype -> (B, L, N', D)."""
-    kernel_size, length = weights.shape[-1], ops.shape(values)[1]
+    length = ops.shape(values)[1]
     padded = _pad_length(values, kernel_size)  # (B, L + K - 1, N', D): row t + j is values[t + j - p]
     # One Split op for the K weight columns instead of K slices: the training graph holds every op
     # and its gradient once per layer, and its size sets the first fit step's tracing and optimisation time.
     columns = ops.split(weights, kernel_size, axis=-1)  # K x (B, L, N', 1)
+    return _shifted_sum(padded, columns, length)
+
+
+def _span_conv_backward(values, weights, g, kernel_size: int):
+    """The gradients (B, L, N', D), (B, L, N', K) of the forward's values and weights, g (B, L, N', D) its output's."""
+    length = ops.shape(values)[1]
+    padded = _pad_length(values, kernel_size)  # (B, L + K - 1, N', D)
+    # Row s + K - 1 - j of the padded product w[:, :, :, j] * g is w[s - j + p, j] * g[s - j + p]: tap j,
+    # reversed. Multiplying before slicing keeps one slice per tap in the training graph.
+    padded_w = ops.split(_pad_length(weights, kernel_size), kernel_size, axis=-1)  # K x (B, L + K - 1, N', 1)
+    padded_g = _pad_length(g, kernel_size)  # (B, L + K - 1, N', D)
+    d_values = None
+    for j, column in enumerate(padded_w):
+        start = kernel_size - 1 - j
+        term = (column * padded_g)[:, start : start + length]  # (B, L, N', D)
+        d_values = term if d_values is None else d_values + term
+    products = [ops.sum(g * padded[:, j : j + length], axis=-1) for j in range(kernel_size)]  # K x (B, L, N')
+    return d_values, ops.stack(products, axis=-1)  # (B, L, N', D), (B, L, N', K)
+
+
+@functools.cache
+def _compiled_span_conv(kernel_size: int):
+    """The forward and the gradient, each one ``tf.function(jit_compile=True)`` (TensorFlow only).
+
+    Outside XLA, TensorFlow's graph runs the K taps' slices, products and sums as some 70 elementwise
+    ops a layer, one pass over memory each; XLA fuses each function into one loop. Inside an XLA step
+    (``jit_compile=True``) the calls are inlined. One cached pair serves every layer, as the hashed
+    dropout's function does; XLA compiles once per input shape. K is bound here, as the traced
+    functions see tensors of unknown shape.
+    """
+    import tensorflow as tf
+
+    return (tf.function(functools.partial(_span_conv_forward, kernel_size=kernel_size), jit_compile=True,
+                        reduce_retracing=True),
+            tf.function(functools.partial(_span_conv_backward, kernel_size=kernel_size), jit_compile=True,
+                        reduce_retracing=True))
+
+
+def _span_conv_functions(kernel_size: int):
+    """(forward, backward) of K taps: compiled on TensorFlow, the plain functions elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        return _compiled_span_conv(kernel_size)
+    return (functools.partial(_span_conv_forward, kernel_size=kernel_size),
+            functools.partial(_span_conv_backward, kernel_size=kernel_size))
+
+
+@ops.custom_gradient
+def _span_conv(values, weights):
+    """values (B, L, N', D), softmaxed weights (B, L, N', K), both in the accumulation dtype -> (B, L, N', D)."""
+    forward, backward = _span_conv_functions(weights.shape[-1])
 
     def grad(*args, upstream=None):
         # TensorFlow and JAX pass the output gradient positionally, PyTorch as ``upstream``.
         g = args[0] if upstream is None else upstream  # (B, L, N', D)
-        # Row s + K - 1 - j of the padded product w[:, :, :, j] * g is w[s - j + p, j] * g[s - j + p]: tap j,
-        # reversed. Multiplying before slicing keeps one slice per tap in the training graph.
-        padded_w = ops.split(_pad_length(weights, kernel_size), kernel_size, axis=-1)  # K x (B, L + K - 1, N', 1)
-        padded_g = _pad_length(g, kernel_size)  # (B, L + K - 1, N', D)
-        d_values = None
-        for j, column in enumerate(padded_w):
-            start = kernel_size - 1 - j
-            term = (column * padded_g)[:, start : start + length]  # (B, L, N', D)
-            d_values = term if d_values is None else d_values + term
-        products = [ops.sum(g * padded[:, j : j + length], axis=-1) for j in range(kernel_size)]  # K x (B, L, N')
-        d_weights = ops.stack(products, axis=-1)
-        return d_values, d_weights  # (B, L, N', D), (B, L, N', K)
+        return backward(values, weights, g)
 
-    return _shifted_sum(padded, columns, length), grad
+    return forward(values, weights), grad
 
 
 def depthwise_conv1d(x, kernel):

@@ -104,7 +104,27 @@ def _training_graph_op_types(fn, *specs) -> Counter:
         return tape.gradient(loss, args)
 
     graph = tf.function(loss_and_grads).get_concrete_function(*specs).graph
-    return Counter(op.type for op in graph.get_operations())
+    return _op_types(graph)
+
+
+def _op_types(graph) -> Counter:
+    """Op types of ``graph`` and of the functions it calls (the compiled span conv's forward and gradient).
+
+    A slice of a tensor's dynamic shape (the length L, once a compiled function has been traced for
+    unknown shapes) counts as "ShapeSlice", apart from the slices of the data.
+    """
+    types = Counter("ShapeSlice" if op.type == "StridedSlice" and op.inputs[0].op.type == "Shape" else op.type
+                    for op in graph.get_operations())
+    for function in graph._functions.values():
+        inner = getattr(function, "graph", None)
+        if inner is not None:
+            types += _op_types(inner)
+    return types
+
+
+def _compiled_calls(graph) -> int:
+    return sum(op.type in ("StatefulPartitionedCall", "PartitionedCall") and op.get_attr("_XlaMustCompile")
+               for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr)
 
 
 def test_training_graph_slices_only_the_k_windows():
@@ -112,9 +132,20 @@ def test_training_graph_slices_only_the_k_windows():
     # span conv's hand-written gradient slices K windows for the forward, K for the input gradient and K for the
     # weight gradient, and never pad the output gradient back per tap (no StridedSliceGrad); the K
     # weight columns come from one Split (forward) and one more for the padded weights (gradient).
+    # Outside XLA the forward and the gradient are one compiled call each (XLA fuses each into one loop).
     b, l, n, d, k = 2, 16, 2, 8, 9
     types = _training_graph_op_types(span_dynamic_conv, tf.TensorSpec((b, l, n, d)), tf.TensorSpec((b, l, n, k)))
     assert (types["StridedSlice"], types["StridedSliceGrad"], types["Split"]) == (3 * k, 0, 2), types
+
+    def loss_and_grads(values, logits):
+        with tf.GradientTape() as tape:
+            tape.watch([values, logits])
+            loss = tf.reduce_sum(span_dynamic_conv(values, logits))
+        return tape.gradient(loss, [values, logits])
+
+    graph = tf.function(loss_and_grads).get_concrete_function(tf.TensorSpec((b, l, n, d)),
+                                                              tf.TensorSpec((b, l, n, k))).graph
+    assert _compiled_calls(graph) == 2
     # depthwise_conv1d (autodiff's gradient): the K taps come from one Unpack; the slices are the K
     # windows and kernel[:, :, 0].
     types = _training_graph_op_types(depthwise_conv1d, tf.TensorSpec((b, l, d)), tf.TensorSpec((k, d, 1)))
