@@ -80,7 +80,8 @@ CROSS_LOSS_FP32_RTOL = 1e-6
 ADAMW_STEP_FP32_ATOL = 1e-6
 # A Keras layer's fp32 output vs the same formula written in NumPy (the tied LM head as an einsum
 # with the embedding table, the grouped feed-forward as per-group matmuls): another matmul
-# blocking and summation order.
+# blocking and summation order. Also the compiled exact GELU and layer norm (convbert_tf/fused.py), and
+# Keras' own layer norm, against their formulas in float64, outputs and hand-written gradients.
 NUMPY_FORMULA_FP32_ATOL = 1e-5
 # A Keras task loss in fp32 vs HF's formula in float64 NumPy on the model's own logits
 # (cross-entropy with -100 ignored, BCE with logits, MSE, the QA start/end mean): log-sum-exp in

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from keras import ops
 
 from convbert_common.config import ACTIVATIONS
+from convbert_tf import fused
 
 
 def _gelu(x):
-    return ops.gelu(x, approximate=False)
+    return fused.gelu(x)  # one compiled loop each way on TensorFlow (convbert_tf/fused.py)
 
 
 def _gelu_tanh(x):

@@ -40,6 +40,7 @@ from convbert_tf._config_layer import ConfigLayer, as_config, traced_output_spec
 from convbert_tf.activations import _gelu, get_activation, softmax_last
 from convbert_tf.dense import Dense
 from convbert_tf.dropout import Dropout
+from convbert_tf.fused import LayerNormalization
 from convbert_tf.losses import tensor_info
 from convbert_tf.sdconv import depthwise_conv1d, span_dynamic_conv
 from convbert_tf.tasks import TaskModel, integers_from_a_distributed_build
@@ -190,7 +191,7 @@ def _dense(layer: ConfigLayer, units: int, name: str) -> keras.layers.Dense:
 
 
 def _layer_norm(layer: ConfigLayer) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm",
+    return LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm",
                                            dtype=layer.dtype_policy)
 
 
