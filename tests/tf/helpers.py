@@ -1,4 +1,5 @@
-"""Shared set-up of the Keras tests: the toy-fit config, toy batches, output conversion, fixture lookup."""
+"""Shared set-up of the Keras tests: the toy-fit config, toy batches, output conversion, fixture lookup, a
+layer's output and gradients."""
 
 from __future__ import annotations
 
@@ -116,3 +117,20 @@ def tensorflow_runs_onednn() -> bool:
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def layer_value_and_grads(layer, x, upstream, mode: str) -> list[np.ndarray]:
+    """``layer(x)`` and the gradients of sum(output * upstream) by x and by each trainable weight, in
+    float32, run eagerly (``mode`` "eager"), in a ``tf.function`` ("tf.function") or under XLA ("xla")."""
+    import tensorflow as tf
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+    if mode != "eager":
+        run = tf.function(run, jit_compile=mode == "xla")
+    return [np.asarray(tf.cast(t, tf.float32)) for t in run(x)]

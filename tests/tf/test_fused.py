@@ -17,6 +17,7 @@ import pytest
 from convbert_tf import ConvBertModel, fused
 from tests.configs import tiny_config
 from tests.parity import assert_close, assert_three_way
+from tests.tf.helpers import layer_value_and_grads
 from tests.tolerances import EXACT, LOWP_ATOL, LOWP_FACTOR, NUMPY_FORMULA_FP32_ATOL
 
 pytestmark = pytest.mark.tensorflow_backend  # the compiled calls are TensorFlow's; elsewhere Keras' ops
@@ -78,19 +79,6 @@ def _layers(width: int, dtype=None, **kwargs):
     return ours, theirs
 
 
-def _value_and_grads(layer, x, upstream, mode: str):
-    import tensorflow as tf
-
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
-        return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
-
-    return [np.asarray(tf.cast(t, tf.float32)) for t in _run(run, mode)(x)]
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_layer_norm_and_its_gradients_are_the_formula(mode):
     import tensorflow as tf
@@ -104,7 +92,7 @@ def test_layer_norm_and_its_gradients_are_the_formula(mode):
     want = [want[0].reshape(x.shape), want[1].reshape(x.shape), *want[2:]]
     tensors = (tf.constant(x, tf.float32), tf.constant(upstream, tf.float32))
     for layer in (ours, theirs):  # Keras' own layer meets the same bound: the formula is the same
-        got = _value_and_grads(layer, *tensors, mode)
+        got = layer_value_and_grads(layer, *tensors, mode)
         for name, a, b in zip(("output", "input grad", "gamma grad", "beta grad"), got, want, strict=True):
             assert_close(f"{type(layer).__module__} {name}", a, b, NUMPY_FORMULA_FP32_ATOL)
 
@@ -121,7 +109,7 @@ def test_layer_norm_of_one_wide_row_and_of_many_rows():
     x, upstream = rng.normal(size=(4, 1024, 8)), rng.normal(size=(4, 1024, 8))
     gamma, beta = (np.asarray(w, np.float64) for w in ours.get_weights())
     want = _layer_norm_reference(x.reshape(-1, 8), gamma, beta, upstream.reshape(-1, 8))
-    got = _value_and_grads(ours, tf.constant(x, tf.float32), tf.constant(upstream, tf.float32), "tf.function")
+    got = layer_value_and_grads(ours, tf.constant(x, tf.float32), tf.constant(upstream, tf.float32), "tf.function")
     # The sums over 4096 rows of O(1) terms: scaled by their magnitude, as float32 rounding grows.
     for name, a, b in (("gamma grad", got[2], want[2]), ("beta grad", got[3], want[3])):
         assert_close(name, a / np.abs(b).max(), b / np.abs(b).max(), NUMPY_FORMULA_FP32_ATOL)
@@ -138,7 +126,7 @@ def test_a_bf16_policy_normalises_in_float32_and_returns_bf16():
     upstream = tf.constant(rng.normal(size=(2, 4, 16)), tf.float32)
     assert ours(x).dtype == plain(x).dtype == tf.bfloat16
     assert ours.gamma.dtype == "float32"
-    results = [_value_and_grads(layer, x, upstream, "tf.function") for layer in (ours, plain, reference)]
+    results = [layer_value_and_grads(layer, x, upstream, "tf.function") for layer in (ours, plain, reference)]
     for name, got, got_plain, want in zip(("output", "input grad", "gamma grad", "beta grad"), *results,
                                           strict=True):
         assert_three_way(name, got, got_plain, want, LOWP_FACTOR, LOWP_ATOL["bfloat16"])
