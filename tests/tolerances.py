@@ -29,6 +29,10 @@ SDCONV_NATIVE_FP32_ATOL = 1e-6
 # index): a few float64 epsilons (2.2e-16) of O(1) sums, so 1e-13 is ~450 eps and anything that
 # is not the same formula misses it by orders of magnitude.
 SDCONV_FP64_ATOL = 1e-13
+# A float64 layer (the compiled layer norm under a float64 policy) against its formula in float64
+# NumPy: O(1) values through means over C and a reciprocal square root, ~100 float64 eps; a float32
+# computation anywhere misses it by nine orders of magnitude.
+FP64_FORMULA_ATOL = 1e-12
 # The Triton kernel's softmax probabilities vs torch.softmax on the same fp32 logits, elementwise
 # (torch.testing.assert_close): the kernel computes the softmax itself (its own max, exp and
 # summation order); probabilities are <= 1, so the absolute part only matters for near-zero taps.

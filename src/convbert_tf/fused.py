@@ -120,16 +120,18 @@ def _compiled_layer_norm(epsilon: float):
 
 
 def layer_norm(x, gamma, beta, epsilon: float):
-    """x (..., C), gamma, beta (C,) -> (..., C) normalised over C, computed in float32 (TensorFlow only).
+    """x (..., C), gamma, beta (C,) -> (..., C) normalised over C (TensorFlow only).
 
-    The result has x's dtype; a half-precision x is normalised in float32, as Keras' layer norm does.
+    The result has x's dtype. As in Keras' layer norm, a half-precision x is normalised in float32 and
+    a float64 x in float64.
     """
     import tensorflow as tf
 
     width = gamma.shape[0]
-    rows = ops.cast(ops.reshape(x, (-1, width)), "float32")  # (T, C)
+    compute = keras.backend.result_type(x.dtype, "float32")
+    rows = ops.cast(ops.reshape(x, (-1, width)), compute)  # (T, C)
     # Tensors, not the variables: custom_gradient would otherwise want the variables themselves.
-    gamma, beta = (ops.cast(tf.convert_to_tensor(v), "float32") for v in (gamma, beta))
+    gamma, beta = (ops.cast(tf.convert_to_tensor(v), compute) for v in (gamma, beta))
     y = _compiled_layer_norm(float(epsilon))(rows, gamma, beta)  # (T, C)
     return ops.cast(ops.reshape(y, ops.shape(x)), x.dtype)
 

@@ -18,7 +18,7 @@ from convbert_tf import ConvBertModel, fused
 from tests.configs import tiny_config
 from tests.parity import assert_close, assert_three_way
 from tests.tf.helpers import layer_value_and_grads
-from tests.tolerances import EXACT, LOWP_ATOL, LOWP_FACTOR, NUMPY_FORMULA_FP32_ATOL
+from tests.tolerances import EXACT, FP64_FORMULA_ATOL, LOWP_ATOL, LOWP_FACTOR, NUMPY_FORMULA_FP32_ATOL
 
 pytestmark = pytest.mark.tensorflow_backend  # the compiled calls are TensorFlow's; elsewhere Keras' ops
 MODES = ["eager", "tf.function", "xla"]
@@ -113,6 +113,30 @@ def test_layer_norm_of_one_wide_row_and_of_many_rows():
     # The sums over 4096 rows of O(1) terms: scaled by their magnitude, as float32 rounding grows.
     for name, a, b in (("gamma grad", got[2], want[2]), ("beta grad", got[3], want[3])):
         assert_close(name, a / np.abs(b).max(), b / np.abs(b).max(), NUMPY_FORMULA_FP32_ATOL)
+
+
+def test_a_float64_policy_normalises_in_float64():
+    """Keras' layer norm computes a float64 input in float64: so must ours, gradients included."""
+    import tensorflow as tf
+
+    ours, _ = _layers(16, dtype="float64")
+    rng = np.random.default_rng(6)
+    x, upstream = rng.normal(size=(3, 16)) * 5, rng.normal(size=(3, 16))
+    gamma, beta = (np.asarray(w, np.float64) for w in ours.get_weights())
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = ours(x)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, *ours.trainable_weights])]
+
+    got = run(tf.constant(x, tf.float64))
+    assert got[0].dtype == tf.float64
+    want = _layer_norm_reference(x, gamma, beta, upstream)
+    for name, a, b in zip(("output", "input grad", "gamma grad", "beta grad"), got, want, strict=True):
+        assert_close(name, a, b, FP64_FORMULA_ATOL)
 
 
 def test_a_bf16_policy_normalises_in_float32_and_returns_bf16():
