@@ -9,8 +9,9 @@ expands the forward. ``bench/RESULTS.md`` ("The GELU and the layer norm, each on
 the measurements. Inside an XLA step (``jit_compile=True``) the calls are inlined.
 
 On JAX and PyTorch, XLA and the native kernels already fuse these: there the functions are
-``keras.ops.gelu`` and ``keras.layers.LayerNormalization`` unchanged. The numbers are the same formulas
-(fp32 rounding of another evaluation order apart, within ``COMPILED_FP32_ATOL``).
+``keras.ops.gelu`` and ``keras.layers.LayerNormalization`` unchanged. The numbers are the same formulas,
+fp32 rounding of another evaluation order apart (``tests/tf/test_fused.py`` checks them against the
+formulas in float64).
 
 The compiled functions are written in TensorFlow's ops, as they only run there.
 

@@ -191,8 +191,7 @@ def _dense(layer: ConfigLayer, units: int, name: str) -> keras.layers.Dense:
 
 
 def _layer_norm(layer: ConfigLayer) -> keras.layers.LayerNormalization:
-    return LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm",
-                                           dtype=layer.dtype_policy)
+    return LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm", dtype=layer.dtype_policy)
 
 
 # ----------------------------------------------------------------------------------- embeddings
