@@ -159,11 +159,14 @@ def _as_before_fused(model) -> None:
     """``model`` with the exact GELU and the layer norm op by op, as before ``convbert_tf.fused`` (the A/B)."""
     from convbert_tf import fused
 
-    for block in model.convbert.encoder.layer:
+    blocks = model.convbert.encoder.layer
+    norms = [model.convbert.embeddings.LayerNorm, *(b.attention.attention_output.LayerNorm for b in blocks),
+             *(b.layer_output.LayerNorm for b in blocks)]
+    for block in blocks:
         block.intermediate.intermediate_act_fn = lambda z: keras.ops.gelu(z, approximate=False)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, fused.LayerNormalization):
-            layer.call = keras.layers.LayerNormalization.call.__get__(layer)
+    for norm in norms:
+        assert isinstance(norm, fused.LayerNormalization), type(norm)
+        norm.call = keras.layers.LayerNormalization.call.__get__(norm)
 
 
 def bench_fit(results: dict, cfg: ConvBertConfig, ours_cls, hf_cls, runs: int, warmup: int) -> None:
@@ -494,9 +497,9 @@ def main(argv=None) -> dict:
     print(f"HF transformers: {results['hf']}")
     print("| measurement | ours | HF |")
     print("|---|---:|---:|")
+    # A mode that only one side has (our compiled Adam, tf-keras' legacy Adam) is "n/a" on the other.
+    missing = {"ours": "n/a", "hf": "n/a" if results["hf"] == "available" else "unavailable"}
     for case in sorted({k.split("/", 1)[1] for k in seconds if k.startswith(("ours/", "hf/"))}):
-        # A mode that only one side has (our compiled Adam, tf-keras' legacy Adam) is "n/a" on the other.
-        missing = {"ours": "n/a", "hf": "n/a" if results["hf"] == "available" else "unavailable"}
         mine, theirs = (f"{seconds[k]:.4f}" if k in seconds else missing[side]
                         for side, k in (("ours", f"ours/{case}"), ("hf", f"hf/{case}")))
         print(f"| {case} | {mine} | {theirs} |")
