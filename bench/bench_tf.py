@@ -108,7 +108,19 @@ def forward_fns(model, x: dict, prefix: str, hf: bool) -> dict[str, Callable]:
         return out.last_hidden_state if hf else out["last_hidden_state"]
 
     graph = tf.function(call)
-    xla = tf.function(call, jit_compile=True)
+    compiled = tf.function(call, jit_compile=True)
+
+    def xla(inp):
+        if hf:
+            return compiled(inp)
+        # Ours traced for XLA takes the shifted depthwise convolution, as set_depthwise_impl documents
+        # (compile(jit_compile=True) selects it itself); the other modes keep "auto".
+        model.set_depthwise_impl("shift")
+        try:
+            return compiled(inp)
+        finally:
+            model.set_depthwise_impl("auto")
+
     return {
         f"{prefix}/eager": lambda: _sync(call(x)),
         f"{prefix}/tf.function": lambda: _sync(graph(x)),
