@@ -4,10 +4,13 @@
   theirs, ours, ...), after warm-up rounds, so that drift in machine load hits every side alike;
   medians in seconds. ``timer`` times one call (the wall clock, or CUDA events on a GPU);
   ``median_seconds`` times one function alone.
+- ``handover_free``: the same for sides on different thread pools, by turns that first let the
+  previous side's pool go to sleep.
 - ``gemm_rates`` / ``matmul_rates``: the FLOP/s of one matmul by each library that can do it here
-  (on a CPU: ``torch.mm`` (MKL), oneDNN on strided and on oneDNN-layout tensors, NumPy's BLAS; on a
-  GPU: ``torch.mm``) and the best of them. ``best_gemm_rate``: the same over a model's dense-layer
-  shapes (``model_gemm_shapes``), the roofline that every "% of limit" figure divides by.
+  (on a CPU: ``torch.mm`` (MKL), oneDNN on strided and on oneDNN-layout tensors, NumPy's BLAS,
+  onnxruntime's MLAS where it is installed; on a GPU: ``torch.mm``) and the best of them.
+  ``best_gemm_rate``: the same over a model's dense-layer shapes (``model_gemm_shapes``), the
+  roofline that every "% of limit" figure divides by.
 - ``machine_info`` / ``machine_line``: the CPU model and its vector / matrix ISA flags (``lscpu``),
   the thread count and the library versions (read from the installed metadata, so that nothing
   is imported for them: torch and TensorFlow do not share a process well).
@@ -115,16 +118,17 @@ def _numpy_blas() -> str:
 
 
 def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = "cpu", runs: int = 15,
-               warmup: int = 2, onnxruntime: bool = False) -> dict[str, float | None]:
+               warmup: int = 2, onnxruntime: bool = True) -> dict[str, float | None]:
     """FLOP/s of an (m, k) @ (k, n) matmul in ``dtype`` by each library, interleaved, medians; and the best.
 
     CPU: ``torch.mm`` ("mkl": PyTorch's BLAS for float32; oneDNN for bfloat16), oneDNN on ordinary
     strided tensors (``torch.ops.mkldnn._linear_pointwise``, what ``convbert_pt.gemm`` runs), oneDNN
     on oneDNN-layout tensors (``torch.utils.mkldnn``, input already converted, weight packed), and
-    NumPy's BLAS (float32 only; named after the library it was built with); with ``onnxruntime``,
-    onnxruntime's MatMul (MLAS) in a one-node graph whose weight is a constant, as in an exported
-    model (float32 only). GPU: ``torch.mm``. A library this torch lacks is None. ``best`` is the
-    highest of them: the roofline.
+    NumPy's BLAS (float32 only; named after the library it was built with); unless ``onnxruntime``
+    is false, onnxruntime's MatMul (MLAS) in a one-node graph whose weight is a constant, as in an
+    exported model (float32 only; it can be the fastest: on an AVX-512 EPYC it matched oneDNN).
+    GPU: ``torch.mm``. A library that is not installed is None. ``best`` is the highest of them:
+    the roofline. By turns (``handover_free``), as each library runs on its own thread pool.
     """
     import torch
 
@@ -158,7 +162,7 @@ def gemm_rates(m: int, k: int, n: int, *, dtype: str = "float32", device: str = 
                 fns["mlas (onnxruntime)"] = _onnxruntime_matmul(a_np, b_np, torch.get_num_threads())
     with torch.no_grad():
         if timer is wall_seconds:
-            seconds = _handover_free(fns, runs, warmup)
+            seconds = handover_free(fns, runs, warmup)
         else:
             seconds = interleaved(fns, runs, warmup, timer=timer)
     rates = {name: (2.0 * m * k * n / t if t else None) for name, t in seconds.items()}
@@ -190,25 +194,32 @@ def _onnxruntime_matmul(a, b, threads: int) -> Callable[[], object] | None:
 
 
 _CALLS_PER_TURN = 3
+# Long enough for every pool to go to sleep: OpenBLAS's workers busy-wait for about 0.1 s after a call.
+SETTLE_SECONDS = 0.25
 
 
-def _handover_free(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int) -> dict[str, float | None]:
-    """Median seconds per call, interleaved by turns: each turn first calls the function once untimed.
+def handover_free(fns: dict[str, Callable[[], object] | None], runs: int, warmup: int, *,
+                  calls: int = _CALLS_PER_TURN, settle: float = SETTLE_SECONDS) -> dict[str, float | None]:
+    """Median seconds per call, interleaved by turns: a turn waits ``settle`` seconds, calls the
+    function once untimed, then times ``calls`` calls back to back (one sample: their mean).
 
-    Each CPU library keeps its own thread pool (MKL's and oneDNN's OpenMP, OpenBLAS's pthreads), and
-    a pool spins for a while after its call: timing the first call after another library's would
-    charge it for the other pool's spinning on the same cores. So every turn makes one untimed call,
-    then times ``_CALLS_PER_TURN`` calls back to back.
+    For sides that run on different thread pools (MKL's and oneDNN's OpenMP, OpenBLAS's pthreads,
+    onnxruntime's and TensorFlow's own pools). A pool's workers spin for a while after its call, on
+    the cores the next side needs, and one untimed call of a few milliseconds does not outlast
+    them: timed right after the other libraries, onnxruntime's MatMul ran at 0.45x the rate it has
+    alone, and ``torch.mm`` at 0.4x at the projection shape. The wait lets them go to sleep first;
+    the untimed call wakes the side's own pool.
     """
     live = _warmed_up(fns, warmup)
     samples: dict[str, list[float]] = {name: [] for name, _ in live}
     for _ in range(runs):
         for name, fn in live:
+            time.sleep(settle)
             fn()
             start = time.perf_counter()
-            for _ in range(_CALLS_PER_TURN):
+            for _ in range(calls):
                 fn()
-            samples[name].append((time.perf_counter() - start) / _CALLS_PER_TURN)
+            samples[name].append((time.perf_counter() - start) / calls)
     return _medians(fns, samples)
 
 

@@ -6,9 +6,11 @@ also the standard graph through onnxruntime's OpenVINO execution provider (the
 ``onnxruntime-openvino`` distribution, which replaces ``onnxruntime``: run it in its own virtual
 environment) and through the OpenVINO runtime itself (``openvino``), both in exact fp32.
 
-One process; each format gets ``--threads`` intra-op threads; runs interleaved (PyTorch, ORT fp32,
-ORT fp32 standard, ORT int8, SavedModel, PyTorch, ...), medians of ``--runs`` after ``--warmup``, at
-1x128 and 8x128. Also the export times (ONNX, onnxruntime optimization, int8 quantization,
+One process; each format gets ``--threads`` intra-op threads and its runtime's default thread pool
+settings (onnxruntime's workers spin); runs interleaved by turns (PyTorch, ORT fp32, ORT fp32
+standard, ORT int8, SavedModel, PyTorch, ...), each turn a pause for the previous runtime's pool to
+go to sleep, one untimed run and one timed (``_common.handover_free``); medians of ``--runs`` after
+``--warmup``, at 1x128 and 8x128. Also the export times (ONNX, onnxruntime optimization, int8 quantization,
 SavedModel) and the int8 model's agreement with the fp32 labels and its largest logit difference
 on ``--agreement-rows`` random rows (random weights: the issue's accuracy figure is the fine-tuned
 classifier of tests/tools/test_export_command.py).
@@ -27,7 +29,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import bench_parser, interleaved, machine_info, machine_line, write_json
+from _common import bench_parser, handover_free, machine_info, machine_line, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = ((1, 128), (8, 128))
@@ -95,9 +97,6 @@ def main(argv: list[str] | None = None) -> dict:
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
-        # Interleaved with other runtimes: onnxruntime's workers would otherwise spin on the cores
-        # after each run, and the next runtime's time would pay for it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         fp32 = ort.InferenceSession(os.path.join(work, "model.onnx"), options, providers=["CPUExecutionProvider"])
         standard = ort.InferenceSession(os.path.join(work, "model_standard.onnx"), options,
                                         providers=["CPUExecutionProvider"])
@@ -126,7 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "onnx fp32 openvino-ep": None if openvino_ep is None else lambda feed=feed: openvino_ep.run(None, feed),
                 "openvino fp32": None if openvino_request is None else lambda feed=feed: openvino_request.infer(feed),
             }
-            cases[f"{b}x{length}"] = interleaved(fns, args.runs, args.warmup)
+            # Turns, not alternate single runs: each runtime's pool spins on the cores after its run
+            # (onnxruntime's, TensorFlow's, OpenMP's), and the next runtime would pay for it. With
+            # spinning off instead, onnxruntime pays a wake-up per operator (1.25x at 1x128).
+            cases[f"{b}x{length}"] = handover_free(fns, args.runs, args.warmup, calls=1)
 
         rows = batch(config.vocab_size, args.agreement_rows, 128, seed=7)
         want = fp32.run(None, rows)[0]
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(machine_line(machine))
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, tensorflow {tf.__version__}; "
-          f"ConvBERT-{result['model']} sequence classification, medians of {args.runs} interleaved runs")
+          f"ConvBERT-{result['model']} sequence classification, medians of {args.runs} runs interleaved by turns")
     print()
     sides = [name for name, seconds in cases[next(iter(cases))].items() if seconds is not None]
     ratios = [name for name in sides if name != "pytorch eager"]

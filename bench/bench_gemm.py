@@ -4,16 +4,18 @@ MKL (``torch.mm``), oneDNN on strided tensors (``torch.ops.mkldnn._linear_pointw
 ``convbert_pt.gemm`` runs), oneDNN on oneDNN-layout tensors (``torch.utils.mkldnn``), NumPy's BLAS
 (OpenBLAS in the wheels), with ``--tf`` TensorFlow's ``tf.linalg.matmul`` (oneDNN or Eigen,
 in a child process: torch and TensorFlow do not share a process well; ``--tf-bf16`` adds its bf16
-rate beside, never part of the fp32 limit), and with ``--ort``
-onnxruntime's MatMul (MLAS, the kernel of the exported ONNX model). Interleaved runs, medians.
+rate beside, never part of the fp32 limit), and onnxruntime's MatMul (MLAS, the kernel of the
+exported ONNX model) wherever onnxruntime is installed (``--no-ort`` leaves it out). Interleaved
+by turns that let the previous library's thread pool go to sleep first (``_common.handover_free``),
+medians.
 
 The shapes are a ConvBERT-base batch of ``--tokens`` tokens (8 x 128 = 1024): the projections
 (M x 768 x 768), the feed-forward in (M x 768 x 3072) and out (M x 3072 x 768); plus a square
-2048 matmul. "overall" weights the three model shapes by their FLOPs; its best library is the
-limit that bench_pt and bench_tf divide by. The last column says what ``convbert_pt.gemm``'s
-"auto" chose for each shape.
+2048 matmul; ``--ort`` adds the exported model's merged projections (M x 768 x 1536). "overall"
+weights the three model shapes by their FLOPs; its best library is the limit that bench_pt and
+bench_tf divide by. The last column says what ``convbert_pt.gemm``'s "auto" chose for each shape.
 
-    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--tf-bf16] [--ort]
+    python bench/bench_gemm.py [--threads 2] [--tokens 1024] [--runs 15] [--tf] [--tf-bf16] [--ort | --no-ort]
         [--json bench/results/bench_gemm.json]
 """
 
@@ -58,21 +60,24 @@ def main(argv=None) -> dict:
     p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
     p.add_argument("--tf-bf16", action="store_true",
                    help="add TensorFlow's bf16 matmul rate (a child process), reported beside the fp32 limit")
-    p.add_argument("--ort", action="store_true", help="add onnxruntime's MatMul (MLAS), and the merged projections")
+    p.add_argument("--ort", action="store_true",
+                   help="add the exported model's merged projections (onnxruntime's MatMul, MLAS, is counted "
+                        "at every shape wherever onnxruntime is installed)")
+    p.add_argument("--no-ort", action="store_true", help="leave onnxruntime's MatMul out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = machine_info(args.threads)
     print(machine_line(machine))
 
     shapes = model_gemm_shapes(768, 3072, args.tokens)
-    result = best_gemm_rate(shapes, runs=args.runs, onnxruntime=args.ort)
+    result = best_gemm_rate(shapes, runs=args.runs, onnxruntime=not args.no_ort)
     extra = {"square 2048": (2048, 2048, 2048)}
     if args.ort:
         # The exported model's query, key, value and convolution-value projections, merged into one
         # MatMul (convbert_pt.export.merge_parallel_matmuls): 4 x 384 = 1536 columns.
         extra["merged projections"] = (args.tokens, 768, 1536)
-    per_shape = {**result["per_shape"],
-                 **{name: gemm_rates(*dims, runs=args.runs, onnxruntime=args.ort) for name, dims in extra.items()}}
+    per_shape = {**result["per_shape"], **{name: gemm_rates(*dims, runs=args.runs, onnxruntime=not args.no_ort)
+                                           for name, dims in extra.items()}}
     all_shapes = {**shapes, **extra}
     if args.tf:
         tf = tf_rates_in_child(all_shapes, args.threads, args.runs)

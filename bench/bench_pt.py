@@ -19,7 +19,8 @@ HF transformers is optional (``pip install 'convbert[bench]'``): without it the 
 "unavailable" and our numbers, the FLOP counts and the measured matmul rate are still printed.
 FLOPs count the matmuls (2 per multiply-add) of our model and of a BERT-base of the same batch
 shape ("BERT-equivalent"); the roofline ("the limit") is the best fp32 GEMM rate at the model's own
-dense-layer shapes timed here by torch.mm (MKL), oneDNN and NumPy (``bench/_common.best_gemm_rate``,
+dense-layer shapes timed here by torch.mm (MKL), oneDNN, NumPy and, where it is installed,
+onnxruntime's MLAS (``bench/_common.best_gemm_rate``,
 ``bench/bench_gemm.py``), and "% of limit" is model matmul FLOPs / time / that rate. Activation
 memory is the bytes of the distinct storages autograd saves for backward during the forward (what a
 train step keeps alive), not a process RSS.
