@@ -60,10 +60,11 @@ def main(argv=None) -> dict:
     p.add_argument("--tf", action="store_true", help="add TensorFlow's matmul (a child process)")
     p.add_argument("--tf-bf16", action="store_true",
                    help="add TensorFlow's bf16 matmul rate (a child process), reported beside the fp32 limit")
-    p.add_argument("--ort", action="store_true",
-                   help="add the exported model's merged projections (onnxruntime's MatMul, MLAS, is counted "
-                        "at every shape wherever onnxruntime is installed)")
-    p.add_argument("--no-ort", action="store_true", help="leave onnxruntime's MatMul out")
+    ort = p.add_mutually_exclusive_group()
+    ort.add_argument("--ort", action="store_true",
+                     help="add the exported model's merged projections (onnxruntime's MatMul, MLAS, is counted "
+                          "at every shape wherever onnxruntime is installed)")
+    ort.add_argument("--no-ort", action="store_true", help="leave onnxruntime's MatMul out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     machine = machine_info(args.threads)
