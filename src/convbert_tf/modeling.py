@@ -191,7 +191,21 @@ def _dense(layer: ConfigLayer, units: int, name: str) -> keras.layers.Dense:
 
 
 def _layer_norm(layer: ConfigLayer) -> keras.layers.LayerNormalization:
-    return LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm", dtype=layer.dtype_policy)
+    return LayerNormalization(epsilon=layer.config.layer_norm_eps, name="LayerNorm",
+                              dtype=_float32_variables(layer.dtype_policy))
+
+
+def _float32_variables(policy: keras.DTypePolicy) -> keras.DTypePolicy:
+    """A half-precision policy's mixed twin (same compute dtype, float32 variables); others as given.
+
+    For the LayerNorms of a model built with a half-precision policy ("bfloat16"), as the PyTorch
+    model's ``float32_parameter_names``: a gain rounded to bf16 biases one channel of every token in
+    every layer. Their layers then compute as under ``mixed_bfloat16``, so such a model gives the
+    same numbers as the mixed one, without casting every other variable on every call.
+    """
+    if policy.variable_dtype in ("bfloat16", "float16") and policy.compute_dtype == policy.variable_dtype:
+        return keras.DTypePolicy(f"mixed_{policy.compute_dtype}")
+    return policy
 
 
 # ----------------------------------------------------------------------------------- embeddings

@@ -63,6 +63,8 @@ TF_ONLY_FUNCTIONS = {
     "_initializer": "PyTorch initialises in ConvBertPreTrainedModel._init_weights",
     "_dense": "PyTorch uses nn.Linear directly",
     "_layer_norm": "PyTorch uses nn.LayerNorm directly",
+    "_float32_variables": "the LayerNorms' policy in a half-precision model; PyTorch keeps those parameters in "
+                          "float32 in ConvBertPreTrainedModel._apply (float32_parameter_names)",
 }
 
 # The pretraining pair: classes and module-level functions on one side only, with the reason.

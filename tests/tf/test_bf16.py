@@ -1,4 +1,5 @@
-"""mixed_bfloat16: on the reference fixtures every head stays within the documented distance of fp32."""
+"""mixed_bfloat16: on the reference fixtures every head stays within the documented distance of fp32;
+a "bfloat16" model (bf16 variables, float32 LayerNorms) computes the same numbers."""
 
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def test_mixed_bfloat16_on_the_reference_fixtures(head):
     atol = BF16_EMULATED_LOGITS_ATOL if emulated else BF16_LOGITS_ATOL
     for key in compared:
         assert_close(f"{head}/{key}", np.asarray(got[key], dtype=np.float32), ref[key], atol)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_bfloat16_model_keeps_its_layer_norms_in_float32_and_computes_as_the_mixed_one(head):
+    path = fixture_file(f"{TINY}/{head}/model.safetensors").parent
+    inputs = reference_inputs(head)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="bfloat16 on a CPU without bfloat16 units")
+        half = model_class(head).from_pretrained(path, dtype="bfloat16")
+        mixed = model_class(head).from_pretrained(path, dtype="mixed_bfloat16")
+    float32 = {v.path for v in half.weights if v.dtype == "float32"}
+    layer_norms = {v.path for v in half.weights if "LayerNorm" in v.path}
+    assert layer_norms and float32 == layer_norms  # every other variable is bf16
+    assert {v.dtype for v in half.weights} == {"bfloat16", "float32"}
+    got, want = to_numpy(half(inputs, training=False)), to_numpy(mixed(inputs, training=False))
+    compared = [key for key in KEYS if key in want]
+    assert compared and all(key in got for key in compared)
+    for key in compared:
+        # The mixed model casts each float32 variable to bf16 where it is used, rounding as the
+        # bf16 variables were rounded when loaded: the same operands, so the same bits.
+        np.testing.assert_array_equal(np.asarray(got[key], np.float32), np.asarray(want[key], np.float32),
+                                      err_msg=f"{head}/{key}")
 
 
 def _bf16(rng, *shape):
