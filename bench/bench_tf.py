@@ -9,8 +9,8 @@ medians of ``--runs`` runs after ``--warmup``:
 - one ``fit`` step (``train_on_batch``, Adam, sequence-classification head with its built-in loss)
   at 8x128 in each compile mode (ours: ``compile()``'s default, XLA, plain ``tf.function``; HF's:
   its default and XLA), and the first step's time (tracing / compiling included);
-- our forward under ``mixed_bfloat16`` (``tf.function`` and XLA; which one wins is printed: XLA on
-  CPU does not use AMX for bf16);
+- our forward under ``mixed_bfloat16`` and with bfloat16 variables (``dtype="bfloat16"``), at 8x128
+  and 1x128 (``tf.function`` and XLA; which one wins is printed: XLA on CPU does not use AMX for bf16);
 - ``--cases pretrain``: one replaced-token-detection ``fit`` step (``train_on_batch``: forward,
   backward, our AdamW) of ConvBERT-small with a 0.25 generator at 16x128 (``--pretrain-batch``),
   under ``tf.function`` and under XLA, with the first step's time (trace + compile), against our
@@ -149,22 +149,47 @@ def bench_forward(results: dict, cfg: ConvBertConfig, ours, hf_model, runs: int,
 
 
 def bench_bf16(results: dict, cfg: ConvBertConfig, ours, runs: int, warmup: int) -> None:
-    """Our forward under mixed_bfloat16 (tf.function and XLA), against HF's best fp32 when that was measured."""
+    """Our forward under mixed_bfloat16 and with bfloat16 variables (``dtype="bfloat16"``: the LayerNorms
+    keep float32 ones), under tf.function and XLA, at 8x128 and 1x128; our fp32 forward at 1x128
+    beside (8x128's is the forward case's); against HF's best fp32 when that was measured.
+
+    The mixed model casts every float32 variable to bf16 on each call; the bf16 one has nothing to cast.
+    """
     seconds = results["seconds"]
-    bf16 = ConvBertModel(cfg, dtype="mixed_bfloat16")
-    bf16.set_weights(ours.get_weights())
-    x = inputs(cfg, 8, 128)
-    fns = {k.replace("/forward/", "/forward_bf16/"): v for k, v in forward_fns(bf16, x, "ours/forward/8x128",
-                                                                                hf=False).items()
-           if not k.endswith("/eager")}
-    for fn in fns.values():
-        fn()
-    seconds.update(interleaved(fns, runs, warmup))
-    bf16_best = min(fns, key=lambda k: seconds[k])
-    results["bf16_best_mode"] = bf16_best.rsplit("/", 1)[1]
-    if "hf/forward/8x128/best" in seconds:
-        results["ratios"]["forward_bf16/8x128 ours/hf fp32 best"] = seconds[bf16_best] / seconds[
-            "hf/forward/8x128/best"]
+    mixed = ConvBertModel(cfg, dtype="mixed_bfloat16")
+    mixed.set_weights(ours.get_weights())
+    half = ConvBertModel(cfg, dtype="bfloat16")
+    for variable, value in zip(half.weights, ours.get_weights(), strict=True):
+        variable.assign(keras.ops.cast(value, variable.dtype))
+    for batch, length in ((8, 128), (1, 128)):
+        shape = f"{batch}x{length}"
+        x = inputs(cfg, batch, length)
+        fns = {}
+        for case, model in (("forward_bf16", mixed), ("forward_bf16_variables", half)):
+            fns.update({k.replace("/forward/", f"/{case}/"): v
+                        for k, v in forward_fns(model, x, f"ours/forward/{shape}", hf=False).items()
+                        if not k.endswith("/eager")})
+        if batch == 1:
+            fp32 = forward_fns(ours, x, f"ours/forward/{shape}", hf=False)
+            fns[f"ours/forward/{shape}/tf.function"] = fp32[f"ours/forward/{shape}/tf.function"]
+        for fn in fns.values():
+            fn()
+        seconds.update(interleaved(fns, runs, warmup))
+        best = {case: min((k for k in fns if f"/{case}/" in k), key=lambda k: seconds[k])
+                for case in ("forward_bf16", "forward_bf16_variables")}
+        results["ratios"][f"forward_bf16_variables/{shape} ours/mixed (best modes)"] = (
+            seconds[best["forward_bf16_variables"]] / seconds[best["forward_bf16"]])
+        if batch == 1:
+            results["ratios"][f"forward_bf16/{shape} ours mixed/fp32 (tf.function)"] = (
+                seconds[f"ours/forward_bf16/{shape}/tf.function"] / seconds[f"ours/forward/{shape}/tf.function"])
+            results["ratios"][f"forward_bf16_variables/{shape} ours/fp32 (tf.function)"] = (
+                seconds[f"ours/forward_bf16_variables/{shape}/tf.function"]
+                / seconds[f"ours/forward/{shape}/tf.function"])
+        if batch == 8:
+            results["bf16_best_mode"] = best["forward_bf16"].rsplit("/", 1)[1]
+            hf_best = seconds.get("hf/forward/8x128/best")
+            for case, key in best.items() if hf_best else ():
+                results["ratios"][f"{case}/8x128 ours/hf fp32 best"] = seconds[key] / hf_best
 
 
 def _as_before_fused(model) -> None:
